@@ -1,0 +1,213 @@
+"""Checkpoints: safetensors weights + safetensors/JSON trainer state, written atomically. No pickle.
+
+A checkpoint is a directory: ``model.safetensors``, optionally ``trainer.safetensors`` (optimizer
+tensors and RNG states) and ``state.json`` (step, counters, optimizer hyperparameters, scheduler,
+Python/numpy RNG, and the byte size of every file). It is written under a temporary name, flushed to
+disk and swapped in by renames, so a kill at any moment leaves the previous checkpoint intact; a
+truncated or damaged file is refused with a message that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from gradwise.errors import CheckpointError
+
+FORMAT = "gradwise-checkpoint-v1"
+MODEL_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.safetensors"
+STATE_FILE = "state.json"
+
+
+# ---------------------------------------------------------------- save
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """Write a checkpoint to ``directory`` atomically (the old one stays until the new one is whole)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_model(model, str(tmp / MODEL_FILE))
+        full_state = {"format": FORMAT, **state, "rng": _rng_json()}
+        tensors = _rng_tensors()
+        if optimizer is not None:
+            opt_tensors, opt_json = _flatten_optimizer(optimizer)
+            tensors.update(opt_tensors)
+            full_state["optimizer"] = opt_json
+        if scheduler is not None:
+            full_state["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        save_file(tensors, str(tmp / TRAINER_FILE))
+        full_state["files"] = {f: (tmp / f).stat().st_size for f in (MODEL_FILE, TRAINER_FILE)}
+        (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+        for f in (MODEL_FILE, TRAINER_FILE, STATE_FILE):
+            _fsync(tmp / f)
+        _swap_in(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)  # from here until the next rename, `old` is the valid checkpoint
+    tmp.rename(final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(path)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+
+
+# ---------------------------------------------------------------- load
+
+def resolve_checkpoint(directory: Path) -> Path:
+    """The checkpoint directory to read, falling back to the previous one a killed save left behind."""
+    directory = Path(directory)
+    if (directory / STATE_FILE).is_file():
+        return directory
+    old = directory.with_name(f".{directory.name}.old")
+    if (old / STATE_FILE).is_file():
+        return old
+    raise CheckpointError(f"no checkpoint at {directory}; is this a gradwise run directory that saved one?")
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    path = resolve_checkpoint(directory)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged ({STATE_FILE}: {exc}); resume from another "
+                              "checkpoint or start the run again") from None
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    for name, size in state.get("files", {}).items():
+        f = path / name
+        actual = f.stat().st_size if f.is_file() else -1
+        if actual != size:
+            raise CheckpointError(f"checkpoint {path} is damaged: {name} has {max(actual, 0)} bytes, expected {size} "
+                                  "(truncated?); resume from another checkpoint or start the run again")
+    return state
+
+
+def load_weights(directory: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model``; returns its state.json."""
+    state = read_state(directory)
+    path = resolve_checkpoint(directory)
+    try:
+        missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({MODEL_FILE}: {str(exc).splitlines()[0]}); "
+                              "it is damaged or from a different model config") from None
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}); use the config the run was trained with")
+    return state
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    restore_rng: bool = True) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns its state.json."""
+    state = load_weights(directory, model)
+    path = resolve_checkpoint(directory)
+    try:
+        tensors = load_file(str(path / TRAINER_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged ({TRAINER_FILE}: {exc}); resume from another "
+                              "checkpoint or start again") from None
+    if optimizer is not None:
+        if "optimizer" not in state:
+            raise CheckpointError(f"checkpoint {path} holds no optimizer state (a best-model checkpoint?); "
+                                  "resume from checkpoints/last")
+        optimizer.load_state_dict(_unflatten_optimizer(state["optimizer"], tensors))
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng:
+        _restore_rng(state["rng"], tensors)
+    return state
+
+
+# ---------------------------------------------------------------- optimizer state <-> tensors + JSON
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(data: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, values in data.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = []
+    for g in data["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------- RNG
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def _rng_json() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, pystate, gauss = random.getstate()
+    return {"numpy": [kind, keys.tolist(), pos, has_gauss, cached], "python": [version, list(pystate), gauss]}
+
+
+def _restore_rng(data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, pos, has_gauss, cached = data["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, pystate, gauss = data["python"]
+    random.setstate((version, tuple(pystate), gauss))

@@ -1,0 +1,126 @@
+"""The command line: each sub-command parses its options and calls the Python API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from gradwise import __version__
+from gradwise.errors import GradwiseError
+
+EPILOG = """examples:
+  gradwise train                                   train on the embedded corpus (Python's own docs)
+  gradwise train configs/shakespeare-char-cpu.yaml --data tinyshakespeare.txt
+  gradwise train my.yaml --set optim.lr=3e-4 --set model.n_layer=6
+  gradwise train --resume runs/NAME                continue an interrupted run exactly
+  gradwise eval runs/NAME --split test             loss, perplexity, bits per byte
+  gradwise generate runs/NAME --prompt "ROMEO:" --max-new-tokens 200
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradwise", description="Train and evaluate language models: one well-instrumented optimization "
+        "step, repeated with validation, checkpoints and an honest test evaluation.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gradwise {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (default: the embedded corpus and the default preset)",
+                       description="Train a GPT on a corpus, validating as it goes, keeping the best and last "
+                       "checkpoints, and evaluating the best once on the test split.")
+    p.add_argument("config", nargs="?", help="YAML/TOML config file or preset name (default: the 'default' preset; "
+                   "with --resume: the run's own config)")
+    p.add_argument("--data", metavar="PATH", help="corpus: a text file, a directory of text files or a .jsonl "
+                   "file with a 'text' field (shorthand for --set data.path=PATH)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--name", help="run directory name under out_dir (shorthand for --set name=NAME)")
+    p.add_argument("--quiet", action="store_true", help="print nothing while training")
+    p.add_argument("--no-bar", action="store_true", help="plain log lines even on a terminal")
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on a split",
+                       description="Loss (nats/token), perplexity and bits per byte on a whole split.")
+    p.add_argument("run", help="run directory, e.g. runs/NAME")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default test)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("generate", help="sample text from a run's model",
+                       description="Sample continuations of a prompt from a trained run.")
+    p.add_argument("run", help="run directory, e.g. runs/NAME")
+    p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this probability")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gradwise.api import train
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.path={json.dumps(args.data)}")
+    if args.name:
+        overrides.append(f"name={json.dumps(args.name)}")
+    result = train(args.config, overrides=overrides, resume=args.resume,
+                   live_progress=False if args.no_bar else None, quiet=args.quiet)
+    return 130 if result.summary["stopped_because"] == "interrupted" else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gradwise.api import evaluate_run
+
+    res = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint, device=args.device)
+    if args.json:
+        print(json.dumps({"split": args.split, "checkpoint": args.checkpoint, **res.to_dict()}))
+    else:
+        print(f"{args.split} split ({args.checkpoint} checkpoint): loss {res.loss:.4f} nats/token | "
+              f"perplexity {res.perplexity:.3f} | {res.bits_per_byte:.4f} bits/byte | "
+              f"{res.tokens:,} tokens, {res.bytes:,} bytes")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from gradwise.api import generate_text
+
+    samples = generate_text(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                            args.num_samples, args.seed, args.checkpoint, args.device)
+    for i, text in enumerate(samples):
+        if len(samples) > 1:
+            print(f"--- sample {i + 1}")
+        print(text)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except GradwiseError as exc:
+        print(f"gradwise: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gradwise: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

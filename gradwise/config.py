@@ -1,0 +1,326 @@
+"""Typed config tree: YAML/TOML load, dotted overrides, validation with one-line errors.
+
+A config is data, never code: files are read with ``yaml.safe_load`` or ``tomllib``. Every key is
+checked against the dataclasses below, so a typo such as ``model.n_layers`` stops the run with a
+message that names the key and suggests the right one, before any work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gradwise.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus comes from, how it is tokenized and split."""
+
+    path: str | None = None  # text file, directory or .jsonl; None = the embedded Python docs corpus
+    format: Literal["auto", "text", "dir", "jsonl"] = "auto"
+    text_field: str = "text"  # JSONL field holding the text
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = 4096  # BPE only
+    split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/val/test
+    split_chunks: int = 10  # the token stream is cut into this many chunks, each split 90/5/5
+    cache_dir: str | None = None  # default: $GRADWISE_CACHE or ~/.cache/gradwise
+
+
+@dataclass
+class ModelConfig:
+    """A decoder-only GPT."""
+
+    arch: Literal["gpt"] = "gpt"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128  # context length in tokens
+    dropout: float = 0.0
+    bias: bool = False
+    tie_embeddings: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer and its hyperparameters."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    weight_decay_on: Literal["matrices", "all"] = "matrices"  # matrices: not biases, norms, embeddings
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    fused: bool | None = None  # None: fused kernels wherever the device supports them
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule: linear warmup, then constant, linear or cosine decay to a floor."""
+
+    name: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_steps: int = 100
+    min_lr: float = 1e-4  # the floor the decay ends at
+    decay_steps: int | None = None  # default: train.max_steps
+
+
+@dataclass
+class TrainConfig:
+    """The loop: batch, steps, evaluation cadence, stopping rules, device."""
+
+    batch_size: int = 12  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimization step
+    max_steps: int = 2000
+    max_time: str | None = None  # wall-clock budget such as "90s", "10m", "2h"
+    eval_every: int = 250
+    eval_batches: int = 50  # fixed validation batches per evaluation
+    log_every: int = 10
+    checkpoint_every: int | None = None  # default: eval_every
+    patience: int | None = None  # early stopping after this many evaluations without improvement
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    grad_clip: float = 1.0  # clip the global gradient norm; 0 disables clipping
+    max_nonfinite: int = 10  # stop after this many non-finite steps in a row
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = True  # deterministic kernels (exact resume on CPU)
+    test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
+
+
+@dataclass
+class Config:
+    """A whole training run."""
+
+    name: str | None = None  # run directory name; default: <config name>-<timestamp>
+    out_dir: str = "runs"
+    seed: int = 1337
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or TOML file (or a preset name) into a plain dict."""
+    p = resolve_config_path(path)
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except Exception as exc:  # parser messages are already precise
+        raise ConfigError(f"cannot parse {p}: {str(exc).splitlines()[0]}; fix the syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESETS_DIR / f"{path}.yaml"
+    if p.suffix == "" and preset.is_file():
+        return preset
+    names = ", ".join(sorted(x.stem for x in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file '{path}' not found; give a YAML/TOML path or a preset name ({names})")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``optim.lr=3e-4`` -> ("optim.lr", 0.0003). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}' must look like KEY=VALUE, for example --set optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a raw config dict (validation happens afterwards, in :func:`build_config`)."""
+    for item in overrides:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (default preset if None), apply ``--set`` overrides, validate."""
+    data = read_config_file(path if path is not None else "default")
+    apply_overrides(data, list(overrides or []))
+    return build_config(data)
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    cfg = _from_dict(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- typed conversion
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _convert(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, for example [0.9, 0.95]; got {value!r}")
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be a whole number; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number; got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{key} must be text; got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in gradwise, not user input
+
+
+# ---------------------------------------------------------------- value checks
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+
+
+def parse_duration(text: str | None, key: str = "train.max_time") -> float | None:
+    """'90s' / '10m' / '2h' / '3600' -> seconds."""
+    if text is None:
+        return None
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(f"{key} must be a duration such as 90s, 10m or 2h; got {text!r}")
+    scale = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}[m.group(2)]
+    seconds = float(m.group(1)) * scale
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be positive; got {text!r}")
+    return seconds
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values with a message that names the key and the fix."""
+    m, o, s, t, d = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.data
+    for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
+                       ("model.block_size", m.block_size), ("train.batch_size", t.batch_size),
+                       ("train.grad_accum", t.grad_accum), ("train.max_steps", t.max_steps),
+                       ("train.eval_every", t.eval_every), ("train.eval_batches", t.eval_batches),
+                       ("train.log_every", t.log_every), ("train.max_nonfinite", t.max_nonfinite),
+                       ("data.split_chunks", d.split_chunks)]:
+        _require(value >= 1, f"{key} must be at least 1; got {value}")
+    _require(m.n_embd % m.n_head == 0,
+             f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
+             f"try n_embd={m.n_head * max(1, round(m.n_embd / m.n_head))}")
+    _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1); got {m.dropout}")
+    _require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a positive number; got {o.lr}")
+    _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
+    _require(o.eps > 0, f"optim.eps must be positive; got {o.eps}")
+    _require(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
+             f"optim.betas must be two numbers in [0, 1), for example [0.9, 0.99]; got {o.betas}")
+    _require(0.0 <= o.momentum < 1.0, f"optim.momentum must be in [0, 1); got {o.momentum}")
+    _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0; got {s.warmup_steps}")
+    _require(s.min_lr >= 0, f"schedule.min_lr must be >= 0; got {s.min_lr}")
+    _require(s.min_lr <= o.lr, f"schedule.min_lr ({s.min_lr}) must not exceed optim.lr ({o.lr})")
+    _require(s.decay_steps is None or s.decay_steps >= 1,
+             f"schedule.decay_steps must be at least 1; got {s.decay_steps}")
+    _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping); got {t.grad_clip}")
+    _require(t.patience is None or t.patience >= 1, f"train.patience must be at least 1; got {t.patience}")
+    _require(t.min_delta >= 0, f"train.min_delta must be >= 0; got {t.min_delta}")
+    _require(t.checkpoint_every is None or t.checkpoint_every >= 1,
+             f"train.checkpoint_every must be at least 1; got {t.checkpoint_every}")
+    parse_duration(t.max_time)
+    _require(len(d.split) == 3 and all(x > 0 for x in d.split) and abs(sum(d.split) - 1.0) < 1e-6,
+             f"data.split must be three positive fractions (train, val, test) summing to 1; got {d.split}")
+    _require(d.tokenizer != "bpe" or d.vocab_size >= 260,
+             f"data.vocab_size must be at least 260 for byte-level BPE (256 bytes + merges); got {d.vocab_size}")
+    _require(d.vocab_size <= 2**32 - 1, f"data.vocab_size is too large; got {d.vocab_size}")
+    _require(cfg.seed >= 0, f"seed must be >= 0; got {cfg.seed}")
+    if cfg.name is not None:
+        _require(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name) is not None and cfg.name not in (".", ".."),
+                 f"name must use letters, digits, '.', '_' or '-'; got {cfg.name!r}")

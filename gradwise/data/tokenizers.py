@@ -1,0 +1,169 @@
+"""Tokenizers: character-level, and byte-level BPE trained on the corpus with Hugging Face ``tokenizers``.
+
+Both share one small interface (encode, decode, vocab_size, eot_id, token_byte_lengths, save) and
+both are saved as ``tokenizer.json``: the BPE one in Hugging Face's own format, the char one as a
+small gradwise JSON document. ``token_byte_lengths`` gives the UTF-8 bytes each token stands for,
+which is what turns a loss in nats per token into bits per byte, comparable across tokenizers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from gradwise.errors import DataError
+
+EOT = "<|endoftext|>"
+CHAR_FORMAT = "gradwise-char-v1"
+
+
+class Tokenizer(Protocol):
+    kind: str
+    vocab_size: int
+    eot_id: int
+
+    def encode(self, text: str) -> np.ndarray: ...
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def token_byte_lengths(self) -> np.ndarray: ...
+    def to_json(self) -> str: ...
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    return hashlib.sha256(tok.to_json().encode("utf-8")).hexdigest()
+
+
+def save_tokenizer(tok: Tokenizer, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(tok.to_json(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read tokenizer {path}: {exc}; is the run directory complete?") from None
+    if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
+        return CharTokenizer(data["chars"])
+    return BPETokenizer.from_json(text)
+
+
+# ---------------------------------------------------------------- characters
+
+class CharTokenizer:
+    """One token per Unicode character seen in the corpus, plus an end-of-text token (the last id)."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = list(chars)
+        self.vocab_size = len(self.chars) + 1
+        self.eot_id = len(self.chars)
+        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        order = np.argsort(codes)
+        self._sorted_codes = codes[order]
+        self._sorted_ids = order
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        return cls(sorted(seen))
+
+    def encode(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        pos = np.searchsorted(self._sorted_codes, codes)
+        pos = np.minimum(pos, len(self._sorted_codes) - 1)
+        unknown = self._sorted_codes[pos] != codes if len(codes) else np.zeros(0, bool)
+        if unknown.any():
+            bad = sorted({chr(c) for c in codes[unknown]})[:5]
+            raise DataError(f"characters not in the tokenizer's vocabulary: {bad!r}; "
+                            "remove them from the text (a char tokenizer knows only its corpus's characters)")
+        return self._sorted_ids[pos]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
+
+    def token_byte_lengths(self) -> np.ndarray:
+        return np.array([len(c.encode("utf-8")) for c in self.chars] + [0], dtype=np.int64)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": CHAR_FORMAT, "chars": self.chars, "eot": EOT}, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- byte-level BPE
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) from Hugging Face ``tokenizers``: any text encodes, nothing is unknown."""
+
+    kind = "bpe"
+
+    def __init__(self, tok):  # tok: tokenizers.Tokenizer
+        self._tok = tok
+        self.vocab_size = tok.get_vocab_size()
+        eot = tok.token_to_id(EOT)
+        if eot is None:
+            raise DataError(f"tokenizer has no {EOT} token; train it with gradwise or add that special token")
+        self.eot_id = eot
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_str(text))
+        except Exception as exc:
+            raise DataError(f"not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(list(texts))]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def token_byte_lengths(self) -> np.ndarray:
+        # In byte-level BPE every character of a token string stands for exactly one byte.
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values()}
+        for token, idx in self._tok.get_vocab().items():
+            if idx < self.vocab_size:
+                lengths[idx] = 0 if token in special else len(token)
+        return lengths
+
+    def to_json(self) -> str:
+        return self._tok.to_str()
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, vocab_size)
+    raise DataError(f"unknown tokenizer '{kind}'; use char or bpe")

@@ -1,0 +1,31 @@
+"""User-facing errors: one line that names the problem and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+
+class GradwiseError(Exception):
+    """A problem with the user's input (config, data, paths, checkpoints).
+
+    The command line prints ``gradwise: error: <message>`` and exits with ``exit_code``;
+    the Python API lets it propagate so callers can catch it.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(GradwiseError):
+    """An unknown key, a wrong type or an impossible value in a config."""
+
+
+class DataError(GradwiseError):
+    """A corpus that cannot be read, parsed or split as asked."""
+
+
+class CheckpointError(GradwiseError):
+    """A checkpoint that is missing, incomplete or damaged."""
+
+
+class TrainingStopped(GradwiseError):
+    """Training cannot go on (for example too many non-finite steps in a row)."""
+
+    exit_code = 3

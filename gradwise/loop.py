@@ -1,0 +1,242 @@
+"""The multi-step loop: repeat the step, evaluate, keep the best and last checkpoints, stop on a rule.
+
+Stops on ``max_steps``, a wall-clock budget, early stopping (validation loss not better by
+``min_delta`` for ``patience`` evaluations) or a signal (Ctrl-C / SIGTERM: the current step finishes,
+a checkpoint is written, and the run can be resumed). Everything the loop needs to continue exactly
+lives in :class:`LoopState` and goes into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradwise.checkpoint import save_checkpoint
+from gradwise.config import Config, parse_duration
+from gradwise.data import Corpus
+from gradwise.evaluate import EvalResult, evaluate
+from gradwise.progress import TrainingProgress
+from gradwise.rundir import MetricsWriter, RunDir
+from gradwise.step import OptimizationStep, StepResult
+
+
+@dataclass
+class LogWindow:
+    """Sums over the steps since the last log line (saved in checkpoints: resume logs the same numbers)."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    grad_norm_sum: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+    skipped: int = 0
+
+    def add(self, r: StepResult) -> None:
+        self.steps += 1
+        self.tokens += r.tokens
+        self.seconds += r.seconds
+        if r.skipped:
+            self.skipped += 1
+        else:
+            self.loss_sum += r.loss
+            self.grad_norm_sum += r.grad_norm
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0  # wall time of the loop (steps, evaluation, checkpoints)
+    step_seconds: float = 0.0  # time inside optimization steps only
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    last_eval_step: int | None = None
+    last_val_loss: float | None = None
+    window: LogWindow = field(default_factory=LogWindow)
+    stepper: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoopState:
+        data = dict(data)
+        data["window"] = LogWindow(**data.get("window", {}))
+        return cls(**data)
+
+
+class StopSignal:
+    """Turns the first Ctrl-C / SIGTERM into a polite stop request; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class TrainLoop:
+    def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, corpus: Corpus, run: RunDir,
+                 device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
+                 metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None):
+        self.cfg = cfg
+        self.model = model  # possibly compiled
+        self.raw_model = raw_model or model  # what checkpoints save
+        self.stepper = stepper
+        self.corpus = corpus
+        self.run_dir = run
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.state = state
+        self.metrics = metrics
+        self.progress = progress
+        self.train_split = corpus.split("train")
+        self.val_split = corpus.split("val")
+        self.byte_lengths = corpus.tokenizer.token_byte_lengths()
+        self.max_time = parse_duration(cfg.train.max_time)
+        t = cfg.train
+        self.checkpoint_every = t.checkpoint_every or t.eval_every
+
+    # ------------------------------------------------------------ batches
+    def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        t, block = self.cfg.train, self.cfg.model.block_size
+        out = []
+        for micro in range(t.grad_accum):
+            x, y = self.train_split.batch(self.cfg.seed, step, micro, t.batch_size, block)
+            out.append((self._to_device(x), self._to_device(y)))
+        return out
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate_val(self) -> EvalResult:
+        t = self.cfg.train
+        return evaluate(self.model, self.val_split, self.cfg.model.block_size, t.batch_size, self.device,
+                        self.byte_lengths, max_windows=t.eval_batches * t.batch_size,
+                        autocast_dtype=self.autocast_dtype)
+
+    def _eval_and_track(self) -> bool:
+        """Evaluate, update the best checkpoint; True when early stopping says stop."""
+        st, t = self.state, self.cfg.train
+        res = self.evaluate_val()
+        st.last_eval_step, st.last_val_loss = st.step, res.loss
+        improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
+        if improved:
+            st.best_val_loss, st.best_step, st.evals_since_best = res.loss, st.step, 0
+            save_checkpoint(self.run_dir.best, self.raw_model,
+                            {"step": st.step, "val_loss": res.loss, "kind": "best"})
+        else:
+            st.evals_since_best += 1
+        self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss, "val_ppl": res.perplexity,
+                            "val_bpb": res.bits_per_byte, "best_val_loss": st.best_val_loss,
+                            "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3)})
+        best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
+        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f} | val bpb {res.bits_per_byte:.4f} "
+                              f"| best {best} @ {st.best_step}")
+        return t.patience is not None and st.evals_since_best >= t.patience
+
+    def save_last(self) -> None:
+        st = self.state
+        st.stepper = self.stepper.state_dict()
+        save_checkpoint(self.run_dir.last, self.raw_model, {"step": st.step, "kind": "last", "loop": st.to_json()},
+                        optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler)
+        self._saved_step = st.step
+
+    # ------------------------------------------------------------ logging
+    def _log(self) -> None:
+        st, w = self.state, self.state.window
+        if w.steps == 0:
+            return
+        good = w.steps - w.skipped
+        loss = w.loss_sum / good if good else float("nan")
+        tok_s = w.tokens / w.seconds if w.seconds > 0 else float("nan")
+        record = {"kind": "train", "step": st.step, "train_loss": loss,
+                  "grad_norm": w.grad_norm_sum / good if good else float("nan"), "lr": self._last_lr,
+                  "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3), "tokens_per_s": round(tok_s, 1)}
+        if w.skipped:
+            record["skipped_steps"] = w.skipped
+        if self._last_update_ratio is not None:
+            record["update_ratio"] = self._last_update_ratio
+        self.metrics.write(record)
+        self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {tok_s / 1000:.1f}k tok/s")
+        st.window = LogWindow()
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> str:
+        st, t = self.state, self.cfg.train
+        self._last_lr = self.stepper.optimizer.param_groups[0]["lr"]
+        self._last_update_ratio: float | None = None
+        self._saved_step: int | None = None
+        session_start = time.perf_counter()
+        base_seconds = st.train_seconds
+        stopped_because = "max_steps"
+
+        def tick() -> None:
+            st.train_seconds = base_seconds + time.perf_counter() - session_start
+
+        with StopSignal() as stop:
+            if st.step == 0 and st.last_eval_step is None:
+                self._eval_and_track()  # the untrained baseline: the curve starts at step 0
+            while st.step < t.max_steps:
+                tick()
+                if stop.requested:
+                    stopped_because = "interrupted"
+                    break
+                if self.max_time is not None and st.train_seconds >= self.max_time:
+                    stopped_because = "time_budget"
+                    break
+                measure = (st.step + 1) % t.log_every == 0
+                result = self.stepper(self.micro_batches(st.step), measure_update=measure)
+                st.step += 1
+                st.tokens_seen += result.tokens
+                st.step_seconds += result.seconds
+                st.window.add(result)
+                self._last_lr = result.lr
+                if measure:
+                    self._last_update_ratio = result.update_ratio
+                tick()
+                if st.step % t.log_every == 0 or st.step == t.max_steps:
+                    self._log()
+                early_stop = False
+                if st.step % t.eval_every == 0 or st.step == t.max_steps:
+                    early_stop = self._eval_and_track()
+                    tick()
+                if st.step % self.checkpoint_every == 0 or early_stop:
+                    self.save_last()
+                if early_stop:
+                    stopped_because = "early_stopping"
+                    break
+            if stopped_because != "interrupted":  # an interrupted run resumes mid-window: keep its sums
+                self._log()
+                if st.last_eval_step != st.step:
+                    self._eval_and_track()
+            tick()
+            if self._saved_step != st.step:
+                self.save_last()
+        return stopped_because

@@ -1,0 +1,17 @@
+"""Models: the gradwise GPT (more architectures come with later issues)."""
+
+from __future__ import annotations
+
+from gradwise.config import ModelConfig
+from gradwise.models.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig", "build_model", "gpt_config"]
+
+
+def gpt_config(cfg: ModelConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, tie_embeddings=cfg.tie_embeddings)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int) -> GPT:
+    return GPT(gpt_config(cfg, vocab_size))

@@ -1,0 +1,128 @@
+"""The single optimization step, as one instrumented unit.
+
+zero grad → forward → loss → backward over ``grad_accum`` micro-batches → clip by global norm →
+optimizer step → schedule step. It returns what happened (loss, gradient norm, learning rate, tokens,
+time, whether the update was skipped) so the loop, the ``step`` command and tests all see the same
+numbers. A non-finite loss or gradient skips the update instead of poisoning the weights; too many in
+a row stop training with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gradwise.errors import TrainingStopped
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean loss over the step's micro-batches (what an un-accumulated batch would give)
+    grad_norm: float  # global L2 norm of the gradient before clipping
+    lr: float  # learning rate this step used
+    tokens: int  # target tokens processed
+    seconds: float
+    skipped: bool = False  # True when a non-finite loss or gradient skipped the update
+    clipped: bool = False
+    update_ratio: float | None = None  # ||Δθ|| / ||θ|| when measured
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """bf16 autocast where asked (the default on CUDA); a no-op for fp32."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class OptimizationStep:
+    """One optimization step over a list of micro-batches; call it once per step."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
+                 autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10):
+        self.model = model
+        self.optimizer = optimizer
+        self.objective = objective
+        self.scheduler = scheduler
+        self.grad_clip = grad_clip
+        self.autocast_dtype = autocast_dtype
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False) -> StepResult:
+        if not micro_batches:
+            raise ValueError("a step needs at least one micro-batch")
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        device = micro_batches[0][0].device
+        n = len(micro_batches)
+        loss_sum = torch.zeros((), device=device)
+        tokens = 0
+        for inputs, targets in micro_batches:
+            with autocast_context(device, self.autocast_dtype):
+                loss = self.objective(self.model, inputs, targets)
+            (loss / n).backward()
+            loss_sum += loss.detach()
+            tokens += targets.numel()
+
+        grad_norm_t = self._clip()
+        loss_value = loss_sum.item() / n
+        grad_norm = grad_norm_t.item()
+        lr = self.optimizer.param_groups[0]["lr"]
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        update_ratio = None
+        if finite:
+            self.nonfinite_streak = 0
+            before = [p.detach().clone() for p in self.params] if measure_update else None
+            self.optimizer.step()
+            if before is not None:
+                update_ratio = _relative_update(before, self.params)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak += 1
+            self.nonfinite_total += 1
+            if self.nonfinite_streak >= self.max_nonfinite:
+                raise TrainingStopped(
+                    f"{self.nonfinite_streak} non-finite steps in a row (loss {loss_value}, grad norm {grad_norm}); "
+                    "lower optim.lr, keep train.grad_clip on, or check the data for broken records")
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return StepResult(loss=loss_value, grad_norm=grad_norm, lr=lr, tokens=tokens,
+                          seconds=time.perf_counter() - t0, skipped=not finite,
+                          clipped=finite and self.grad_clip > 0 and grad_norm > self.grad_clip,
+                          update_ratio=update_ratio)
+
+    def _clip(self) -> torch.Tensor:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            raise ValueError("no parameter received a gradient: does the objective use the model's output?")
+        if self.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+    def state_dict(self) -> dict:
+        return {"nonfinite_streak": self.nonfinite_streak, "nonfinite_total": self.nonfinite_total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+
+
+@torch.no_grad()
+def _relative_update(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    deltas = torch._foreach_sub([p.detach() for p in after], before)
+    delta_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas)))
+    weight_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+    return (delta_norm / weight_norm.clamp_min(1e-12)).item()
