@@ -9,6 +9,7 @@ truncated or damaged file is refused with a message that names it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -79,10 +80,8 @@ def _fsync(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
         _fsync(path)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
 
 
 # ---------------------------------------------------------------- load

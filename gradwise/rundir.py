@@ -75,7 +75,7 @@ class MetricsWriter:
         self.path = path
         if resume_step is not None and path.exists():
             self._truncate_after(resume_step)
-        self._fh = open(path, "a", encoding="utf-8")
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run, closed by close()
 
     def _truncate_after(self, step: int) -> None:
         """Drop lines written after the checkpoint we resume from: the resumed run writes them again."""

@@ -117,7 +117,7 @@ def _write_shards(source: CorpusSource, tokenizer: Tokenizer, directory: Path) -
                     fh.close()
                 name = f"shard-{len(shards):05d}.bin"
                 shards.append({"file": name, "tokens": 0})
-                fh = open(directory / name, "wb")
+                fh = open(directory / name, "wb")  # noqa: SIM115 - closed when the shard fills
                 in_shard = 0
             take = min(len(ids), SHARD_TOKENS - in_shard)
             fh.write(ids[:take].tobytes())
