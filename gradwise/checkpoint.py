@@ -49,7 +49,10 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, An
             tensors.update(opt_tensors)
             full_state["optimizer"] = opt_json
         if scheduler is not None:
-            full_state["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+            sched = scheduler.state_dict()
+            if "lr_lambdas" in sched:  # our lambdas hold no state: record them as None, as torch does
+                sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
+            full_state["scheduler"] = sched
         save_file(tensors, str(tmp / TRAINER_FILE))
         full_state["files"] = {f: (tmp / f).stat().st_size for f in (MODEL_FILE, TRAINER_FILE)}
         (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))

@@ -1,0 +1,100 @@
+"""The single optimization step: it lowers the loss, accumulates exactly, clips, and guards non-finite values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gradwise.errors import TrainingStopped
+from gradwise.models.gpt import GPT, GPTConfig
+from gradwise.objectives import CausalLMObjective
+from gradwise.step import OptimizationStep
+
+
+def setup(lr: float = 3e-3, clip: float = 1.0, objective=None, max_nonfinite: int = 10):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    step = OptimizationStep(model, opt, objective or CausalLMObjective(), grad_clip=clip,
+                            max_nonfinite=max_nonfinite)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 30, (8, 17), generator=g)
+    return model, opt, step, (x[:, :-1], x[:, 1:])
+
+
+def test_repeated_steps_lower_the_loss_on_a_fixed_batch() -> None:
+    _, _, step, batch = setup()
+    first = step([batch])
+    for _ in range(30):
+        last = step([batch])
+    assert first.loss == pytest.approx(math.log(30), rel=0.05)  # untrained: uniform over the vocabulary
+    assert last.loss < 0.6 * first.loss
+    assert last.tokens == 8 * 16 and last.seconds > 0 and last.grad_norm > 0 and not last.skipped
+
+
+def test_accumulating_two_halves_equals_one_full_batch() -> None:
+    model_a, _, step_a, (x, y) = setup()
+    model_b, _, step_b, _ = setup()
+    full = step_a([(x, y)])
+    halves = step_b([(x[:4], y[:4]), (x[4:], y[4:])])
+    assert halves.loss == pytest.approx(full.loss, rel=1e-5)  # logged loss is the mean, not the sum
+    assert halves.grad_norm == pytest.approx(full.grad_norm, rel=1e-4)
+    assert halves.tokens == full.tokens
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_gradient_is_clipped_to_the_global_norm() -> None:
+    model, _, step, batch = setup(lr=0.0, clip=0.01)
+    result = step([batch])
+    assert result.clipped and result.grad_norm > 0.01
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert norm.item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_no_clipping_still_reports_the_norm() -> None:
+    _, _, step, batch = setup(clip=0.0)
+    result = step([batch])
+    assert result.grad_norm > 0 and not result.clipped
+
+
+def test_non_finite_loss_skips_the_update_and_is_counted() -> None:
+    poisoned = {"on": True}
+    base = CausalLMObjective()
+
+    def objective(model, x, y):
+        loss = base(model, x, y)
+        return loss * float("nan") if poisoned["on"] else loss
+
+    model, _, step, batch = setup(objective=objective)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = step([batch])
+    assert result.skipped and step.nonfinite_total == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(p.grad is None for p in model.parameters())
+    poisoned["on"] = False
+    assert not step([batch]).skipped and step.nonfinite_streak == 0
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_with_a_clear_message() -> None:
+    def objective(model, x, y):
+        return CausalLMObjective()(model, x, y) * float("inf")
+
+    _, _, step, batch = setup(objective=objective, max_nonfinite=3)
+    step([batch])
+    step([batch])
+    with pytest.raises(TrainingStopped, match="3 non-finite steps in a row.*lower optim.lr"):
+        step([batch])
+
+
+def test_scheduler_steps_once_per_step_and_update_ratio_is_measured() -> None:
+    model, opt, _, batch = setup()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    step = OptimizationStep(model, opt, CausalLMObjective(), scheduler=sched)
+    r1 = step([batch], measure_update=True)
+    r2 = step([batch])
+    assert r1.lr == pytest.approx(3e-3) and r2.lr == pytest.approx(1.5e-3)
+    assert r1.update_ratio is not None and 0 < r1.update_ratio < 0.1
+    assert r2.update_ratio is None
