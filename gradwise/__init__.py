@@ -17,7 +17,8 @@ _EXPORTS = {
     "GradwiseError": "gradwise.errors", "OptimizationStep": "gradwise.step", "StepResult": "gradwise.step",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = ["train", "evaluate_run", "generate_text", "RunResult", "Config", "load_config", "GradwiseError",
+           "OptimizationStep", "StepResult", "__version__"]
 
 if TYPE_CHECKING:
     from gradwise.api import RunResult, evaluate_run, generate_text, train
