@@ -8,7 +8,7 @@ with the same model class, initial weights, data split and validation windows; o
             clip_grad_norm_, step) with a torch.randint sampler on the train split.
 Per run: train tok/s = tokens / (loop wall time - time inside validation evaluation), so batch sampling,
 logging and checkpointing count against the engine; step-only tok/s = tokens / time inside the
-optimization step (what gradwise's summary.json reports); wall s = the loop with its evaluations; best
+optimization step (summary.json's step_seconds); wall s = the loop with its evaluations; best
 full-val loss = the best model (chosen on the fixed validation windows, as gradwise does) evaluated on
 every non-overlapping window of the validation split. Targets: gradwise train tok/s >= 0.95x plain, and
 gradwise best full-val loss <= 1.88 (at 2,000 steps).
@@ -47,11 +47,9 @@ from gradwise.api import train
 from gradwise.checkpoint import load_weights
 from gradwise.config import Config, load_config
 from gradwise.data import Corpus, prepare_corpus
-from gradwise.evaluate import EvalResult, evaluate
-from gradwise.loop import TrainLoop
+from gradwise.evaluate import evaluate
 from gradwise.models import GPT, gpt_config
 from gradwise.optim import lr_at, param_groups
-from gradwise.rundir import RunDir
 from gradwise.runtime import configure_backends, tune_allocator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,30 +129,16 @@ def plain_run(cfg: Config, corpus: Corpus, device: torch.device) -> dict:
 
 
 def gradwise_run(overrides: list[str], cfg: Config, corpus: Corpus, name: str) -> dict:
-    """Train with gradwise.api.train; TrainLoop.evaluate_val is wrapped only to time the evaluations."""
-    evals: list[float] = []
-    original = TrainLoop.evaluate_val
-
-    def timed(self: TrainLoop) -> EvalResult:
-        t0 = time.perf_counter()
-        try:
-            return original(self)
-        finally:
-            evals.append(time.perf_counter() - t0)
-
-    TrainLoop.evaluate_val = timed
+    """Train with gradwise.api.train as a user would; timings come from its summary.json."""
     call_start = time.perf_counter()
-    try:
-        result = train(str(PRESET), overrides=[*overrides, f"name={name}"], quiet=True)
-    finally:
-        TrainLoop.evaluate_val = original
+    result = train(str(PRESET), overrides=[*overrides, f"name={name}"], quiet=True)
     call_s = time.perf_counter() - call_start
     s = result.summary
     model = GPT(gpt_config(cfg.model, corpus.tokenizer.vocab_size))
-    load_weights(RunDir(result.run_dir).best, model)
+    load_weights(result.best_checkpoint, model)
     return {"engine": "gradwise", "steps": s["steps"], "tokens": s["tokens_seen"], "loop_s": s["train_seconds"],
-            "eval_s": sum(evals), "step_s": s["tokens_seen"] / s["tokens_per_second"],
-            "best_step": s["best_step"], "call_s": call_s, "model": model}
+            "eval_s": s["eval_seconds"], "step_s": s["step_seconds"], "best_step": s["best_step"],
+            "call_s": call_s, "model": model}
 
 
 def warm_up(cfg: Config, vocab: int, steps: int = 10) -> None:
@@ -196,7 +180,8 @@ def report(runs: list[dict], steps: int, load: float) -> tuple[str, list[str]]:
         notes.append(f"gradwise best full-val loss {loss:.4f}; target <= {LOSS_TARGET}: "
                      f"{'MET' if loss <= LOSS_TARGET else 'NOT MET'}{short}")
     if load > 0.5:
-        notes.append(f"WARNING: the 1-minute load average was {load:.2f} before the runs began: the machine may have been busy")
+        notes.append(f"WARNING: the 1-minute load average was {load:.2f} before the runs began: "
+                     "the machine may have been busy")
     return "\n".join(lines), notes
 
 

@@ -33,6 +33,14 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
 
+    @property
+    def best_checkpoint(self) -> Path:
+        return RunDir(self.run_dir).best
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return RunDir(self.run_dir).last
+
 
 # ---------------------------------------------------------------- config resolution
 
@@ -151,13 +159,18 @@ def _finish(cfg: Config, run: RunDir, corpus: Corpus, model: GPT, device: torch.
                         corpus.tokenizer.token_byte_lengths(), autocast_dtype=autocast_dtype)
         metrics.write({"kind": "test", "step": state.best_step, "test_loss": test.loss, "test_ppl": test.perplexity,
                        "test_bpb": test.bits_per_byte, "test_tokens": test.tokens})
+    train_only = state.train_seconds - state.eval_seconds
     summary: dict[str, Any] = {
         "run": str(run.path), "best_val_loss": state.best_val_loss, "best_step": state.best_step,
         "last_val_loss": state.last_val_loss,
         "test_loss": test.loss if test else None, "test_perplexity": test.perplexity if test else None,
         "test_bits_per_byte": test.bits_per_byte if test else None,
         "steps": state.step, "tokens_seen": state.tokens_seen, "train_seconds": round(state.train_seconds, 3),
-        "tokens_per_second": round(state.tokens_seen / state.step_seconds, 1) if state.step_seconds > 0 else None,
+        "eval_seconds": round(state.eval_seconds, 3),
+        "step_seconds": round(state.step_seconds, 3),
+        # Training throughput over the loop's wall time minus validation: sampling, transfers, logging
+        # and checkpoints count against it, so it is what a user actually gets.
+        "tokens_per_second": round(state.tokens_seen / train_only, 1) if train_only > 0 else None,
         "stopped_because": stopped_because, "nonfinite_steps": stepper.nonfinite_total,
         "params": model.num_params(), "vocab_size": corpus.tokenizer.vocab_size,
         "split_tokens": {k: s.n_tokens for k, s in corpus.splits.items()},

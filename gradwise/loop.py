@@ -39,10 +39,11 @@ class LogWindow:
     seconds: float = 0.0
     skipped: int = 0
 
-    def add(self, r: StepResult) -> None:
+    def add(self, r: StepResult, seconds: float) -> None:
+        """Count a step; ``seconds`` is the whole iteration (batch sampling and transfer included)."""
         self.steps += 1
         self.tokens += r.tokens
-        self.seconds += r.seconds
+        self.seconds += seconds
         if r.skipped:
             self.skipped += 1
         else:
@@ -56,6 +57,7 @@ class LoopState:
     tokens_seen: int = 0
     train_seconds: float = 0.0  # wall time of the loop (steps, evaluation, checkpoints)
     step_seconds: float = 0.0  # time inside optimization steps only
+    eval_seconds: float = 0.0  # time spent evaluating on validation
     best_val_loss: float | None = None
     best_step: int | None = None
     evals_since_best: int = 0
@@ -144,7 +146,9 @@ class TrainLoop:
     def _eval_and_track(self) -> bool:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""
         st, t = self.state, self.cfg.train
+        t0 = time.perf_counter()
         res = self.evaluate_val()
+        st.eval_seconds += time.perf_counter() - t0
         st.last_eval_step, st.last_val_loss = st.step, res.loss
         improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
         if improved:
@@ -212,11 +216,12 @@ class TrainLoop:
                     stopped_because = "time_budget"
                     break
                 measure = (st.step + 1) % t.log_every == 0
+                t_iter = time.perf_counter()
                 result = self.stepper(self.micro_batches(st.step), measure_update=measure)
                 st.step += 1
                 st.tokens_seen += result.tokens
                 st.step_seconds += result.seconds
-                st.window.add(result)
+                st.window.add(result, time.perf_counter() - t_iter)
                 self._last_lr = result.lr
                 if measure:
                     self._last_update_ratio = result.update_ratio
@@ -236,7 +241,7 @@ class TrainLoop:
                 self._log()
                 if st.last_eval_step != st.step:
                     self._eval_and_track()
-            tick()
             if self._saved_step != st.step:
                 self.save_last()
+            tick()
         return stopped_because
