@@ -14,8 +14,8 @@ every non-overlapping window of the validation split. Targets: gradwise train to
 gradwise best full-val loss <= 1.88 (at 2,000 steps).
 
 Why this way. The question is the engine's overhead, not the model's speed. So: one process, one thread
-count, the same backend settings for both (gradwise.runtime.configure_backends: glibc mallopt through
-tune_allocator, deterministic algorithms; api.train sets both process-wide anyway), an untimed warm-up,
+count, the same backend settings for both (gradwise.runtime.backends_for_training: glibc mallopt through
+tune_allocator, deterministic algorithms, as api.train sets them), an untimed warm-up,
 and alternating runs (default plain, gradwise, plain) so that drift on a shared machine hits both sides;
 each engine's figures are means over its runs, and a busy machine or disagreeing repeats are flagged.
 
@@ -50,7 +50,7 @@ from gradwise.data import Corpus, prepare_corpus
 from gradwise.evaluate import evaluate
 from gradwise.models import GPT, gpt_config
 from gradwise.optim import lr_at, param_groups
-from gradwise.runtime import configure_backends, tune_allocator
+from gradwise.runtime import backends_for_training, tune_allocator
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "gradwise" / "presets" / "shakespeare-char-cpu.yaml"
@@ -226,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads, load = torch.get_num_threads(), os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="gradwise-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gradwise-bench-") as tmp, contextlib.ExitStack() as stack:
         overrides = [f"data.path={json.dumps(str(data.resolve()))}", f"data.cache_dir={json.dumps(tmp + '/cache')}",
                      f"out_dir={json.dumps(tmp + '/runs')}", "train.device=cpu"]
         overrides += [f"train.max_steps={args.steps}"] if args.steps else []
         cfg, device = load_config(PRESET, overrides), torch.device("cpu")
         t, block = cfg.train, cfg.model.block_size
-        configure_backends(device, t.deterministic)  # what api.train sets process-wide: both loops share it
+        stack.enter_context(backends_for_training(device, t.deterministic))  # api.train's settings, for both loops
         corpus = prepare_corpus(cfg.data)  # tokenized once into the temporary cache; gradwise reuses it
         print(f"cpu_shakespeare: GPT {cfg.model.n_layer}x{cfg.model.n_head}x{cfg.model.n_embd}, context {block}, "
               f"batch {t.batch_size}, {t.max_steps:,} steps; runs {','.join(order)}\n"

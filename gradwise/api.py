@@ -21,7 +21,7 @@ from gradwise.optim import build_optimizer, build_scheduler
 from gradwise.plots import plot_losses
 from gradwise.progress import TrainingProgress, format_seconds
 from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
-from gradwise.runtime import configure_backends, seed_everything, select_device, select_dtype
+from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
 from gradwise.step import OptimizationStep
 
 # Keys that must not change when a run is resumed: they decide the data, the model and the state's shape.
@@ -100,17 +100,19 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
         if run.path.exists() and any(run.path.iterdir()):
             raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
                                 "or choose another name with --set name=NEW")
-    progress_out = TrainingProgress(0, quiet=True) if quiet else None
-
-    seed_everything(cfg.seed)
     device = select_device(t.device)
-    autocast_dtype = select_dtype(t.dtype, device)
-    configure_backends(device, t.deterministic)
+    with backends_for_training(device, t.deterministic):
+        return _run(cfg, run, resumed is not None, device, live_progress, quiet)
 
+
+def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_progress: bool | None,
+         quiet: bool) -> RunResult:
+    t = cfg.train
+    seed_everything(cfg.seed)
+    autocast_dtype = select_dtype(t.dtype, device)
     corpus = prepare_corpus(cfg.data, tokenizer=load_tokenizer(run.tokenizer) if resumed else None)
-    block = cfg.model.block_size
     for name in ("train", "val") + (("test",) if t.test_eval else ()):
-        corpus.split(name).check_fits(block)
+        corpus.split(name).check_fits(cfg.model.block_size)
 
     model = build_model(cfg.model, corpus.tokenizer.vocab_size).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
@@ -118,7 +120,7 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
     stepper = OptimizationStep(model, optimizer, CausalLMObjective(), scheduler=scheduler, grad_clip=t.grad_clip,
                                autocast_dtype=autocast_dtype, max_nonfinite=t.max_nonfinite)
     state = LoopState()
-    if resumed is not None:
+    if resumed:
         saved = load_checkpoint(run.last, model, optimizer, scheduler)
         state = LoopState.from_json(saved["loop"])
         stepper.load_state_dict(state.stepper)
@@ -131,19 +133,20 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
     if not resumed:
         save_tokenizer(corpus.tokenizer, run.tokenizer)
 
-    progress = progress_out or TrainingProgress(t.max_steps, state.step, live=live_progress)
+    progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet)
     _print_header(progress, cfg, run, corpus, model, device, autocast_dtype, state)
     compiled = torch.compile(model) if t.compile else model
     metrics = MetricsWriter(run.metrics, resume_step=state.step if resumed else None)
-    loop = TrainLoop(cfg, compiled, stepper, corpus, run, device, autocast_dtype, state, metrics, progress,
-                     raw_model=model)
     try:
-        stopped_because = loop.run()
+        loop = TrainLoop(cfg, compiled, stepper, corpus, run, device, autocast_dtype, state, metrics, progress,
+                         raw_model=model)
+        try:
+            stopped_because = loop.run()
+        finally:
+            progress.close()
+        summary = _finish(cfg, run, corpus, model, device, autocast_dtype, state, stopped_because, metrics, stepper)
     finally:
-        progress.close()
-
-    summary = _finish(cfg, run, corpus, model, device, autocast_dtype, state, stopped_because, metrics, stepper)
-    metrics.close()
+        metrics.close()
     _print_footer(progress, run, summary)
     return RunResult(run.path, summary)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -40,13 +42,23 @@ def select_dtype(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 
 
-def configure_backends(device: torch.device, deterministic: bool) -> None:
+@contextlib.contextmanager
+def backends_for_training(device: torch.device, deterministic: bool) -> Iterator[None]:
+    """TF32 on CUDA, deterministic kernels on CPU (exact resume) and a tuned allocator, for one run.
+
+    The deterministic switch is process-wide in PyTorch, so the caller's setting is put back afterwards.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if deterministic and device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     tune_allocator()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def tune_allocator() -> None:

@@ -138,3 +138,22 @@ def test_shakespeare_preset_runs_from_the_configs_directory(tmp_path: Path) -> N
                               "train.eval_every=30", "train.eval_batches=5"], quiet=True)
     assert result.summary["vocab_size"] == 66  # 65 characters + end-of-text
     assert result.summary["best_val_loss"] < math.log(66)
+
+
+def test_bf16_autocast_path_trains(tmp_path: Path) -> None:
+    """The precision path CUDA uses by default also runs on CPU, so CI exercises it."""
+    result = train(None, overrides=[*TINY, f"out_dir={tmp_path}", "name=bf16", "train.dtype=bfloat16",
+                                    "train.max_steps=20", "train.deterministic=false"], quiet=True)
+    records = read_metrics(result.run_dir / "metrics.jsonl")
+    evals = [r["val_loss"] for r in records if r["kind"] == "eval"]
+    assert evals[-1] < evals[0]
+    assert math.isfinite(result.summary["test_loss"])
+
+
+def test_train_leaves_the_callers_determinism_setting_alone(tmp_path: Path) -> None:
+    import torch
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(None, overrides=[*TINY, f"out_dir={tmp_path}", "name=det", "train.max_steps=2", "train.eval_every=2"],
+          quiet=True)
+    assert not torch.are_deterministic_algorithms_enabled()
