@@ -223,6 +223,7 @@ class TrainLoop:
                 st.step_seconds += result.seconds
                 st.window.add(result, time.perf_counter() - t_iter)
                 self._last_lr = result.lr
+                self.progress.advance(st.step)
                 if measure:
                     self._last_update_ratio = result.update_ratio
                 tick()

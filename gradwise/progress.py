@@ -47,6 +47,11 @@ class TrainingProgress:
             eta_s = format_seconds(eta) if eta == eta else "?"
             self.console.print(f"step {step:>6}/{self.total} | {info} | eta {eta_s}")
 
+    def advance(self, step: int) -> None:
+        """Move the live bar (cheap: called every step; plain output waits for log lines)."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text)
