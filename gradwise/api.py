@@ -118,7 +118,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
     stepper = OptimizationStep(model, optimizer, CausalLMObjective(), scheduler=scheduler, grad_clip=t.grad_clip,
-                               autocast_dtype=autocast_dtype, max_nonfinite=t.max_nonfinite)
+                               autocast_dtype=autocast_dtype, max_nonfinite=t.max_nonfinite,
+                               clip_mode=t.grad_clip_mode)
     state = LoopState()
     if resumed:
         saved = load_checkpoint(run.last, model, optimizer, scheduler)

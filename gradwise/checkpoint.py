@@ -159,33 +159,39 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 # ---------------------------------------------------------------- optimizer state <-> tensors + JSON
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> tensors (safetensors) + everything else (JSON); combined optimizers part by part."""
     sd = optimizer.state_dict()
+    parts = sd.get("optimizers", [sd])
     tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for key, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    parts_json = []
+    for k, part in enumerate(parts):
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in part["state"].items():
+            for key, value in st.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{k}.{idx}.{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars.setdefault(str(idx), {})[key] = value
+        parts_json.append({"param_groups": part["param_groups"], "scalars": scalars})
+    return tensors, {"combined": "optimizers" in sd, "parts": parts_json}
 
 
 def _unflatten_optimizer(data: dict, tensors: dict[str, torch.Tensor]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    for idx, values in data.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(values)
-    groups = []
-    for g in data["param_groups"]:
-        g = dict(g)
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
+    parts = []
+    for k, part in enumerate(data["parts"]):
+        prefix = f"optim.{k}."
+        state: dict[int, dict[str, Any]] = {}
+        for name, value in tensors.items():
+            if name.startswith(prefix):
+                idx, key = name[len(prefix):].split(".", 1)
+                state.setdefault(int(idx), {})[key] = value
+        for idx, values in part.get("scalars", {}).items():
+            state.setdefault(int(idx), {}).update(values)
+        # JSON turned hyperparameter tuples (betas, eps pairs, coefficients) into lists: turn them back.
+        groups = [{key: (tuple(v) if isinstance(v, list) and key != "params" else v) for key, v in g.items()}
+                  for g in part["param_groups"]]
+        parts.append({"state": state, "param_groups": groups})
+    return {"optimizers": parts} if data["combined"] else parts[0]
 
 
 # ---------------------------------------------------------------- RNG

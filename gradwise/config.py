@@ -56,8 +56,8 @@ class ModelConfig:
 class OptimConfig:
     """The optimizer and its hyperparameters."""
 
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-3
+    name: Literal["adamw", "adam", "sgd", "muon", "lion", "adafactor", "radam", "nadam"] = "adamw"
+    lr: float = 1e-3  # the main learning rate (with muon: the AdamW part's, and Muon's unless muon_lr is set)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -65,16 +65,21 @@ class OptimConfig:
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
     fused: bool | None = None  # None: fused kernels wherever the device supports them
+    embedding_lr: float | None = None  # own learning rate for embedding tables and the output head
+    muon_lr: float | None = None  # Muon's learning rate for hidden matrices (default: optim.lr)
+    muon_momentum: float = 0.95
+    muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"  # match: AdamW-sized lr works
 
 
 @dataclass
 class ScheduleConfig:
     """Learning-rate schedule: linear warmup, then constant, linear or cosine decay to a floor."""
 
-    name: Literal["constant", "linear", "cosine"] = "cosine"
-    warmup_steps: int = 100
+    name: Literal["constant", "linear", "cosine", "wsd", "inverse_sqrt", "onecycle"] = "cosine"
+    warmup_steps: int = 100  # onecycle: the rise from lr/25 to lr
     min_lr: float = 1e-4  # the floor the decay ends at
     decay_steps: int | None = None  # default: train.max_steps
+    decay_fraction: float = 0.2  # wsd: the final fraction of steps spent decaying
 
 
 @dataclass
@@ -91,7 +96,9 @@ class TrainConfig:
     checkpoint_every: int | None = None  # default: eval_every
     patience: int | None = None  # early stopping after this many evaluations without improvement
     min_delta: float = 0.0  # an improvement smaller than this does not count
-    grad_clip: float = 1.0  # clip the global gradient norm; 0 disables clipping
+    grad_clip: float = 1.0  # clip threshold; 0 disables clipping (the norm is still reported)
+    grad_clip_mode: Literal["norm", "value"] = "norm"  # by global L2 norm, or each element by value
+    tokens_per_step: int | None = None  # target tokens per optimization step: sets grad_accum
     max_nonfinite: int = 10  # stop after this many non-finite steps in a row
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
@@ -304,6 +311,16 @@ def validate(cfg: Config) -> None:
     _require(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas),
              f"optim.betas must be two numbers in [0, 1), for example [0.9, 0.99]; got {o.betas}")
     _require(0.0 <= o.momentum < 1.0, f"optim.momentum must be in [0, 1); got {o.momentum}")
+    _require(0.0 <= o.muon_momentum < 1.0, f"optim.muon_momentum must be in [0, 1); got {o.muon_momentum}")
+    for key, value in (("optim.embedding_lr", o.embedding_lr), ("optim.muon_lr", o.muon_lr)):
+        _require(value is None or (value > 0 and math.isfinite(value)), f"{key} must be a positive number; got {value}")
+    _require(0.0 < s.decay_fraction <= 1.0, f"schedule.decay_fraction must be in (0, 1]; got {s.decay_fraction}")
+    if t.tokens_per_step is not None:
+        per_micro = t.batch_size * m.block_size
+        _require(t.tokens_per_step >= per_micro,
+                 f"train.tokens_per_step ({t.tokens_per_step}) is less than one micro-batch "
+                 f"(train.batch_size x model.block_size = {per_micro}); raise it or lower train.batch_size")
+        t.grad_accum = round(t.tokens_per_step / per_micro)
     _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0; got {s.warmup_steps}")
     _require(s.min_lr >= 0, f"schedule.min_lr must be >= 0; got {s.min_lr}")
     _require(s.min_lr <= o.lr, f"schedule.min_lr ({s.min_lr}) must not exceed optim.lr ({o.lr})")

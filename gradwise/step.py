@@ -48,12 +48,15 @@ class OptimizationStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
-                 autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10):
+                 autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm"):
         self.model = model
         self.optimizer = optimizer
         self.objective = objective
         self.scheduler = scheduler
         self.grad_clip = grad_clip
+        if clip_mode not in ("norm", "value"):
+            raise ValueError(f"clip_mode must be 'norm' or 'value', not {clip_mode!r}")
+        self.clip_mode = clip_mode
         self.autocast_dtype = autocast_dtype
         self.max_nonfinite = max_nonfinite
         self.nonfinite_streak = 0
@@ -77,7 +80,7 @@ class OptimizationStep:
             loss_sum += loss.detach()
             tokens += targets.numel()
 
-        grad_norm_t = self._clip()
+        grad_norm_t, max_abs_t = self._clip()
         loss_value = loss_sum.item() / n
         grad_norm = grad_norm_t.item()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -101,16 +104,23 @@ class OptimizationStep:
             self.scheduler.step()
         return StepResult(loss=loss_value, grad_norm=grad_norm, lr=lr, tokens=tokens,
                           seconds=time.perf_counter() - t0, skipped=not finite,
-                          clipped=finite and self.grad_clip > 0 and grad_norm > self.grad_clip,
+                          clipped=finite and self.grad_clip > 0 and (
+                              max_abs_t.item() > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
                           update_ratio=update_ratio)
 
-    def _clip(self) -> torch.Tensor:
+    def _clip(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Clip in place; return the global norm before clipping (and, by value, the largest |element|)."""
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             raise ValueError("no parameter received a gradient: does the objective use the model's output?")
-        if self.grad_clip > 0:
-            return torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
-        return torch.nn.utils.get_total_norm(grads, foreach=True)
+        if self.grad_clip > 0 and self.clip_mode == "norm":
+            return torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True), None
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if self.grad_clip > 0:  # by value
+            max_abs = torch.nn.utils.get_total_norm(grads, norm_type=float("inf"), foreach=True)
+            torch.nn.utils.clip_grad_value_(self.params, self.grad_clip, foreach=True)
+            return norm, max_abs
+        return norm, None
 
     def state_dict(self) -> dict:
         return {"nonfinite_streak": self.nonfinite_streak, "nonfinite_total": self.nonfinite_total}

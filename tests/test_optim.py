@@ -17,15 +17,17 @@ def model() -> GPT:
 def test_weight_decay_only_on_matrices() -> None:
     m = model()
     groups = {g["name"]: g for g in param_groups(m, 0.1)}
-    decayed = {id(p) for p in groups["decay"]["params"]}
+    decayed = {id(p) for g in groups.values() if g["weight_decay"] > 0 for p in g["params"]}
     names = {id(p): n for n, p in m.named_parameters()}
-    assert all(p.dim() == 2 for p in groups["decay"]["params"])
+    assert set(groups) == {"matrices", "embeddings", "vectors"}
+    assert decayed == {id(p) for p in groups["matrices"]["params"]}
+    assert all(p.dim() == 2 for p in groups["matrices"]["params"])
     assert id(m.wte.weight) not in decayed and id(m.wpe.weight) not in decayed  # embeddings (and tied head)
     assert not any("bias" in names[i] or "ln" in names[i] for i in decayed)
     assert id(m.blocks[0].mlp.fc.weight) in decayed
-    assert groups["no_decay"]["weight_decay"] == 0.0
     every = param_groups(m, 0.1, "all")
-    assert len(every) == 1 and every[0]["weight_decay"] == 0.1
+    assert all(g["weight_decay"] == 0.1 for g in every)
+    assert sum(len(g["params"]) for g in every) == len({id(p) for p in m.parameters()})
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
