@@ -1,0 +1,138 @@
+"""Optimizer comparison on configs/shakespeare-char-cpu.yaml: AdamW, Muon+AdamW and Lion.
+
+Two phases, because they need different conditions:
+
+``--phase loss`` (default): for each optimizer and each learning rate of its grid, a full run of the preset
+(2,000 steps, same seed, data and cosine schedule) with the whole validation split evaluated every
+``--eval-every`` steps. Prints the validation loss at 500/1000/2000 steps and the first evaluated step at
+which each run reaches AdamW's 2,000-step loss (with the preset's lr). Loss curves do not depend on the
+machine's load, so this phase may share the machine (``--threads 1`` keeps a core free).
+
+``--phase time``: seconds per optimization step of each optimizer at its best lr, measured side by side in
+one process on a quiet machine: short runs alternated (A B A B ...) and compared by median.
+
+    python3 bench/optimizers.py --phase loss --threads 1 --out /tmp/opt.json --record
+    python3 bench/optimizers.py --phase time --best /tmp/opt.json --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from gradwise.api import train
+from gradwise.rundir import read_metrics
+
+REPO = Path(__file__).resolve().parent.parent
+PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"
+DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+RECORD_FILE = REPO / "docs" / "benchmarks.md"
+# Each optimizer's grid brackets the lr its users start from (Lion's sign update wants ~3-10x less than AdamW).
+GRID = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [2e-3, 4e-3, 8e-3], "lion": [2e-4, 4e-4, 8e-4]}
+EXTRA = {"lion": ["optim.weight_decay=0.3"]}  # Lion: weight decay ~3x AdamW's, as its authors advise
+REFERENCE = ("adamw", 1e-3)  # the preset's own strategy
+
+
+def run(opt: str, lr: float, overrides: list[str], name: str) -> dict:
+    result = train(str(PRESET), overrides=[*overrides, f"optim.name={opt}", f"optim.lr={lr}",
+                                           f"schedule.min_lr={lr / 10}", *EXTRA.get(opt, []), f"name={name}"],
+                   quiet=True)  # min_lr = lr/10, the preset's ratio: AdamW 1e-3 is exactly the preset
+    evals = {r["step"]: r["val_loss"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "eval"}
+    s = result.summary
+    return {"optimizer": opt, "lr": lr, "evals": evals, "step_seconds": s["step_seconds"], "steps": s["steps"]}
+
+
+def steps_to_reach(evals: dict[int, float], target: float) -> int | None:
+    return next((step for step, loss in sorted(evals.items()) if step > 0 and loss <= target), None)
+
+
+def phase_loss(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    runs = []
+    for opt, lrs in GRID.items():
+        for lr in lrs:
+            t0 = time.perf_counter()
+            runs.append(run(opt, lr, overrides, f"{opt}-{lr:g}"))
+            print(f"  {opt:<6} lr {lr:<7g} val@2000 {runs[-1]['evals'].get(max(runs[-1]['evals'])):.4f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    ref = next(r for r in runs if (r["optimizer"], r["lr"]) == REFERENCE)
+    target = ref["evals"][max(ref["evals"])]
+    lines = [f"Target: AdamW lr {REFERENCE[1]:g} (the preset) at step {max(ref['evals'])}: val loss {target:.4f}", "",
+             "| optimizer | lr | val@500 | val@1000 | val@2000 | steps to reach target | share of 2,000 |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    for r in runs:
+        reach = steps_to_reach(r["evals"], target)
+        ev = r["evals"]
+        lines.append(f"| {r['optimizer']} | {r['lr']:g} | {ev.get(500, float('nan')):.4f} | "
+                     f"{ev.get(1000, float('nan')):.4f} | {ev.get(max(ev)):.4f} | {reach or 'not reached'} | "
+                     f"{f'{reach / max(ev):.0%}' if reach else '-'} |")
+        r["reach"] = reach
+    print("\n" + "\n".join(lines))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"runs": runs, "target": target, "table": lines}, indent=1))
+    return lines
+
+
+def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    best = json.loads(Path(args.best).read_text())["runs"] if args.best else []
+    lr_of = {opt: min((r for r in best if r["optimizer"] == opt), key=lambda r: r["evals"][max(r["evals"])])["lr"]
+             for opt in GRID} if best else {opt: lrs[1] for opt, lrs in GRID.items()}
+    per_step: dict[str, list[float]] = {opt: [] for opt in GRID}
+    for rep in range(args.repeats):
+        for opt in GRID:
+            r = run(opt, lr_of[opt], [*overrides, f"train.max_steps={args.time_steps}",
+                                      f"train.eval_every={args.time_steps}", "train.test_eval=false"],
+                    f"time-{opt}-{rep}")
+            per_step[opt].append(r["step_seconds"] / r["steps"])
+    base = statistics.median(per_step["adamw"])
+    lines = ["| optimizer | lr | median ms/step | vs AdamW |", "|---|--:|--:|--:|"]
+    for opt, values in per_step.items():
+        med = statistics.median(values)
+        lines.append(f"| {opt} | {lr_of[opt]:g} | {med * 1000:.1f} | {med / base:.2f}x |")
+    print("\n".join(lines))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase", choices=["loss", "time"], default="loss")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--eval-every", type=int, default=100, help="evaluation cadence of the loss phase")
+    ap.add_argument("--max-steps", type=int, help="shorter runs (smoke check); the targets need 2,000")
+    ap.add_argument("--out", help="loss phase: write the runs as JSON here")
+    ap.add_argument("--best", help="time phase: the loss phase's JSON, to time each optimizer at its best lr")
+    ap.add_argument("--repeats", type=int, default=3, help="time phase: alternations")
+    ap.add_argument("--time-steps", type=int, default=300, help="time phase: steps per timed run")
+    ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
+    args = ap.parse_args(argv)
+    if not Path(args.data).is_file():
+        print(f"skipped: corpus not found at {args.data}; pass --data PATH to tinyshakespeare.txt")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="gradwise-opt-") as tmp:
+        overrides = [f"data.path={json.dumps(str(Path(args.data).resolve()))}", f"out_dir={json.dumps(tmp)}",
+                     f"data.cache_dir={json.dumps(tmp + '/cache')}", f"train.eval_every={args.eval_every}",
+                     "train.log_every=100", "train.device=cpu"]
+        if args.max_steps:
+            overrides.append(f"train.max_steps={args.max_steps}")
+        lines = phase_time(args, overrides) if args.phase == "time" else phase_loss(args, overrides)
+    if args.record:
+        with RECORD_FILE.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n## optimizers ({args.phase}), {datetime.now().astimezone().isoformat(timespec='seconds')}\n\n"
+                     f"- command: `python3 bench/optimizers.py {' '.join(sys.argv[1:])}`\n"
+                     f"- machine: 2-core CPU, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
+                     + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
