@@ -20,6 +20,7 @@ from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer, build_scheduler
 from gradwise.plots import plot_losses
 from gradwise.progress import TrainingProgress, format_seconds
+from gradwise.regularization import Penalties
 from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
 from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
 from gradwise.step import OptimizationStep
@@ -117,9 +118,12 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     model = build_model(cfg.model, corpus.tokenizer.vocab_size).to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
-    stepper = OptimizationStep(model, optimizer, CausalLMObjective(), scheduler=scheduler, grad_clip=t.grad_clip,
+    objective = CausalLMObjective(cfg.objective.label_smoothing, cfg.objective.z_loss)
+    r = cfg.regularization
+    penalties = Penalties(model, r.l1, r.l2, r.params)
+    stepper = OptimizationStep(model, optimizer, objective, scheduler=scheduler, grad_clip=t.grad_clip,
                                autocast_dtype=autocast_dtype, max_nonfinite=t.max_nonfinite,
-                               clip_mode=t.grad_clip_mode)
+                               clip_mode=t.grad_clip_mode, penalty=penalties if penalties.active else None)
     state = LoopState()
     if resumed:
         saved = load_checkpoint(run.last, model, optimizer, scheduler)

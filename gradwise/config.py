@@ -47,9 +47,29 @@ class ModelConfig:
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 128  # context length in tokens
-    dropout: float = 0.0
+    dropout: float = 0.0  # the rate for all three places below unless they set their own
+    embd_dropout: float | None = None  # on token + position embeddings
+    attn_dropout: float | None = None  # on attention weights
+    resid_dropout: float | None = None  # on each block's attention and MLP output (the residual path)
     bias: bool = False
     tie_embeddings: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the step minimises (the evaluation always reports plain cross-entropy)."""
+
+    label_smoothing: float = 0.0  # spread this much target probability over the whole vocabulary
+    z_loss: float = 0.0  # weight of mean(logsumexp(logits)^2): keeps logits small and training stable
+
+
+@dataclass
+class RegularizationConfig:
+    """Explicit penalties added to the loss, separate from optim.weight_decay."""
+
+    l1: float = 0.0  # weight of sum |w|
+    l2: float = 0.0  # weight of sum w^2
+    params: list[str] = field(default_factory=lambda: ["*"])  # name patterns, e.g. "blocks.*.mlp.*.weight"
 
 
 @dataclass
@@ -116,6 +136,8 @@ class Config:
     seed: int = 1337
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -304,7 +326,15 @@ def validate(cfg: Config) -> None:
     _require(m.n_embd % m.n_head == 0,
              f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
              f"try n_embd={m.n_head * max(1, round(m.n_embd / m.n_head))}")
-    _require(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1); got {m.dropout}")
+    for key in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):
+        value = getattr(m, key)
+        _require(value is None or 0.0 <= value < 1.0, f"model.{key} must be in [0, 1); got {value}")
+    _require(0.0 <= cfg.objective.label_smoothing < 1.0,
+             f"objective.label_smoothing must be in [0, 1); got {cfg.objective.label_smoothing}")
+    for key in ("objective.z_loss", "regularization.l1", "regularization.l2"):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        _require(value >= 0 and math.isfinite(value), f"{key} must be >= 0; got {value}")
     _require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a positive number; got {o.lr}")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
     _require(o.eps > 0, f"optim.eps must be positive; got {o.eps}")

@@ -38,6 +38,7 @@ class LogWindow:
     tokens: int = 0
     seconds: float = 0.0
     skipped: int = 0
+    part_sums: dict[str, float] = field(default_factory=dict)  # objective terms and penalties
 
     def add(self, r: StepResult, seconds: float) -> None:
         """Count a step; ``seconds`` is the whole iteration (batch sampling and transfer included)."""
@@ -49,6 +50,8 @@ class LogWindow:
         else:
             self.loss_sum += r.loss
             self.grad_norm_sum += r.grad_norm
+            for name, value in (r.parts or {}).items():
+                self.part_sums[name] = self.part_sums.get(name, 0.0) + value
 
 
 @dataclass
@@ -183,6 +186,8 @@ class TrainLoop:
         record = {"kind": "train", "step": st.step, "train_loss": loss,
                   "grad_norm": w.grad_norm_sum / good if good else float("nan"), "lr": self._last_lr,
                   "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3), "tokens_per_s": round(tok_s, 1)}
+        for name, total in w.part_sums.items():  # e.g. train_lm, train_z_loss, train_reg_l2
+            record[f"train_{name}"] = total / good if good else float("nan")
         if w.skipped:
             record["skipped_steps"] = w.skipped
         if self._last_update_ratio is not None:

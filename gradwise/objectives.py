@@ -1,26 +1,55 @@
-"""Training objectives: what the step minimises. A later issue adds classification and weighted sums."""
+"""Training objectives: what the step minimises, as named terms so each can be logged on its own.
+
+An objective returns :class:`LossTerms`: the total to differentiate and its parts (for example the
+cross-entropy and the z-loss). Losses are in nats per target token.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # targets with this value (padding) count neither in the loss nor in the token total
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def z_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared log-partition over non-ignored positions: keeps logits from drifting to large values."""
+    lse = torch.logsumexp(logits.float(), dim=-1)
+    mask = targets != IGNORE_INDEX
+    return (lse.square() * mask).sum() / mask.sum().clamp_min(1)
 
 
 class CausalLMObjective:
-    """Next-token cross-entropy in nats per token, averaged over non-ignored targets."""
+    """Next-token cross-entropy, with optional label smoothing and z-loss (logged as separate terms)."""
 
     name = "lm"
 
-    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __init__(self, label_smoothing: float = 0.0, z_loss_weight: float = 0.0):
+        self.label_smoothing = label_smoothing
+        self.z_loss_weight = z_loss_weight
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> LossTerms:
         logits = model(inputs)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        flat_logits, flat_targets = logits.flatten(0, 1).float(), targets.flatten()
+        ce = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX,
+                             label_smoothing=self.label_smoothing)
+        if not self.z_loss_weight:
+            return LossTerms(ce, {"lm": ce})
+        z = z_loss(flat_logits, flat_targets)
+        return LossTerms(ce + self.z_loss_weight * z, {"lm": ce, "z_loss": z})
 
     @staticmethod
     def summed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Summed (not averaged) loss, for exact evaluation over many batches."""
+        """Plain summed cross-entropy (no smoothing): the honest evaluation number, exact over many batches."""
         logits = model(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")

@@ -19,9 +19,12 @@ import torch
 from torch import nn
 
 from gradwise.errors import TrainingStopped
+from gradwise.objectives import LossTerms
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# An objective returns LossTerms (total + named parts) or just the loss tensor.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], "LossTerms | torch.Tensor"]
+Penalty = Callable[[], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -34,6 +37,7 @@ class StepResult:
     skipped: bool = False  # True when a non-finite loss or gradient skipped the update
     clipped: bool = False
     update_ratio: float | None = None  # ||Δθ|| / ||θ|| when measured
+    parts: dict[str, float] | None = None  # objective terms (mean over micro-batches) and penalties
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -48,7 +52,8 @@ class OptimizationStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
-                 autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm"):
+                 autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm",
+                 penalty: Penalty | None = None):
         self.model = model
         self.optimizer = optimizer
         self.objective = objective
@@ -57,6 +62,7 @@ class OptimizationStep:
         if clip_mode not in ("norm", "value"):
             raise ValueError(f"clip_mode must be 'norm' or 'value', not {clip_mode!r}")
         self.clip_mode = clip_mode
+        self.penalty = penalty
         self.autocast_dtype = autocast_dtype
         self.max_nonfinite = max_nonfinite
         self.nonfinite_streak = 0
@@ -72,13 +78,23 @@ class OptimizationStep:
         device = micro_batches[0][0].device
         n = len(micro_batches)
         loss_sum = torch.zeros((), device=device)
+        part_sums: dict[str, torch.Tensor] = {}
         tokens = 0
         for inputs, targets in micro_batches:
             with autocast_context(device, self.autocast_dtype):
-                loss = self.objective(self.model, inputs, targets)
+                out = self.objective(self.model, inputs, targets)
+            loss = out.total if isinstance(out, LossTerms) else out
             (loss / n).backward()
             loss_sum += loss.detach()
+            if isinstance(out, LossTerms) and len(out.parts) > 1:
+                for name, value in out.parts.items():
+                    part_sums[name] = part_sums.get(name, 0.0) + value.detach() / n
             tokens += targets.numel()
+        if self.penalty is not None:  # once per step, on the weights as they are
+            terms = self.penalty()
+            if terms:
+                sum(terms.values()).backward()
+                part_sums.update({name: value.detach() for name, value in terms.items()})
 
         grad_norm_t, max_abs_t = self._clip()
         loss_value = loss_sum.item() / n
@@ -106,7 +122,8 @@ class OptimizationStep:
                           seconds=time.perf_counter() - t0, skipped=not finite,
                           clipped=finite and self.grad_clip > 0 and (
                               max_abs_t.item() > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
-                          update_ratio=update_ratio)
+                          update_ratio=update_ratio,
+                          parts={k: float(v) for k, v in part_sums.items()} if part_sums else None)
 
     def _clip(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Clip in place; return the global norm before clipping (and, by value, the largest |element|)."""

@@ -65,7 +65,7 @@ def test_non_finite_loss_skips_the_update_and_is_counted() -> None:
     base = CausalLMObjective()
 
     def objective(model, x, y):
-        loss = base(model, x, y)
+        loss = base(model, x, y).total
         return loss * float("nan") if poisoned["on"] else loss
 
     model, _, step, batch = setup(objective=objective)
@@ -80,7 +80,7 @@ def test_non_finite_loss_skips_the_update_and_is_counted() -> None:
 
 def test_too_many_non_finite_steps_in_a_row_stop_with_a_clear_message() -> None:
     def objective(model, x, y):
-        return CausalLMObjective()(model, x, y) * float("inf")
+        return CausalLMObjective()(model, x, y).total * float("inf")
 
     _, _, step, batch = setup(objective=objective, max_nonfinite=3)
     step([batch])
