@@ -5,7 +5,7 @@ Two phases, because they need different conditions:
 ``--phase loss`` (default): for each optimizer and each learning rate of its grid, a full run of the preset
 (2,000 steps, same seed, data and cosine schedule) with the whole validation split evaluated every
 ``--eval-every`` steps. Prints the validation loss at 500/1000/2000 steps and the first evaluated step at
-which each run reaches AdamW's 2,000-step loss (with the preset's lr). Loss curves do not depend on the
+which each run reaches the 2,000-step loss of AdamW at its best lr of the grid. Loss curves do not depend on the
 machine's load, so this phase may share the machine (``--threads 1`` keeps a core free).
 
 ``--phase time``: seconds per optimization step of each optimizer at its best lr, measured side by side in
@@ -38,7 +38,6 @@ RECORD_FILE = REPO / "docs" / "benchmarks.md"
 # Each optimizer's grid brackets the lr its users start from (Lion's sign update wants ~3-10x less than AdamW).
 GRID = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [2e-3, 4e-3, 8e-3], "lion": [2e-4, 4e-4, 8e-4]}
 EXTRA = {"lion": ["optim.weight_decay=0.3"]}  # Lion: weight decay ~3x AdamW's, as its authors advise
-REFERENCE = ("adamw", 1e-3)  # the preset's own strategy
 
 
 def run(opt: str, lr: float, overrides: list[str], name: str) -> dict:
@@ -62,9 +61,10 @@ def phase_loss(args: argparse.Namespace, overrides: list[str]) -> list[str]:
             runs.append(run(opt, lr, overrides, f"{opt}-{lr:g}"))
             print(f"  {opt:<6} lr {lr:<7g} val@2000 {runs[-1]['evals'].get(max(runs[-1]['evals'])):.4f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    ref = next(r for r in runs if (r["optimizer"], r["lr"]) == REFERENCE)
+    # The bar is AdamW at its best lr of the grid (not the preset's lr): a tuned baseline, as the issue asks.
+    ref = min((r for r in runs if r["optimizer"] == "adamw"), key=lambda r: r["evals"][max(r["evals"])])
     target = ref["evals"][max(ref["evals"])]
-    lines = [f"Target: AdamW lr {REFERENCE[1]:g} (the preset) at step {max(ref['evals'])}: val loss {target:.4f}", "",
+    lines = [f"Target: AdamW at its best lr ({ref['lr']:g}), step {max(ref['evals'])}: val loss {target:.4f}", "",
              "| optimizer | lr | val@500 | val@1000 | val@2000 | steps to reach target | share of 2,000 |",
              "|---|--:|--:|--:|--:|--:|--:|"]
     for r in runs:

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "train": "gradwise.api", "evaluate_run": "gradwise.api", "generate_text": "gradwise.api",
+    "train": "gradwise.api", "evaluate_run": "gradwise.api", "generate_text": "gradwise.api", "predict": "gradwise.api",
     "RunResult": "gradwise.api", "Config": "gradwise.config", "load_config": "gradwise.config",
     "GradwiseError": "gradwise.errors", "OptimizationStep": "gradwise.step", "StepResult": "gradwise.step",
 }
 
-__all__ = ["train", "evaluate_run", "generate_text", "RunResult", "Config", "load_config", "GradwiseError",
+__all__ = ["train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
            "OptimizationStep", "StepResult", "__version__"]
 
 if TYPE_CHECKING:
-    from gradwise.api import RunResult, evaluate_run, generate_text, train
+    from gradwise.api import RunResult, evaluate_run, generate_text, predict, train
     from gradwise.config import Config, load_config
     from gradwise.errors import GradwiseError
     from gradwise.step import OptimizationStep, StepResult

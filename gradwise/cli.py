@@ -17,6 +17,8 @@ EPILOG = """examples:
   gradwise train --resume runs/NAME                continue an interrupted run exactly
   gradwise eval runs/NAME --split test             loss, perplexity, bits per byte
   gradwise generate runs/NAME --prompt "ROMEO:" --max-new-tokens 200
+  gradwise train --task classify --data texts.jsonl   text classification (LSTM; 'text' and 'label' fields)
+  gradwise predict runs/NAME --text "a text to classify"
 """
 
 
@@ -34,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML/TOML config file or preset name (default: the 'default' preset; "
                    "with --resume: the run's own config)")
     p.add_argument("--data", metavar="PATH", help="corpus: a text file, a directory of text files or a .jsonl "
-                   "file with a 'text' field (shorthand for --set data.path=PATH)")
+                   "file with a 'text' field; for --task classify a .jsonl or .csv with 'text' and 'label' "
+                   "(shorthand for --set data.path=PATH)")
+    p.add_argument("--task", choices=["lm", "classify"], help="lm (default) or classify; classify without a "
+                   "config file uses the 'classify-lstm' preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -62,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+    p = sub.add_parser("predict", help="classify texts with a classification run",
+                       description="Print the predicted class and the class probabilities of each text.")
+    p.add_argument("run", help="run directory of a classification run, e.g. runs/NAME")
+    p.add_argument("--text", action="append", required=True, help="a text to classify (repeatable)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text")
     return parser
 
 
@@ -73,7 +86,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.path={json.dumps(args.data)}")
     if args.name:
         overrides.append(f"name={json.dumps(args.name)}")
-    result = train(args.config, overrides=overrides, resume=args.resume,
+    config = args.config
+    if args.task:
+        overrides.append(f"task={args.task}")
+        if args.task == "classify" and config is None and args.resume is None:
+            config = "classify-lstm"
+    result = train(config, overrides=overrides, resume=args.resume,
                    live_progress=False if args.no_bar else None, quiet=args.quiet)
     return 130 if result.summary["stopped_because"] == "interrupted" else 0
 
@@ -83,11 +101,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     res = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint, device=args.device)
     if args.json:
-        print(json.dumps({"split": args.split, "checkpoint": args.checkpoint, **res.to_dict()}))
-    else:
+        print(json.dumps({"split": args.split, "checkpoint": args.checkpoint, "loss": res.loss, **res.scalars,
+                          **(res.details or {})}))
+    elif "bits_per_byte" in res.scalars:
+        d = res.details or {}
         print(f"{args.split} split ({args.checkpoint} checkpoint): loss {res.loss:.4f} nats/token | "
-              f"perplexity {res.perplexity:.3f} | {res.bits_per_byte:.4f} bits/byte | "
-              f"{res.tokens:,} tokens, {res.bytes:,} bytes")
+              f"perplexity {res.scalars['perplexity']:.3f} | {res.scalars['bits_per_byte']:.4f} bits/byte | "
+              f"{d.get('tokens', 0):,} tokens, {d.get('bytes', 0):,} bytes")
+    else:
+        from gradwise.metrics import format_report
+
+        print(f"{args.split} split ({args.checkpoint} checkpoint): loss {res.loss:.4f}")
+        print(format_report(res.details or {}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from gradwise.api import predict
+
+    for text, pred in zip(args.text, predict(args.run, args.text, args.checkpoint, args.device), strict=True):
+        if args.json:
+            print(json.dumps({"text": text, "label": pred.label, "probabilities": pred.probabilities}))
+        else:
+            probs = ", ".join(f"{c} {p:.3f}" for c, p in sorted(pred.probabilities.items(), key=lambda x: -x[1]))
+            print(f"{pred.label}\t({probs})\t{text[:60]!r}")
     return 0
 
 
@@ -103,7 +140,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

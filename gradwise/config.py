@@ -30,7 +30,8 @@ class DataConfig:
 
     path: str | None = None  # text file, directory or .jsonl; None = the embedded Python docs corpus
     format: Literal["auto", "text", "dir", "jsonl"] = "auto"
-    text_field: str = "text"  # JSONL field holding the text
+    text_field: str = "text"  # JSONL field (CSV column) holding the text
+    label_field: str = "label"  # classification: the field (column) holding the label
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 4096  # BPE only
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/val/test
@@ -40,13 +41,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A decoder-only GPT."""
+    """The network: a decoder-only GPT (language modelling) or an LSTM (classification)."""
 
-    arch: Literal["gpt"] = "gpt"
+    arch: Literal["gpt", "lstm"] = "gpt"
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    block_size: int = 128  # context length in tokens
+    block_size: int = 128  # context length in tokens (classification: texts are cut to this many)
+    hidden: int | None = None  # LSTM hidden size (default: n_embd)
+    bidirectional: bool = True  # LSTM reads both directions
+    pool: Literal["last", "mean"] = "last"  # LSTM: final hidden state, or mean of outputs over the text
     dropout: float = 0.0  # the rate for all three places below unless they set their own
     embd_dropout: float | None = None  # on token + position embeddings
     attn_dropout: float | None = None  # on attention weights
@@ -61,6 +65,8 @@ class ObjectiveConfig:
 
     label_smoothing: float = 0.0  # spread this much target probability over the whole vocabulary
     z_loss: float = 0.0  # weight of mean(logsumexp(logits)^2): keeps logits small and training stable
+    class_weights: list[float] | None = None  # classification: one weight per class (in sorted label order)
+    balance_classes: bool = False  # classification: weights inversely proportional to class frequency
 
 
 @dataclass
@@ -132,6 +138,7 @@ class Config:
     """A whole training run."""
 
     name: str | None = None  # run directory name; default: <config name>-<timestamp>
+    task: Literal["lm", "classify"] = "lm"  # language modelling, or text classification
     out_dir: str = "runs"
     seed: int = 1337
     data: DataConfig = field(default_factory=DataConfig)
@@ -323,7 +330,13 @@ def validate(cfg: Config) -> None:
                        ("train.log_every", t.log_every), ("train.max_nonfinite", t.max_nonfinite),
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
-    _require(m.n_embd % m.n_head == 0,
+    _require(cfg.task != "lm" or m.arch == "gpt", f"task lm needs model.arch gpt; got {m.arch}")
+    _require(cfg.task != "classify" or m.arch == "lstm",
+             f"task classify needs model.arch lstm (a GPT-backbone classifier is planned); got {m.arch}")
+    _require(m.hidden is None or m.hidden >= 1, f"model.hidden must be at least 1; got {m.hidden}")
+    _require(cfg.objective.class_weights is None or all(w >= 0 for w in cfg.objective.class_weights),
+             f"objective.class_weights must be >= 0; got {cfg.objective.class_weights}")
+    _require(m.n_embd % m.n_head == 0 or m.arch != "gpt",
              f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
              f"try n_embd={m.n_head * max(1, round(m.n_embd / m.n_head))}")
     for key in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):

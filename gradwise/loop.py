@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,11 +21,14 @@ from torch import nn
 
 from gradwise.checkpoint import save_checkpoint
 from gradwise.config import Config, parse_duration
-from gradwise.data import Corpus
-from gradwise.evaluate import EvalResult, evaluate
 from gradwise.progress import TrainingProgress
 from gradwise.rundir import MetricsWriter, RunDir
 from gradwise.step import OptimizationStep, StepResult
+
+if TYPE_CHECKING:
+    from gradwise.tasks import ClassifyTask, EvalReport, LMTask
+
+    Task = LMTask | ClassifyTask
 
 
 @dataclass
@@ -103,33 +106,29 @@ class StopSignal:
 
 
 class TrainLoop:
-    def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, corpus: Corpus, run: RunDir,
+    def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
                  device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
                  metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None):
         self.cfg = cfg
         self.model = model  # possibly compiled
         self.raw_model = raw_model or model  # what checkpoints save
         self.stepper = stepper
-        self.corpus = corpus
+        self.task = task
         self.run_dir = run
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.state = state
         self.metrics = metrics
         self.progress = progress
-        self.train_split = corpus.split("train")
-        self.val_split = corpus.split("val")
-        self.byte_lengths = corpus.tokenizer.token_byte_lengths()
         self.max_time = parse_duration(cfg.train.max_time)
         t = cfg.train
         self.checkpoint_every = t.checkpoint_every or t.eval_every
 
     # ------------------------------------------------------------ batches
     def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        t, block = self.cfg.train, self.cfg.model.block_size
         out = []
-        for micro in range(t.grad_accum):
-            x, y = self.train_split.batch(self.cfg.seed, step, micro, t.batch_size, block)
+        for micro in range(self.cfg.train.grad_accum):
+            x, y = self.task.micro_batch(step, micro)
             out.append((self._to_device(x), self._to_device(y)))
         return out
 
@@ -140,11 +139,9 @@ class TrainLoop:
         return tensor.to(self.device)
 
     # ------------------------------------------------------------ evaluation
-    def evaluate_val(self) -> EvalResult:
-        t = self.cfg.train
-        return evaluate(self.model, self.val_split, self.cfg.model.block_size, t.batch_size, self.device,
-                        self.byte_lengths, max_windows=t.eval_batches * t.batch_size,
-                        autocast_dtype=self.autocast_dtype)
+    def evaluate_val(self) -> EvalReport:
+        """The fixed validation set (LM: the same windows every time; classification: every record)."""
+        return self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
 
     def _eval_and_track(self) -> bool:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""
@@ -160,12 +157,12 @@ class TrainLoop:
                             {"step": st.step, "val_loss": res.loss, "kind": "best"})
         else:
             st.evals_since_best += 1
-        self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss, "val_ppl": res.perplexity,
-                            "val_bpb": res.bits_per_byte, "best_val_loss": st.best_val_loss,
+        self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss,
+                            **{f"val_{k}": v for k, v in res.scalars.items()}, "best_val_loss": st.best_val_loss,
                             "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3)})
         best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
-        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f} | val bpb {res.bits_per_byte:.4f} "
-                              f"| best {best} @ {st.best_step}")
+        shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items() if k != "perplexity")
+        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f}{shown} | best {best} @ {st.best_step}")
         return t.patience is not None and st.evals_since_best >= t.patience
 
     def save_last(self) -> None:

@@ -53,3 +53,25 @@ class CausalLMObjective:
         logits = model(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+class ClassificationObjective:
+    """Cross-entropy over classes, with optional class weights (for imbalance) and label smoothing."""
+
+    name = "classify"
+
+    def __init__(self, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 pad_id: int | None = None):
+        self.class_weights = class_weights
+        self.label_smoothing = label_smoothing
+        self.pad_id = pad_id
+
+    def tokens_in(self, inputs: torch.Tensor, labels: torch.Tensor) -> int:
+        """Real (non-padding) input tokens: what throughput should count for a classifier."""
+        return int((inputs != self.pad_id).sum()) if self.pad_id is not None else inputs.numel()
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        logits = model(inputs)  # (B, C)
+        weights = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=self.label_smoothing)
+        return LossTerms(ce, {"classify": ce})

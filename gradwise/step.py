@@ -32,7 +32,7 @@ class StepResult:
     loss: float  # mean loss over the step's micro-batches (what an un-accumulated batch would give)
     grad_norm: float  # global L2 norm of the gradient before clipping
     lr: float  # learning rate this step used
-    tokens: int  # target tokens processed
+    tokens: int  # tokens processed (LM: target tokens; classifier: non-padding input tokens)
     seconds: float
     skipped: bool = False  # True when a non-finite loss or gradient skipped the update
     clipped: bool = False
@@ -89,7 +89,8 @@ class OptimizationStep:
             if isinstance(out, LossTerms) and len(out.parts) > 1:
                 for name, value in out.parts.items():
                     part_sums[name] = part_sums.get(name, 0.0) + value.detach() / n
-            tokens += targets.numel()
+            counter = getattr(self.objective, "tokens_in", None)  # e.g. a classifier: its non-padding inputs
+            tokens += counter(inputs, targets) if counter else targets.numel()
         if self.penalty is not None:  # once per step, on the weights as they are
             terms = self.penalty()
             if terms:

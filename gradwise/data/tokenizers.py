@@ -52,7 +52,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read tokenizer {path}: {exc}; is the run directory complete?") from None
     if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
-        return CharTokenizer(data["chars"])
+        return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
     return BPETokenizer.from_json(text)
 
 
@@ -63,8 +63,9 @@ class CharTokenizer:
 
     kind = "char"
 
-    def __init__(self, chars: Sequence[str]):
+    def __init__(self, chars: Sequence[str], skip_unknown: bool = False):
         self.chars = list(chars)
+        self.skip_unknown = skip_unknown  # drop unseen characters instead of refusing the text
         self.vocab_size = len(self.chars) + 1
         self.eot_id = len(self.chars)
         codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
@@ -73,17 +74,19 @@ class CharTokenizer:
         self._sorted_ids = order
 
     @classmethod
-    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+    def train(cls, texts: Iterable[str], skip_unknown: bool = False) -> CharTokenizer:
         seen: set[str] = set()
         for text in texts:
             seen.update(text)
-        return cls(sorted(seen))
+        return cls(sorted(seen), skip_unknown)
 
     def encode(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         pos = np.searchsorted(self._sorted_codes, codes)
         pos = np.minimum(pos, len(self._sorted_codes) - 1)
         unknown = self._sorted_codes[pos] != codes if len(codes) else np.zeros(0, bool)
+        if unknown.any() and self.skip_unknown:
+            return self._sorted_ids[pos[~unknown]]
         if unknown.any():
             bad = sorted({chr(c) for c in codes[unknown]})[:5]
             raise DataError(f"characters not in the tokenizer's vocabulary: {bad!r}; "
@@ -100,7 +103,8 @@ class CharTokenizer:
         return np.array([len(c.encode("utf-8")) for c in self.chars] + [0], dtype=np.int64)
 
     def to_json(self) -> str:
-        return json.dumps({"format": CHAR_FORMAT, "chars": self.chars, "eot": EOT}, ensure_ascii=False)
+        return json.dumps({"format": CHAR_FORMAT, "chars": self.chars, "eot": EOT, "skip_unknown": self.skip_unknown},
+                          ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- byte-level BPE

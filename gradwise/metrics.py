@@ -1,0 +1,46 @@
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Metrics of predictions against labels; a class never predicted has precision 0 (and says so by support)."""
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)  # rows: true class, columns: predicted class
+    np.add.at(confusion, (y_true, y_pred), 1)
+    tp = np.diag(confusion).astype(float)
+    predicted = confusion.sum(axis=0).astype(float)
+    support = confusion.sum(axis=1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(1, len(y_true))),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "confusion": confusion.tolist(),
+        "classes": list(classes),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of a classification report (per class, then the confusion matrix)."""
+    classes = report["classes"]
+    width = max(10, *(len(c) for c in classes))
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    for c in classes:
+        m = report["per_class"][c]
+        lines.append(f"{c:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
+    lines.append(f"accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}")
+    lines.append("confusion (rows: true, columns: predicted)")
+    lines.append(" " * (width + 2) + " ".join(f"{c[:8]:>8}" for c in classes))
+    for c, row in zip(classes, report["confusion"], strict=True):
+        lines.append(f"{c:<{width}}  " + " ".join(f"{v:>8d}" for v in row))
+    return "\n".join(lines)

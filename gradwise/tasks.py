@@ -1,0 +1,201 @@
+"""Tasks: what is learned from which data. A task prepares its data, builds its model and objective,
+draws training batches and evaluates a split; the loop and the API work the same for every task.
+
+- ``lm``: language modelling on a token stream (GPT, next-token cross-entropy, bits per byte).
+- ``classify``: text classification on labelled records (LSTM, class cross-entropy, accuracy and F1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradwise.config import Config
+from gradwise.data import Corpus, Tokenizer, load_tokenizer, prepare_corpus, save_tokenizer
+from gradwise.data.labelled import LabelledSplit, encode_split, read_labelled, stratified_split
+from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
+from gradwise.errors import GradwiseError
+from gradwise.evaluate import evaluate
+from gradwise.metrics import classification_report
+from gradwise.models import build_model
+from gradwise.models.lstm import LSTMClassifier, LSTMConfig
+from gradwise.objectives import CausalLMObjective, ClassificationObjective
+from gradwise.step import autocast_context
+
+
+@dataclass
+class EvalReport:
+    loss: float
+    scalars: dict[str, float] = field(default_factory=dict)  # logged as val_<name> / test_<name>
+    details: dict[str, Any] | None = None  # kept in summary.json (per-class metrics, confusion matrix)
+
+
+class LMTask:
+    kind = "lm"
+
+    def __init__(self, cfg: Config, corpus: Corpus):
+        self.cfg, self.corpus = cfg, corpus
+        self.tokenizer = corpus.tokenizer
+        self.byte_lengths = corpus.tokenizer.token_byte_lengths()
+
+    @classmethod
+    def prepare(cls, cfg: Config, run_dir: Path | None = None) -> LMTask:
+        tok = load_tokenizer(run_dir / "tokenizer.json") if run_dir else None
+        return cls(cfg, prepare_corpus(cfg.data, tokenizer=tok))
+
+    def check(self, splits: tuple[str, ...]) -> None:
+        for name in splits:
+            self.corpus.split(name).check_fits(self.cfg.model.block_size)
+
+    def save(self, run_dir: Path) -> None:
+        save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model, self.tokenizer.vocab_size)
+
+    def objective(self) -> CausalLMObjective:
+        return CausalLMObjective(self.cfg.objective.label_smoothing, self.cfg.objective.z_loss)
+
+    def micro_batch(self, step: int, micro: int) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cfg
+        return self.corpus.split("train").batch(c.seed, step, micro, c.train.batch_size, c.model.block_size)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, autocast_dtype: torch.dtype | None,
+                 fixed_subset: bool) -> EvalReport:
+        t = self.cfg.train
+        res = evaluate(model, self.corpus.split(split), self.cfg.model.block_size, t.batch_size, device,
+                       self.byte_lengths, max_windows=t.eval_batches * t.batch_size if fixed_subset else None,
+                       autocast_dtype=autocast_dtype)
+        return EvalReport(res.loss, {"perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte},
+                          {"tokens": res.tokens, "bytes": res.bytes})
+
+    def describe(self) -> str:
+        splits = ", ".join(f"{k} {s.n_tokens:,}" for k, s in self.corpus.splits.items())
+        return (f"{self.corpus.source.describe()} | {self.tokenizer.kind} tokenizer, vocab "
+                f"{self.tokenizer.vocab_size:,} | tokens: {splits}")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {k: s.n_tokens for k, s in self.corpus.splits.items()}
+
+
+class ClassifyTask:
+    kind = "classify"
+
+    def __init__(self, cfg: Config, tokenizer: Tokenizer, classes: list[str], splits: dict[str, LabelledSplit]):
+        self.cfg, self.tokenizer, self.classes, self.splits = cfg, tokenizer, classes, splits
+        self.pad_id = tokenizer.eot_id
+
+    @classmethod
+    def prepare(cls, cfg: Config, run_dir: Path | None = None) -> ClassifyTask:
+        d = cfg.data
+        if d.path is None:
+            raise GradwiseError("classification needs labelled data: pass --data FILE.jsonl or FILE.csv with "
+                                f"'{d.text_field}' and '{d.label_field}' fields")
+        texts, labels = read_labelled(d.path, d.text_field, d.label_field)
+        index = stratified_split(labels, d.split, cfg.seed)
+        if run_dir is not None:
+            tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+            classes = json.loads((run_dir / "labels.json").read_text())["classes"]
+            unknown = sorted(set(labels) - set(classes))
+            if unknown:
+                raise GradwiseError(f"labels {unknown[:3]} were not in the run's training data; use the same corpus")
+        else:
+            train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
+            tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
+                         else BPETokenizer.train(train_texts, d.vocab_size))
+            classes = sorted(set(labels))
+        splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)
+                  for name, idx in index.items()}
+        return cls(cfg, tokenizer, classes, splits)
+
+    def check(self, splits: tuple[str, ...]) -> None:
+        for name in splits:
+            if len(self.splits[name]) == 0:
+                raise GradwiseError(f"the {name} split holds no records; add data or change data.split")
+
+    def save(self, run_dir: Path) -> None:
+        save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
+        (run_dir / "labels.json").write_text(json.dumps({"classes": self.classes}, indent=1))
+
+    def build_model(self) -> nn.Module:
+        return lstm_classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+
+    def class_weights(self) -> torch.Tensor | None:
+        o = self.cfg.objective
+        if o.class_weights is not None:
+            if len(o.class_weights) != len(self.classes):
+                raise GradwiseError(f"objective.class_weights has {len(o.class_weights)} values for "
+                                    f"{len(self.classes)} classes ({', '.join(self.classes)})")
+            return torch.tensor(o.class_weights, dtype=torch.float32)
+        if o.balance_classes:
+            counts = np.bincount(self.splits["train"].labels, minlength=len(self.classes)).astype(float)
+            weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+            return torch.tensor(weights, dtype=torch.float32)
+        return None
+
+    def objective(self) -> ClassificationObjective:
+        return ClassificationObjective(self.class_weights(), self.cfg.objective.label_smoothing, self.pad_id)
+
+    def micro_batch(self, step: int, micro: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.splits["train"].batch(self.cfg.seed, step, micro, self.cfg.train.batch_size, self.pad_id)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: LabelledSplit, device: torch.device,
+                autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+        """Class probabilities (N, C) for every record of ``split``, in order."""
+        was_training = model.training
+        model.eval()
+        probs = []
+        order = np.arange(len(split))
+        for i in range(0, len(order), self.cfg.train.batch_size):
+            tokens, _ = split.padded(order[i:i + self.cfg.train.batch_size], self.pad_id)
+            with autocast_context(device, autocast_dtype):
+                logits = model(torch.from_numpy(tokens).to(device))
+            probs.append(logits.float().softmax(-1).cpu().numpy())
+        model.train(was_training)
+        return np.concatenate(probs)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, autocast_dtype: torch.dtype | None,
+                 fixed_subset: bool) -> EvalReport:
+        data = self.splits[split]
+        probs = self.predict(model, data, device, autocast_dtype)
+        loss = float(-np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())
+        report = classification_report(data.labels, probs.argmax(-1), self.classes)
+        return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}, report)
+
+    def describe(self) -> str:
+        counts = np.bincount(self.splits["train"].labels, minlength=len(self.classes))
+        sizes = ", ".join(f"{k} {len(s):,}" for k, s in self.splits.items())
+        per_class = ", ".join(f"{c} {n}" for c, n in zip(self.classes, counts, strict=True))
+        return (f"{self.cfg.data.path} | {len(self.classes)} classes (train: {per_class}) | {self.tokenizer.kind} "
+                f"tokenizer, vocab {self.tokenizer.vocab_size:,} | records: {sizes}")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {k: len(s) for k, s in self.splits.items()}
+
+
+def lstm_classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> LSTMClassifier:
+    m = cfg.model
+    return LSTMClassifier(LSTMConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=m.n_embd,
+                                     hidden=m.hidden or m.n_embd, n_layer=m.n_layer, bidirectional=m.bidirectional,
+                                     dropout=m.dropout, pool=m.pool))
+
+
+def model_for_run(cfg: Config, run_dir: Path) -> tuple[nn.Module, Tokenizer, list[str] | None]:
+    """An untrained model shaped like a run's (from its config, tokenizer and labels), with those."""
+    tok = load_tokenizer(run_dir / "tokenizer.json")
+    if cfg.task == "classify":
+        classes = json.loads((run_dir / "labels.json").read_text())["classes"]
+        return lstm_classifier(cfg, tok.vocab_size, len(classes), tok.eot_id), tok, classes
+    return build_model(cfg.model, tok.vocab_size), tok, None
+
+
+def prepare_task(cfg: Config, run_dir: Path | None = None) -> LMTask | ClassifyTask:
+    """The task ``cfg.task`` names, with its data ready (using a run's tokenizer and labels when given)."""
+    return (ClassifyTask if cfg.task == "classify" else LMTask).prepare(cfg, run_dir)
