@@ -8,12 +8,12 @@ are right-padded with the tokenizer's end-of-text id, and a model finds each len
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gradwise.data.sources import iter_jsonl
 from gradwise.data.tokenizers import Tokenizer
 from gradwise.errors import DataError
 
@@ -60,18 +60,9 @@ def read_labelled(path: str | Path, text_field: str = "text", label_field: str =
                     _append(texts, labels, row.get(text_field), row.get(label_field), f"{p}:{lineno}", text_field,
                             label_field)
         else:
-            with open(p, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{p}:{lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
-                    if not isinstance(record, dict):
-                        raise DataError(f"{p}:{lineno} is not a JSON object")
-                    _append(texts, labels, record.get(text_field), record.get(label_field), f"{p}:{lineno}",
-                            text_field, label_field)
+            for lineno, record in iter_jsonl(p):
+                _append(texts, labels, record.get(text_field), record.get(label_field), f"{p}:{lineno}",
+                        text_field, label_field)
     except UnicodeDecodeError as exc:
         raise DataError(f"{p} is not valid UTF-8 (byte {exc.start}); convert it to UTF-8 first") from None
     if not texts:

@@ -126,7 +126,8 @@ def _text_file_pieces(path: Path) -> Iterator[Piece]:
     yield Piece("".join(buf), True)
 
 
-def _jsonl_pieces(path: Path, field: str) -> Iterator[Piece]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line; errors name the line and say how to fix it."""
     try:
         with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -136,12 +137,19 @@ def _jsonl_pieces(path: Path, field: str) -> Iterator[Piece]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{lineno} is not valid JSON ({exc.msg}); fix or remove that line") from None
-                if not isinstance(record, dict) or field not in record:
-                    raise DataError(f"{path}:{lineno} has no '{field}' field; set data.text_field to the field "
-                                    f"that holds the text")
-                text = record[field]
-                if not isinstance(text, str):
-                    raise DataError(f"{path}:{lineno}: field '{field}' must be a string, got {type(text).__name__}")
-                yield Piece(text, True)
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{lineno} is not a JSON object; each line must be {{\"field\": ...}}")
+                yield lineno, record
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not valid UTF-8 (byte {exc.start}); convert it to UTF-8 first") from None
+
+
+def _jsonl_pieces(path: Path, field: str) -> Iterator[Piece]:
+    for lineno, record in iter_jsonl(path):
+        if field not in record:
+            raise DataError(f"{path}:{lineno} has no '{field}' field; set data.text_field to the field "
+                            f"that holds the text")
+        text = record[field]
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: field '{field}' must be a string, got {type(text).__name__}")
+        yield Piece(text, True)
