@@ -36,7 +36,7 @@ PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 RECORD_FILE = REPO / "docs" / "benchmarks.md"
 # Each optimizer's grid brackets the lr its users start from (Lion's sign update wants ~3-10x less than AdamW).
-GRID = {"adamw": [1e-3, 2e-3, 4e-3], "muon": [2e-3, 4e-3, 8e-3], "lion": [2e-4, 4e-4, 8e-4]}
+GRID = {"adamw": [1e-3, 2e-3, 4e-3, 8e-3], "muon": [2e-3, 4e-3, 8e-3, 1.6e-2], "lion": [2e-4, 4e-4, 8e-4, 1.6e-3]}
 EXTRA = {"lion": ["optim.weight_decay=0.3"]}  # Lion: weight decay ~3x AdamW's, as its authors advise
 
 
