@@ -61,7 +61,14 @@ def phase_loss(args: argparse.Namespace, overrides: list[str]) -> list[str]:
             runs.append(run(opt, lr, overrides, f"{opt}-{lr:g}"))
             print(f"  {opt:<6} lr {lr:<7g} val@2000 {runs[-1]['evals'].get(max(runs[-1]['evals'])):.4f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    # The bar is AdamW at its best lr of the grid (not the preset's lr): a tuned baseline, as the issue asks.
+    return loss_table(runs, args.out)
+
+
+def loss_table(runs: list[dict], out: str | None = None) -> list[str]:
+    """The loss phase's table; the bar is AdamW at its best lr of the grid (a tuned baseline, as asked)."""
+    for r in runs:  # JSON turns the step keys into strings
+        r["evals"] = {int(k): v for k, v in r["evals"].items()}
+    runs.sort(key=lambda r: (list(GRID).index(r["optimizer"]), r["lr"]))
     ref = min((r for r in runs if r["optimizer"] == "adamw"), key=lambda r: r["evals"][max(r["evals"])])
     target = ref["evals"][max(ref["evals"])]
     lines = [f"Target: AdamW at its best lr ({ref['lr']:g}), step {max(ref['evals'])}: val loss {target:.4f}", "",
@@ -75,13 +82,15 @@ def phase_loss(args: argparse.Namespace, overrides: list[str]) -> list[str]:
                      f"{f'{reach / max(ev):.0%}' if reach else '-'} |")
         r["reach"] = reach
     print("\n" + "\n".join(lines))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"runs": runs, "target": target, "table": lines}, indent=1))
+    if out:
+        Path(out).write_text(json.dumps({"runs": runs, "target": target, "table": lines}, indent=1))
     return lines
 
 
 def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     best = json.loads(Path(args.best).read_text())["runs"] if args.best else []
+    for r in best:
+        r["evals"] = {int(k): v for k, v in r["evals"].items()}
     lr_of = {opt: min((r for r in best if r["optimizer"] == opt), key=lambda r: r["evals"][max(r["evals"])])["lr"]
              for opt in GRID} if best else {opt: lrs[1] for opt, lrs in GRID.items()}
     per_step: dict[str, list[float]] = {opt: [] for opt in GRID}
@@ -100,6 +109,24 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return lines
 
 
+def _saved_runs(path: Path) -> list[dict]:
+    """Runs from a loss-phase --out file, or from a single run's JSON."""
+    data = json.loads(path.read_text())
+    return data.get("runs", [data])
+
+
+def measure(args: argparse.Namespace) -> list[str]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="gradwise-opt-") as tmp:
+        overrides = [f"data.path={json.dumps(str(Path(args.data).resolve()))}", f"out_dir={json.dumps(tmp)}",
+                     f"data.cache_dir={json.dumps(tmp + '/cache')}", f"train.eval_every={args.eval_every}",
+                     "train.log_every=100", "train.device=cpu"]
+        if args.max_steps:
+            overrides.append(f"train.max_steps={args.max_steps}")
+        return phase_time(args, overrides) if args.phase == "time" else phase_loss(args, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=["loss", "time"], default="loss")
@@ -111,20 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--best", help="time phase: the loss phase's JSON, to time each optimizer at its best lr")
     ap.add_argument("--repeats", type=int, default=3, help="time phase: alternations")
     ap.add_argument("--time-steps", type=int, default=300, help="time phase: steps per timed run")
+    ap.add_argument("--from-json", nargs="+", metavar="FILE",
+                    help="loss phase: no training, re-tabulate runs saved by --out (several files are merged)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
     args = ap.parse_args(argv)
-    if not Path(args.data).is_file():
+    if args.from_json:
+        lines = loss_table([r for f in args.from_json for r in _saved_runs(Path(f))], args.out)
+    elif not Path(args.data).is_file():
         print(f"skipped: corpus not found at {args.data}; pass --data PATH to tinyshakespeare.txt")
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="gradwise-opt-") as tmp:
-        overrides = [f"data.path={json.dumps(str(Path(args.data).resolve()))}", f"out_dir={json.dumps(tmp)}",
-                     f"data.cache_dir={json.dumps(tmp + '/cache')}", f"train.eval_every={args.eval_every}",
-                     "train.log_every=100", "train.device=cpu"]
-        if args.max_steps:
-            overrides.append(f"train.max_steps={args.max_steps}")
-        lines = phase_time(args, overrides) if args.phase == "time" else phase_loss(args, overrides)
+    else:
+        lines = measure(args)
     if args.record:
         with RECORD_FILE.open("a", encoding="utf-8") as fh:
             fh.write(f"\n## optimizers ({args.phase}), {datetime.now().astimezone().isoformat(timespec='seconds')}\n\n"

@@ -18,6 +18,7 @@ from gradwise.config import OptimConfig
 from gradwise.errors import ConfigError
 from gradwise.optim.combined import CombinedOptimizer
 from gradwise.optim.lion import Lion
+from gradwise.optim.muon import Muon
 
 GROUP_KINDS = ("matrices", "embeddings", "vectors")
 
@@ -88,14 +89,10 @@ def _single(name: str, groups: list[dict], cfg: OptimConfig, device: torch.devic
 
 
 def _muon_with_adamw(groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    if not hasattr(torch.optim, "Muon"):
-        raise ConfigError(f"optim.name=muon needs PyTorch 2.9 or newer (this is {torch.__version__}); "
-                          "upgrade torch or use optim.name=adamw")
     matrices = [g for g in groups if g["name"] == "matrices"]
     rest = [g for g in groups if g["name"] != "matrices"]
-    muon = torch.optim.Muon(matrices, lr=cfg.muon_lr if cfg.muon_lr is not None else cfg.lr,
-                            weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum, nesterov=True,
-                            adjust_lr_fn=cfg.muon_adjust_lr)
+    muon = Muon(matrices, lr=cfg.muon_lr if cfg.muon_lr is not None else cfg.lr, weight_decay=cfg.weight_decay,
+                momentum=cfg.muon_momentum, nesterov=True, adjust_lr=cfg.muon_adjust_lr)
     if not rest:
         return muon
     return CombinedOptimizer([muon, _single("adamw", rest, cfg, device)])

@@ -1,0 +1,67 @@
+"""gradwise's batched Muon: same arithmetic as PyTorch's Muon, orthogonal updates, shapes handled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradwise.optim.muon import Muon, orthogonalize
+
+
+def matrices(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(24, 8), (8, 24), (8, 24), (16, 16), (8, 8)]  # tall and wide of one shape share a batch
+    return [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in shapes]
+
+
+def run(opt_cls: type, params: list[torch.nn.Parameter], steps: int, **kw: object) -> None:
+    opt = opt_cls(params, **kw)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+
+
+def test_orthogonalize_brings_singular_values_near_one() -> None:
+    g = torch.randn(3, 16, 48) * torch.logspace(-1, 1, 16)[:, None]  # condition number in the hundreds
+    s = torch.linalg.svdvals(orthogonalize(g, dtype=torch.float32))
+    assert s.min() > 0.5 and s.max() < 1.3  # Muon's quintic lands in about [0.7, 1.2], by design
+
+
+@pytest.mark.parametrize("adjust", ["match_rms_adamw", "original"])
+def test_matches_pytorch_muon(adjust: str) -> None:
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip("torch.optim.Muon needs PyTorch 2.9")
+    ours, theirs = matrices(), matrices()
+    run(Muon, ours, 4, lr=0.02, weight_decay=0.1, adjust_lr=adjust)
+    run(torch.optim.Muon, theirs, 4, lr=0.02, weight_decay=0.1, adjust_lr_fn=adjust)
+    for a, b, start in zip(ours, theirs, matrices(), strict=True):
+        # bf16 Newton-Schulz: a batched matmul may round differently from a single one
+        torch.testing.assert_close(a.detach(), b.detach(), atol=3e-3, rtol=0)
+        assert (a.detach() - start.detach()).abs().max() > 0.01  # they moved, far more than the tolerance
+
+
+def test_state_is_a_momentum_buffer_per_matrix_and_round_trips() -> None:
+    params = matrices()
+    opt = Muon(params, lr=0.01)
+    run(Muon, params, 0)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    state = opt.state_dict()
+    assert all(set(s) == {"momentum_buffer"} for s in state["state"].values())
+    clone = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = Muon(clone, lr=0.01)
+    opt2.load_state_dict(state)
+    for o in (opt, opt2):
+        for p in o.param_groups[0]["params"]:
+            p.grad = torch.full_like(p, 0.5)
+        o.step()
+    for a, b in zip(params, clone, strict=True):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_refuses_non_matrices() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([torch.nn.Parameter(torch.zeros(4))])
