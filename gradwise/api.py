@@ -24,7 +24,7 @@ from gradwise.regularization import Penalties
 from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
 from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
 from gradwise.step import OptimizationStep
-from gradwise.tasks import ClassifyTask, LMTask, prepare_task
+from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
 
 Task = LMTask | ClassifyTask
 
@@ -119,7 +119,10 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     task = prepare_task(cfg, run.path if resumed else None)
     task.check(("train", "val") + (("test",) if t.test_eval else ()))
 
-    model = task.build_model().to(device)
+    model = task.build_model()
+    if cfg.model.init_from and not resumed:
+        load_init_weights(cfg, model)
+    model = model.to(device)
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
     r = cfg.regularization
@@ -204,6 +207,10 @@ def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Ta
              f"{', bidirectional' if m.bidirectional else ''}, texts cut to {m.block_size} tokens")
     progress.message(f"run      {run.path}" + (f"  (resuming at step {state.step})" if state.step else ""))
     progress.message(f"data     {task.describe()}")
+    if m.arch == "gpt" and cfg.task == "classify":
+        shape += f", reading the {m.pool} token" if m.pool == "last" else ", mean over tokens"
+    if m.init_from:
+        shape += f", from {m.init_from}"
     progress.message(f"model    {shape} | {params:,} parameters")
     per_step = f"{t.batch_size * t.grad_accum * m.block_size:,} tokens" if cfg.task == "lm" else \
         f"{t.batch_size * t.grad_accum:,} records"

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--name", help="run directory name under out_dir (shorthand for --set name=NAME)")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from a gradwise LM run's weights, tokenizer and "
+                   "shape; with --task classify, fine-tune it as a GPT-backbone classifier "
+                   "(shorthand for --set model.init_from=RUN_DIR)")
     p.add_argument("--quiet", action="store_true", help="print nothing while training")
     p.add_argument("--no-bar", action="store_true", help="plain log lines even on a terminal")
 
@@ -86,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.path={json.dumps(args.data)}")
     if args.name:
         overrides.append(f"name={json.dumps(args.name)}")
+    if args.init_from:
+        overrides.append(f"model.init_from={json.dumps(args.init_from)}")
     config = args.config
     if args.task:
         overrides.append(f"task={args.task}")
@@ -121,10 +126,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     for text, pred in zip(args.text, predict(args.run, args.text, args.checkpoint, args.device), strict=True):
         if args.json:
-            print(json.dumps({"text": text, "label": pred.label, "probabilities": pred.probabilities}))
+            print(json.dumps({"text": text, "label": pred.label, "labels": pred.labels,
+                              "probabilities": pred.probabilities}))
         else:
             probs = ", ".join(f"{c} {p:.3f}" for c, p in sorted(pred.probabilities.items(), key=lambda x: -x[1]))
-            print(f"{pred.label}\t({probs})\t{text[:60]!r}")
+            print(f"{', '.join(pred.labels) or '(none)'}\t({probs})\t{text[:60]!r}")
     return 0
 
 

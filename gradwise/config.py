@@ -32,6 +32,8 @@ class DataConfig:
     format: Literal["auto", "text", "dir", "jsonl"] = "auto"
     text_field: str = "text"  # JSONL field (CSV column) holding the text
     label_field: str = "label"  # classification: the field (column) holding the label
+    multi_label: bool = False  # classification: each record has a set of labels (a JSON list, or separated text)
+    label_separator: str = ","  # multi-label: separates labels given as one string, e.g. "sports,politics"
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 4096  # BPE only
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/val/test
@@ -50,13 +52,24 @@ class ModelConfig:
     block_size: int = 128  # context length in tokens (classification: texts are cut to this many)
     hidden: int | None = None  # LSTM hidden size (default: n_embd)
     bidirectional: bool = True  # LSTM reads both directions
-    pool: Literal["last", "mean"] = "last"  # LSTM: final hidden state, or mean of outputs over the text
+    pool: Literal["last", "mean"] = "last"  # classifiers: read the last real token, or the mean over the text
     dropout: float = 0.0  # the rate for all three places below unless they set their own
     embd_dropout: float | None = None  # on token + position embeddings
     attn_dropout: float | None = None  # on attention weights
     resid_dropout: float | None = None  # on each block's attention and MLP output (the residual path)
     bias: bool = False
     tie_embeddings: bool = True
+    # A gradwise GPT run to start from: its weights, tokenizer and shape (layers, heads, width, context)
+    # are taken over, the optimizer starts fresh. For classify: fine-tune a pretrained LM as a classifier.
+    init_from: str | None = None
+
+
+@dataclass
+class ObjectiveTerm:
+    """One weighted part of the objective."""
+
+    name: Literal["lm", "classify", "multilabel"]  # next-token CE, class CE, per-class binary CE
+    weight: float = 1.0
 
 
 @dataclass
@@ -67,6 +80,9 @@ class ObjectiveConfig:
     z_loss: float = 0.0  # weight of mean(logsumexp(logits)^2): keeps logits small and training stable
     class_weights: list[float] | None = None  # classification: one weight per class (in sorted label order)
     balance_classes: bool = False  # classification: weights inversely proportional to class frequency
+    # Weighted sum of several objectives on one forward pass, e.g. [{name: classify}, {name: lm, weight: 0.5}]
+    # (a classifier with an auxiliary LM loss on its own texts). Default: the task's own objective.
+    terms: list[ObjectiveTerm] | None = None
 
 
 @dataclass
@@ -320,6 +336,33 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def objective_terms(cfg: Config) -> list[tuple[str, float]]:
+    """The (name, weight) pairs the step minimises: the configured terms, or the task's own objective."""
+    if cfg.objective.terms:
+        return [(t.name, t.weight) for t in cfg.objective.terms]
+    if cfg.task == "lm":
+        return [("lm", 1.0)]
+    return [("multilabel" if cfg.data.multi_label else "classify", 1.0)]
+
+
+def _validate_terms(cfg: Config) -> None:
+    terms = objective_terms(cfg)
+    names = [n for n, _ in terms]
+    _require(len(set(names)) == len(names), f"objective.terms names a term twice: {names}")
+    _require(all(w >= 0 and math.isfinite(w) for _, w in terms) and any(w > 0 for _, w in terms),
+             f"objective.terms weights must be >= 0 with at least one positive; got {terms}")
+    if cfg.task == "lm":
+        _require(names == ["lm"], f"task lm minimises the lm term only; got objective.terms {names}")
+        return
+    label_term = "multilabel" if cfg.data.multi_label else "classify"
+    other = "classify" if cfg.data.multi_label else "multilabel"
+    _require(other not in names, f"objective term '{other}' does not fit data.multi_label={cfg.data.multi_label}; "
+             f"use '{label_term}'")
+    _require(label_term in names, f"objective.terms must include '{label_term}' for a classifier; got {names}")
+    _require("lm" not in names or cfg.model.arch == "gpt",
+             "objective term 'lm' needs a GPT backbone (model.arch: gpt); the LSTM has no language-model head")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible values with a message that names the key and the fix."""
     m, o, s, t, d = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.data
@@ -331,8 +374,7 @@ def validate(cfg: Config) -> None:
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
     _require(cfg.task != "lm" or m.arch == "gpt", f"task lm needs model.arch gpt; got {m.arch}")
-    _require(cfg.task != "classify" or m.arch == "lstm",
-             f"task classify needs model.arch lstm (a GPT-backbone classifier is planned); got {m.arch}")
+    _validate_terms(cfg)
     _require(m.hidden is None or m.hidden >= 1, f"model.hidden must be at least 1; got {m.hidden}")
     _require(cfg.objective.class_weights is None or all(w >= 0 for w in cfg.objective.class_weights),
              f"objective.class_weights must be >= 0; got {cfg.objective.class_weights}")

@@ -29,8 +29,9 @@ class LoadedRun:
 
 @dataclass
 class Prediction:
-    label: str
-    probabilities: dict[str, float]
+    label: str  # the most probable class
+    probabilities: dict[str, float]  # multi-label: each class's own probability (they need not sum to 1)
+    labels: list[str]  # the predicted set: [label], or for multi-label every class with probability >= 0.5
 
 
 def load_run(run_path: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
@@ -90,7 +91,10 @@ def predict(run_path: str | Path, texts: list[str], checkpoint: str = "best", de
         ids = tok.encode(text)[: loaded.cfg.model.block_size]
         if len(ids) == 0:
             raise GradwiseError(f"the text {text[:30]!r} has no token the model knows")
-        probs = loaded.model(torch.as_tensor(ids, device=loaded.device)[None]).float().softmax(-1)[0].tolist()
+        logits = loaded.model(torch.as_tensor(ids, device=loaded.device)[None]).float()[0]
+        multi = loaded.cfg.data.multi_label
+        probs = (logits.sigmoid() if multi else logits.softmax(-1)).tolist()
         best = max(range(len(classes)), key=probs.__getitem__)
-        out.append(Prediction(classes[best], dict(zip(classes, probs, strict=True))))
+        chosen = [c for c, p in zip(classes, probs, strict=True) if p >= 0.5] if multi else [classes[best]]
+        out.append(Prediction(classes[best], dict(zip(classes, probs, strict=True)), chosen))
     return out

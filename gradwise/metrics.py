@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix;
+for multi-label: exact-match accuracy, micro- and macro-F1 and per-class metrics."""
 
 from __future__ import annotations
 
@@ -30,6 +31,37 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     }
 
 
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    denom = precision + recall
+    return np.divide(2 * precision * recall, denom, out=np.zeros_like(denom, dtype=float), where=denom > 0)
+
+
+def multilabel_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Metrics of multi-hot predictions (N, C) against multi-hot labels (N, C).
+
+    ``accuracy`` is exact match (every label of a record right); micro-F1 pools all decisions, macro-F1
+    averages the classes that occur."""
+    y_true, y_pred = y_true.astype(bool), y_pred.astype(bool)
+    tp = (y_true & y_pred).sum(axis=0).astype(float)
+    predicted = y_pred.sum(axis=0).astype(float)
+    support = y_true.sum(axis=0).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros(len(classes)), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(len(classes)), where=support > 0)
+    f1 = _f1(precision, recall)
+    micro_p = tp.sum() / predicted.sum() if predicted.sum() else 0.0
+    micro_r = tp.sum() / support.sum() if support.sum() else 0.0
+    present = support > 0
+    return {
+        "multi_label": True,
+        "accuracy": float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0,
+        "micro_f1": float(_f1(np.array([micro_p]), np.array([micro_r]))[0]),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+        "classes": list(classes),
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of a classification report (per class, then the confusion matrix)."""
     classes = report["classes"]
@@ -38,6 +70,10 @@ def format_report(report: dict[str, Any]) -> str:
     for c in classes:
         m = report["per_class"][c]
         lines.append(f"{c:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['f1']:5.3f}  {m['support']:7d}")
+    if report.get("multi_label"):
+        lines.append(f"exact-match accuracy {report['accuracy']:.4f} | micro-F1 {report['micro_f1']:.4f} | "
+                     f"macro-F1 {report['macro_f1']:.4f}")
+        return "\n".join(lines)
     lines.append(f"accuracy {report['accuracy']:.4f} | macro-F1 {report['macro_f1']:.4f}")
     lines.append("confusion (rows: true, columns: predicted)")
     lines.append(" " * (width + 2) + " ".join(f"{c[:8]:>8}" for c in classes))

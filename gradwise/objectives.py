@@ -56,22 +56,51 @@ class CausalLMObjective:
 
 
 class ClassificationObjective:
-    """Cross-entropy over classes, with optional class weights (for imbalance) and label smoothing."""
+    """A classifier's objective: a weighted sum of terms computed from one forward pass.
+
+    ``classify``: cross-entropy over classes (optional class weights for imbalance, label smoothing).
+    ``multilabel``: binary cross-entropy per class (labels are multi-hot; ``class_weights`` act as pos_weight).
+    ``lm``: next-token cross-entropy on the input text itself (GPT backbone only), an auxiliary loss that
+    keeps a pretrained backbone's language knowledge while it learns the classes.
+    Each term is logged under its own name; the total is what is differentiated.
+    """
 
     name = "classify"
 
-    def __init__(self, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 pad_id: int | None = None):
+    def __init__(self, terms: list[tuple[str, float]] | None = None, class_weights: torch.Tensor | None = None,
+                 label_smoothing: float = 0.0, pad_id: int | None = None):
+        self.terms = terms or [("classify", 1.0)]
         self.class_weights = class_weights
         self.label_smoothing = label_smoothing
         self.pad_id = pad_id
+        self.with_lm = any(name == "lm" for name, _ in self.terms)
 
     def tokens_in(self, inputs: torch.Tensor, labels: torch.Tensor) -> int:
         """Real (non-padding) input tokens: what throughput should count for a classifier."""
         return int((inputs != self.pad_id).sum()) if self.pad_id is not None else inputs.numel()
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> LossTerms:
-        logits = model(inputs)  # (B, C)
+        out = model(inputs, with_lm=True) if self.with_lm else model(inputs)
+        logits, lm_logits = out if self.with_lm else (out, None)
         weights = self.class_weights.to(logits.device) if self.class_weights is not None else None
-        ce = F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=self.label_smoothing)
-        return LossTerms(ce, {"classify": ce})
+        parts: dict[str, torch.Tensor] = {}
+        for name, _ in self.terms:
+            if name == "classify":
+                parts[name] = F.cross_entropy(logits.float(), labels, weight=weights,
+                                              label_smoothing=self.label_smoothing)
+            elif name == "multilabel":
+                parts[name] = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weights)
+            elif name == "lm":
+                parts[name] = self._lm_loss(lm_logits, inputs)
+            else:
+                raise ValueError(f"unknown objective term {name!r}")
+        total = sum(w * parts[name] for name, w in self.terms)
+        return LossTerms(total, parts)
+
+    def _lm_loss(self, lm_logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        targets = inputs[:, 1:].clone()
+        if self.pad_id is not None:
+            targets[targets == self.pad_id] = IGNORE_INDEX
+        summed = F.cross_entropy(lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        return summed / (targets != IGNORE_INDEX).sum().clamp_min(1)  # a batch of one-token texts gives 0, not NaN

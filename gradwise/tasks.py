@@ -2,7 +2,11 @@
 draws training batches and evaluates a split; the loop and the API work the same for every task.
 
 - ``lm``: language modelling on a token stream (GPT, next-token cross-entropy, bits per byte).
-- ``classify``: text classification on labelled records (LSTM, class cross-entropy, accuracy and F1).
+- ``classify``: text classification on labelled records (LSTM or GPT backbone, class cross-entropy or
+  multi-label binary cross-entropy, accuracy and F1).
+
+With ``model.init_from`` a task starts from a gradwise LM run: its tokenizer and GPT shape are taken over
+here (so the saved config tells the truth) and its weights are loaded by :func:`load_init_weights`.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradwise.config import Config
+from gradwise.checkpoint import load_weights
+from gradwise.config import Config, build_config, objective_terms, read_config_file
 from gradwise.data import Corpus, Tokenizer, load_tokenizer, prepare_corpus, save_tokenizer
-from gradwise.data.labelled import LabelledSplit, encode_split, read_labelled, stratified_split
+from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_labelled, stratified_split
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
 from gradwise.errors import GradwiseError
 from gradwise.evaluate import evaluate
-from gradwise.metrics import classification_report
-from gradwise.models import build_model
+from gradwise.metrics import classification_report, multilabel_report
+from gradwise.models import build_model, gpt_config
+from gradwise.models.gpt_classifier import GPTClassifier
 from gradwise.models.lstm import LSTMClassifier, LSTMConfig
 from gradwise.objectives import CausalLMObjective, ClassificationObjective
+from gradwise.rundir import RunDir
 from gradwise.step import autocast_context
 
 
@@ -46,7 +53,7 @@ class LMTask:
 
     @classmethod
     def prepare(cls, cfg: Config, run_dir: Path | None = None) -> LMTask:
-        tok = load_tokenizer(run_dir / "tokenizer.json") if run_dir else None
+        tok = load_tokenizer(run_dir / "tokenizer.json") if run_dir else adopt_init_run(cfg)
         return cls(cfg, prepare_corpus(cfg.data, tokenizer=tok))
 
     def check(self, splits: tuple[str, ...]) -> None:
@@ -97,19 +104,21 @@ class ClassifyTask:
         if d.path is None:
             raise GradwiseError("classification needs labelled data: pass --data FILE.jsonl or FILE.csv with "
                                 f"'{d.text_field}' and '{d.label_field}' fields")
-        texts, labels = read_labelled(d.path, d.text_field, d.label_field)
+        texts, labels = read_labelled(d.path, d.text_field, d.label_field, d.multi_label, d.label_separator)
         index = stratified_split(labels, d.split, cfg.seed)
         if run_dir is not None:
             tokenizer = load_tokenizer(run_dir / "tokenizer.json")
             classes = json.loads((run_dir / "labels.json").read_text())["classes"]
-            unknown = sorted(set(labels) - set(classes))
+            unknown = sorted(set(label_set(labels)) - set(classes))
             if unknown:
                 raise GradwiseError(f"labels {unknown[:3]} were not in the run's training data; use the same corpus")
         else:
-            train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
-            tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
-                         else BPETokenizer.train(train_texts, d.vocab_size))
-            classes = sorted(set(labels))
+            tokenizer = adopt_init_run(cfg)
+            if tokenizer is None:
+                train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
+                tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
+                             else BPETokenizer.train(train_texts, d.vocab_size))
+            classes = label_set(labels)
         splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)
                   for name, idx in index.items()}
         return cls(cfg, tokenizer, classes, splits)
@@ -123,8 +132,19 @@ class ClassifyTask:
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
         (run_dir / "labels.json").write_text(json.dumps({"classes": self.classes}, indent=1))
 
+    @property
+    def multi_label(self) -> bool:
+        return self.cfg.data.multi_label
+
     def build_model(self) -> nn.Module:
-        return lstm_classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+        return classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+
+    def train_counts(self) -> np.ndarray:
+        """Training records per class (multi-label: records carrying each label)."""
+        labels = self.splits["train"].labels
+        if self.multi_label:
+            return labels.sum(axis=0).astype(np.int64)
+        return np.bincount(labels, minlength=len(self.classes))
 
     def class_weights(self) -> torch.Tensor | None:
         o = self.cfg.objective
@@ -134,13 +154,18 @@ class ClassifyTask:
                                     f"{len(self.classes)} classes ({', '.join(self.classes)})")
             return torch.tensor(o.class_weights, dtype=torch.float32)
         if o.balance_classes:
-            counts = np.bincount(self.splits["train"].labels, minlength=len(self.classes)).astype(float)
-            weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+            counts = self.train_counts().astype(float)
+            if self.multi_label:  # pos_weight: negatives per positive, so each label's two sides weigh alike
+                n = len(self.splits["train"])
+                weights = np.where(counts > 0, (n - counts) / np.maximum(counts, 1), 1.0)
+            else:
+                weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
             return torch.tensor(weights, dtype=torch.float32)
         return None
 
     def objective(self) -> ClassificationObjective:
-        return ClassificationObjective(self.class_weights(), self.cfg.objective.label_smoothing, self.pad_id)
+        return ClassificationObjective(objective_terms(self.cfg), self.class_weights(),
+                                       self.cfg.objective.label_smoothing, self.pad_id)
 
     def micro_batch(self, step: int, micro: int) -> tuple[np.ndarray, np.ndarray]:
         return self.splits["train"].batch(self.cfg.seed, step, micro, self.cfg.train.batch_size, self.pad_id)
@@ -148,7 +173,7 @@ class ClassifyTask:
     @torch.no_grad()
     def predict(self, model: nn.Module, split: LabelledSplit, device: torch.device,
                 autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-        """Class probabilities (N, C) for every record of ``split``, in order."""
+        """Class probabilities (N, C) for every record of ``split``, in order (multi-label: each class's own)."""
         was_training = model.training
         model.eval()
         probs = []
@@ -157,7 +182,7 @@ class ClassifyTask:
             tokens, _ = split.padded(order[i:i + self.cfg.train.batch_size], self.pad_id)
             with autocast_context(device, autocast_dtype):
                 logits = model(torch.from_numpy(tokens).to(device))
-            probs.append(logits.float().softmax(-1).cpu().numpy())
+            probs.append((logits.float().sigmoid() if self.multi_label else logits.float().softmax(-1)).cpu().numpy())
         model.train(was_training)
         return np.concatenate(probs)
 
@@ -165,15 +190,22 @@ class ClassifyTask:
                  fixed_subset: bool) -> EvalReport:
         data = self.splits[split]
         probs = self.predict(model, data, device, autocast_dtype)
+        if self.multi_label:
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            loss = float(-(data.labels * np.log(p) + (1 - data.labels) * np.log(1 - p)).mean())
+            report = multilabel_report(data.labels.astype(bool), probs >= 0.5, self.classes)
+            return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                                     "micro_f1": report["micro_f1"]}, report)
         loss = float(-np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())
         report = classification_report(data.labels, probs.argmax(-1), self.classes)
         return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}, report)
 
     def describe(self) -> str:
-        counts = np.bincount(self.splits["train"].labels, minlength=len(self.classes))
+        counts = self.train_counts()
         sizes = ", ".join(f"{k} {len(s):,}" for k, s in self.splits.items())
         per_class = ", ".join(f"{c} {n}" for c, n in zip(self.classes, counts, strict=True))
-        return (f"{self.cfg.data.path} | {len(self.classes)} classes (train: {per_class}) | {self.tokenizer.kind} "
+        kind = "labels, multi-label" if self.multi_label else "classes"
+        return (f"{self.cfg.data.path} | {len(self.classes)} {kind} (train: {per_class}) | {self.tokenizer.kind} "
                 f"tokenizer, vocab {self.tokenizer.vocab_size:,} | records: {sizes}")
 
     def split_sizes(self) -> dict[str, int]:
@@ -187,12 +219,45 @@ def lstm_classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -
                                      dropout=m.dropout, pool=m.pool))
 
 
+def classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
+    """The classifier ``model.arch`` names: an LSTM, or a GPT backbone with a class head."""
+    if cfg.model.arch == "gpt":
+        return GPTClassifier(gpt_config(cfg.model, vocab_size), n_classes, pad_id, cfg.model.pool)
+    return lstm_classifier(cfg, vocab_size, n_classes, pad_id)
+
+
+def adopt_init_run(cfg: Config) -> Tokenizer | None:
+    """With ``model.init_from``: take the run's tokenizer and GPT shape into ``cfg``; returns the tokenizer."""
+    if not cfg.model.init_from:
+        return None
+    run = RunDir.existing(cfg.model.init_from)
+    source = build_config(read_config_file(run.config))
+    if source.task != "lm" or source.model.arch != "gpt":
+        raise GradwiseError(f"model.init_from {run.path} is a {source.task} run; start from a gradwise language-model "
+                            "(GPT) run")
+    if cfg.model.arch != "gpt":
+        raise GradwiseError("model.init_from loads a GPT; set model.arch=gpt (the LSTM cannot start from it)")
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias", "tie_embeddings"):
+        setattr(cfg.model, key, getattr(source.model, key))
+    cfg.data.tokenizer, cfg.data.vocab_size = source.data.tokenizer, source.data.vocab_size
+    tok = load_tokenizer(run.tokenizer)
+    if isinstance(tok, CharTokenizer) and cfg.task == "classify":
+        tok.skip_unknown = True  # labelled texts may hold characters the LM corpus never had
+    return tok
+
+
+def load_init_weights(cfg: Config, model: nn.Module) -> None:
+    """Load the ``model.init_from`` run's best weights into the GPT (a classifier's backbone)."""
+    target = model.backbone if isinstance(model, GPTClassifier) else model
+    load_weights(RunDir.existing(cfg.model.init_from).best, target)
+
+
 def model_for_run(cfg: Config, run_dir: Path) -> tuple[nn.Module, Tokenizer, list[str] | None]:
     """An untrained model shaped like a run's (from its config, tokenizer and labels), with those."""
     tok = load_tokenizer(run_dir / "tokenizer.json")
     if cfg.task == "classify":
         classes = json.loads((run_dir / "labels.json").read_text())["classes"]
-        return lstm_classifier(cfg, tok.vocab_size, len(classes), tok.eot_id), tok, classes
+        return classifier(cfg, tok.vocab_size, len(classes), tok.eot_id), tok, classes
     return build_model(cfg.model, tok.vocab_size), tok, None
 
 

@@ -1,7 +1,7 @@
 """Labelled text for classification: JSONL or CSV records, a stratified split, padded batches.
 
 Each class is split train/val/test by the same fractions (stratified), so a rare class is present in every
-split. The tokenizer is trained on the training texts only. Texts are cut to ``max_len`` tokens; batches
+split. Multi-label records (a set of labels each) are stratified by their rarest label. The tokenizer is trained on the training texts only. Texts are cut to ``max_len`` tokens; batches
 are right-padded with the tokenizer's end-of-text id, and a model finds each length from that padding.
 """
 
@@ -22,7 +22,7 @@ from gradwise.errors import DataError
 class LabelledSplit:
     name: str
     ids: list[np.ndarray]  # token ids of each text (already cut to max_len, never empty)
-    labels: np.ndarray  # class index of each text
+    labels: np.ndarray  # class index of each text (N,), or multi-hot rows (N, classes) for multi-label
     texts: list[str]
 
     def __len__(self) -> int:
@@ -42,8 +42,14 @@ class LabelledSplit:
         return self.padded(rng.integers(0, len(self), size=batch_size), pad_id)
 
 
-def read_labelled(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
-    """Texts and their labels (as strings) from a .jsonl or .csv file, with errors that name the line."""
+Label = str | tuple[str, ...]  # one label, or a multi-label record's sorted set of labels
+
+
+def read_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", multi_label: bool = False,
+                  separator: str = ",") -> tuple[list[str], list[Label]]:
+    """Texts and their labels (as strings) from a .jsonl or .csv file, with errors that name the line.
+
+    Multi-label: a JSON list of labels, or one string cut at ``separator``; an empty set is allowed."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"data path '{path}' does not exist or is not a file; classification reads a .jsonl or .csv")
@@ -58,32 +64,60 @@ def read_labelled(path: str | Path, text_field: str = "text", label_field: str =
                                     "set data.text_field / data.label_field")
                 for lineno, row in enumerate(reader, 2):
                     _append(texts, labels, row.get(text_field), row.get(label_field), f"{p}:{lineno}", text_field,
-                            label_field)
+                            label_field, multi_label, separator)
         else:
             for lineno, record in iter_jsonl(p):
                 _append(texts, labels, record.get(text_field), record.get(label_field), f"{p}:{lineno}",
-                        text_field, label_field)
+                        text_field, label_field, multi_label, separator)
     except UnicodeDecodeError as exc:
         raise DataError(f"{p} is not valid UTF-8 (byte {exc.start}); convert it to UTF-8 first") from None
     if not texts:
         raise DataError(f"{p} holds no labelled records")
-    if len(set(labels)) < 2:
+    if multi_label:
+        if not any(labels):
+            raise DataError(f"{p} has no labels at all in field '{label_field}'; set data.label_field")
+    elif len(set(labels)) < 2:
         raise DataError(f"{p} has only one label ({labels[0]!r}); classification needs at least two classes")
     return texts, labels
 
 
-def _append(texts: list[str], labels: list[str], text: object, label: object, where: str, text_field: str,
-            label_field: str) -> None:
+def label_set(labels: list[Label]) -> list[str]:
+    """The sorted classes that occur in ``labels`` (single- or multi-label)."""
+    out: set[str] = set()
+    for label in labels:
+        out.update(label if isinstance(label, tuple) else (label,))
+    return sorted(out)
+
+
+def _append(texts: list[str], labels: list[Label], text: object, label: object, where: str, text_field: str,
+            label_field: str, multi_label: bool, separator: str) -> None:
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"{where} has no text in field '{text_field}'; set data.text_field or fix the record")
+    if multi_label:
+        if isinstance(label, str):
+            label = label.split(separator)
+        if not isinstance(label, list) or any(isinstance(x, list | dict) or x is None for x in label):
+            raise DataError(f"{where} has no list of labels in field '{label_field}' (a JSON list, or text "
+                            f"separated by {separator!r}); set data.label_field or fix the record")
+        texts.append(text)
+        labels.append(tuple(sorted({str(x).strip() for x in label} - {""})))
+        return
     if label is None or label == "" or isinstance(label, list | dict):
         raise DataError(f"{where} has no single label in field '{label_field}'; set data.label_field or fix the record")
     texts.append(text)
     labels.append(str(label))
 
 
-def stratified_split(labels: list[str], fractions: list[float], seed: int) -> dict[str, np.ndarray]:
-    """Indices of train/val/test: each class shuffled (seeded) and cut by ``fractions``."""
+def stratified_split(labels: list[Label], fractions: list[float], seed: int) -> dict[str, np.ndarray]:
+    """Indices of train/val/test: each class shuffled (seeded) and cut by ``fractions``.
+
+    A multi-label record counts under its rarest label, so rare labels reach every split."""
+    if any(isinstance(x, tuple) for x in labels):
+        freq: dict[str, int] = {}
+        for tup in labels:
+            for x in tup:
+                freq[x] = freq.get(x, 0) + 1
+        labels = [min(tup, key=lambda x: (freq[x], x)) if tup else "" for tup in labels]
     rng = np.random.default_rng(seed)
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     by_class: dict[str, list[int]] = {}
@@ -104,7 +138,7 @@ def stratified_split(labels: list[str], fractions: list[float], seed: int) -> di
     return {name: np.array(sorted(idx)) for name, idx in out.items()}
 
 
-def encode_split(name: str, texts: list[str], labels: list[str], index: np.ndarray, classes: list[str],
+def encode_split(name: str, texts: list[str], labels: list[Label], index: np.ndarray, classes: list[str],
                  tokenizer: Tokenizer, max_len: int) -> LabelledSplit:
     chosen = [texts[i] for i in index]
     ids = [row[:max_len] for row in tokenizer.encode_batch(chosen)]
@@ -112,4 +146,9 @@ def encode_split(name: str, texts: list[str], labels: list[str], index: np.ndarr
         if len(row) == 0:
             raise DataError(f"a text encodes to no tokens: {text[:40]!r}")
     class_index = {c: i for i, c in enumerate(classes)}
+    if any(isinstance(labels[i], tuple) for i in index):
+        hot = np.zeros((len(index), len(classes)), dtype=np.float32)
+        for row, i in enumerate(index):
+            hot[row, [class_index[c] for c in labels[i]]] = 1.0
+        return LabelledSplit(name, ids, hot, chosen)
     return LabelledSplit(name, ids, np.array([class_index[labels[i]] for i in index], dtype=np.int64), chosen)

@@ -116,6 +116,10 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, V)."""
+        return self.lm_head(self.hidden(idx))  # (B, T, V)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> final normalised hidden states (B, T, C): what heads read."""
         B, T = idx.shape
         if self.cfg.block_size < T:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.cfg.block_size}")
@@ -123,7 +127,7 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.ln_f(x)  # (B, T, C)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
