@@ -98,7 +98,8 @@ class RegularizationConfig:
 class OptimConfig:
     """The optimizer and its hyperparameters."""
 
-    name: Literal["adamw", "adam", "sgd", "muon", "lion", "adafactor", "radam", "nadam"] = "adamw"
+    # auto: muon for GPT models (fewer steps to the same loss, docs/benchmarks.md), adamw for the LSTM
+    name: Literal["auto", "adamw", "adam", "sgd", "muon", "lion", "adafactor", "radam", "nadam"] = "auto"
     lr: float = 1e-3  # the main learning rate (with muon: the AdamW part's, and Muon's unless muon_lr is set)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
@@ -336,6 +337,11 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def default_optimizer(arch: str) -> str:
+    """``optim.name: auto``: Muon (paired with AdamW) for the GPT, AdamW for the LSTM."""
+    return "muon" if arch == "gpt" else "adamw"
+
+
 def objective_terms(cfg: Config) -> list[tuple[str, float]]:
     """The (name, weight) pairs the step minimises: the configured terms, or the task's own objective."""
     if cfg.objective.terms:
@@ -375,6 +381,8 @@ def validate(cfg: Config) -> None:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
     _require(cfg.task != "lm" or m.arch == "gpt", f"task lm needs model.arch gpt; got {m.arch}")
     _validate_terms(cfg)
+    if o.name == "auto":  # resolved here so the saved config names the optimizer that really ran
+        o.name = default_optimizer(m.arch)
     _require(m.hidden is None or m.hidden >= 1, f"model.hidden must be at least 1; got {m.hidden}")
     _require(cfg.objective.class_weights is None or all(w >= 0 for w in cfg.objective.class_weights),
              f"objective.class_weights must be >= 0; got {cfg.objective.class_weights}")

@@ -182,3 +182,12 @@ def test_resume_with_a_combined_optimizer_is_exact(tmp_path: Path) -> None:
     b = load_file(str(part.last_checkpoint / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert math.isfinite(read_metrics(part.run_dir / "metrics.jsonl")[-1]["test_loss"])
+
+
+def test_auto_optimizer_is_muon_for_gpt_and_adamw_for_lstm() -> None:
+    """The default strategy: Muon+AdamW for GPT models (the optimizer benchmark's winner), AdamW for the LSTM."""
+    gpt_cfg = load_config("default", ["optim.name=auto"])
+    lstm_cfg = load_config("classify-lstm", ["optim.name=auto"])
+    assert gpt_cfg.optim.name == "muon" and lstm_cfg.optim.name == "adamw"  # resolved, so saved configs say it
+    assert isinstance(build_optimizer(gpt(), OptimConfig(), CPU), CombinedOptimizer)
+    assert OptimConfig().name == "auto"

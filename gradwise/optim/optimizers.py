@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradwise.config import OptimConfig
+from gradwise.config import OptimConfig, default_optimizer
 from gradwise.errors import ConfigError
+from gradwise.models.lstm import LSTMClassifier
 from gradwise.optim.combined import CombinedOptimizer
 from gradwise.optim.lion import Lion
 from gradwise.optim.muon import Muon
@@ -63,9 +64,12 @@ def param_groups(model: nn.Module, weight_decay: float, decay_on: str = "matrice
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     """The optimizer ``cfg`` names, over :func:`param_groups` (Muon: paired with AdamW)."""
     groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_on, cfg.embedding_lr)
-    if cfg.name == "muon":
+    name = cfg.name
+    if name == "auto":  # a config that skipped validation: decide by the model, as validation would
+        name = default_optimizer("lstm" if isinstance(model, LSTMClassifier) else "gpt")
+    if name == "muon":
         return _muon_with_adamw(groups, cfg, device)
-    return _single(cfg.name, groups, cfg, device)
+    return _single(name, groups, cfg, device)
 
 
 def _single(name: str, groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
