@@ -5,6 +5,7 @@ The command line only calls these."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,11 +92,14 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------- train
 
 def train(config: Config | str | Path | None = None, *, overrides: list[str] | None = None,
-          resume: str | Path | None = None, live_progress: bool | None = None, quiet: bool = False) -> RunResult:
+          resume: str | Path | None = None, live_progress: bool | None = None, quiet: bool = False,
+          on_eval: Callable[[int, float], bool] | None = None) -> RunResult:
     """Train a model end to end: data → model → steps with validation → best checkpoint → one test evaluation.
 
     ``config`` is a Config, a YAML/TOML path or a preset name (default preset when None);
     ``overrides`` are dotted ``key=value`` strings; ``resume`` is a run directory to continue exactly.
+    ``on_eval(step, val_loss)`` is called after each evaluation; returning True stops the run ("pruned"),
+    which is how a hyperparameter search stops a hopeless trial.
     """
     cfg, resumed, stem = resolve_train_config(config, overrides, resume)
     t = cfg.train
@@ -108,11 +112,11 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
                                 "or choose another name with --set name=NEW")
     device = select_device(t.device)
     with backends_for_training(device, t.deterministic):
-        return _run(cfg, run, resumed is not None, device, live_progress, quiet)
+        return _run(cfg, run, resumed is not None, device, live_progress, quiet, on_eval)
 
 
 def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_progress: bool | None,
-         quiet: bool) -> RunResult:
+         quiet: bool, on_eval: Callable[[int, float], bool] | None = None) -> RunResult:
     t = cfg.train
     seed_everything(cfg.seed)
     autocast_dtype = select_dtype(t.dtype, device)
@@ -150,7 +154,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     metrics = MetricsWriter(run.metrics, resume_step=state.step if resumed else None)
     try:
         loop = TrainLoop(cfg, compiled, stepper, task, run, device, autocast_dtype, state, metrics, progress,
-                         raw_model=model)
+                         raw_model=model, on_eval=on_eval)
         try:
             stopped_because = loop.run()
         finally:

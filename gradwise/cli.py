@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gradwise import __version__
 from gradwise.errors import GradwiseError
@@ -19,6 +20,8 @@ EPILOG = """examples:
   gradwise generate runs/NAME --prompt "ROMEO:" --max-new-tokens 200
   gradwise train --task classify --data texts.jsonl   text classification (LSTM; 'text' and 'label' fields)
   gradwise predict runs/NAME --text "a text to classify"
+  gradwise tune my.yaml --space space.yaml --trials 30    hyperparameter search (Optuna), best config saved
+  gradwise tune-report studies/NAME                table of trials, best first
 """
 
 
@@ -78,7 +81,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
+
+    p = sub.add_parser("tune", help="search hyperparameters (Optuna); each trial is a training run",
+                       description="Search a space of config keys around CONFIG. Each trial trains on the train "
+                       "split and is scored by its best validation loss; the test split is used once, by --final. "
+                       "Rerunning the same command with --resume continues the study.")
+    p.add_argument("config", nargs="?", help="YAML/TOML config file or preset name (default: the 'default' preset)")
+    p.add_argument("--space", required=True, metavar="FILE", help="YAML mapping config keys to distributions, e.g. "
+                   "optim.lr: {type: float, low: 1e-4, high: 1e-2, log: true}; a list of values for grid search")
+    p.add_argument("--trials", type=int, help="total trials to reach, counting finished and pruned ones "
+                   "(default for grid: every point once)")
+    p.add_argument("--timeout", metavar="DURATION", help="stop starting trials after this long, e.g. 30m")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp", "cmaes"], help="default tpe")
+    p.add_argument("--pruner", default="halving", choices=["none", "median", "halving", "hyperband"],
+                   help="stop hopeless trials at their evaluations (default halving: successive halving)")
+    p.add_argument("--storage", metavar="URL", help="default: SQLite in the study directory; 'journal': a journal "
+                   "file there (several local processes); or an RDB URL such as postgresql://user@host/db")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the config's name)")
+    p.add_argument("--out-dir", default="studies", help="where study directories go (default studies/)")
+    p.add_argument("--data", metavar="PATH", help="corpus (shorthand for --set data.path=PATH)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every trial (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue an existing study")
+    p.add_argument("--final", action="store_true", help="retrain the best config and evaluate it once on test")
+    p.add_argument("--verbose", action="store_true", help="show each trial's training output")
+
+    p = sub.add_parser("tune-report", help="table of a study's trials and its best config",
+                       description="Print a study's trials (best first) and where its best config is.")
+    p.add_argument("study", help="study directory, e.g. studies/NAME")
+    p.add_argument("--all", action="store_true", help="every trial, not the best 20")
     return parser
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from gradwise.config import parse_duration
+    from gradwise.search import tune
+    from gradwise.search.report import read_trials, trials_table
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.path={json.dumps(args.data)}")
+    result = tune(args.config, args.space, trials=args.trials, timeout=parse_duration(args.timeout, "--timeout"),
+                  sampler=args.sampler, pruner=args.pruner, storage=args.storage, study_name=args.study,
+                  out_dir=args.out_dir, overrides=overrides, seed=args.seed, resume=args.resume, final=args.final,
+                  quiet=not args.verbose)
+    print(trials_table(read_trials(result.study_dir)))
+    if result.best_config is not None:
+        print(f"best     val loss {result.best_value:.4f} | config {result.study_dir / 'best.yaml'} "
+              f"(run it: gradwise train {result.study_dir / 'best.yaml'})")
+    if result.final is not None:
+        f = result.final
+        tested = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in f.items()
+                           if k.startswith("test_") and isinstance(v, float))
+        print(f"final    retrained best config: {tested} ({f['run']})")
+    if result.interrupted:
+        print("gradwise: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_tune_report(args: argparse.Namespace) -> int:
+    from gradwise.search.report import read_trials, trials_table
+
+    print(trials_table(read_trials(args.study), limit=None if args.all else 20))
+    best = Path(args.study) / "best.yaml"
+    if best.is_file():
+        print(f"best config: {best}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -146,7 +216,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict,
+            "tune": cmd_tune, "tune-report": cmd_tune_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +109,10 @@ class StopSignal:
 class TrainLoop:
     def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
                  device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
-                 metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None):
+                 metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None,
+                 on_eval: Callable[[int, float], bool] | None = None):
         self.cfg = cfg
+        self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
         self.model = model  # possibly compiled
         self.raw_model = raw_model or model  # what checkpoints save
         self.stepper = stepper
@@ -231,16 +234,20 @@ class TrainLoop:
                 tick()
                 if st.step % t.log_every == 0 or st.step == t.max_steps:
                     self._log()
-                early_stop = False
+                early_stop = pruned = False
                 if st.step % t.eval_every == 0 or st.step == t.max_steps:
                     early_stop = self._eval_and_track()
+                    pruned = self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss))
                     tick()
+                if pruned:
+                    stopped_because = "pruned"
+                    break
                 if st.step % self.checkpoint_every == 0 or early_stop:
                     self.save_last()
                 if early_stop:
                     stopped_because = "early_stopping"
                     break
-            if stopped_because != "interrupted":  # an interrupted run resumes mid-window: keep its sums
+            if stopped_because not in ("interrupted", "pruned"):  # resumable mid-window: keep its sums
                 self._log()
                 if st.last_eval_step != st.step:
                     self._eval_and_track()

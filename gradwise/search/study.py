@@ -1,0 +1,239 @@
+"""``gradwise tune``: hyperparameter search on Optuna, where every trial is a real gradwise training run.
+
+Optuna does the searching (samplers, pruners, storage); gradwise supplies what a trial is: a run directory
+under the study, validation loss reported at every evaluation so a pruner can stop a hopeless trial, and
+failures (an exception, non-finite training, out of memory) recorded on the trial while the study goes on.
+The test split is never touched by a trial; ``final`` retrains the best config once and tests it.
+
+Studies live in ``<out_dir>/<study>/``: ``study.db`` (SQLite, the default storage), ``trials/`` (one run
+directory per trial), ``best.yaml`` (the best trial's full config, ready for ``gradwise train``) and
+``trials.json``. Re-running the same call continues the study: ``trials`` is the total to reach, counting
+finished and pruned trials, so an interrupted search picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradwise.config import Config, build_config, read_config_file, save_config
+from gradwise.errors import ConfigError, GradwiseError
+from gradwise.search.space import Param, load_space, to_overrides
+
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+PRUNERS = ("none", "median", "halving", "hyperband")
+
+
+def require_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise GradwiseError("gradwise tune needs Optuna: pip install 'gradwise[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass
+class TuneResult:
+    study: Any  # optuna.Study
+    study_dir: Path
+    best_config: Config | None  # None when no trial finished
+    best_value: float | None
+    final: dict[str, Any] | None = None  # summary of the retrained best config (with final=True)
+    interrupted: bool = False  # Ctrl-C stopped the search; the same call resumes it
+
+
+def make_sampler(name: str, params: list[Param], seed: int) -> Any:
+    optuna = require_optuna()
+    # Arguments pinned so a study means the same on Optuna 4 and 5 (5 changes TPE's defaults).
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=False, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({p.key: p.grid_values() for p in params}, seed=seed)
+    if name == "gp":
+        try:
+            return optuna.samplers.GPSampler(seed=seed)
+        except ImportError as exc:
+            raise GradwiseError(f"sampler gp needs {exc.name or 'scipy'}: pip install scipy") from None
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401 - Optuna imports it lazily, at the first trial
+        except ImportError:
+            raise GradwiseError("sampler cmaes needs the 'cmaes' package: pip install 'gradwise[tune]'") from None
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    raise ConfigError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, cfg: Config) -> Any:
+    optuna = require_optuna()
+    t = cfg.train
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":  # the first evaluation of a trial never prunes it: so early, it says too little
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=t.eval_every + 1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=t.eval_every, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=t.eval_every, max_resource=t.max_steps, reduction_factor=3)
+    raise ConfigError(f"unknown pruner '{name}'; choose one of {', '.join(PRUNERS)}")
+
+
+def make_storage(url: str | None, study_dir: Path) -> Any:
+    """None: SQLite in the study directory. 'journal': a journal file there (several local processes).
+    Anything else: an RDB URL (postgresql://..., mysql://..., sqlite:///...) shared by many machines."""
+    optuna = require_optuna()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if url == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+    url = url or f"sqlite:///{study_dir / 'study.db'}"
+    warnings.filterwarnings("ignore", message=".*heartbeat_interval.*")  # "experimental" since Optuna 2.9
+    try:
+        # The heartbeat marks a trial FAIL when its worker died mid-trial, so none stays RUNNING forever.
+        return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+    except Exception as exc:  # noqa: BLE001 - driver errors vary; the message names the URL
+        raise GradwiseError(f"cannot open study storage {url}: {str(exc).splitlines()[0]}") from None
+
+
+def suggest(trial: Any, params: list[Param]) -> dict[str, Any]:
+    values = {}
+    for p in params:
+        if p.choices is not None:
+            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+        elif p.kind == "int":
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+    return values
+
+
+def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any], *, trials: int | None = None,
+         timeout: float | None = None, sampler: str = "tpe", pruner: str = "halving", storage: str | None = None,
+         study_name: str | None = None, out_dir: str | Path = "studies", overrides: list[str] | None = None,
+         seed: int = 0, resume: bool = False, final: bool = False, quiet: bool = True) -> TuneResult:
+    """Search ``space`` around ``config``; returns the study and the best config (see the module doc)."""
+    from gradwise.api import resolve_train_config, train
+
+    optuna = require_optuna()
+    base, _, stem = resolve_train_config(config, overrides)
+    params = load_space(space, base)
+    if sampler == "grid":
+        for p in params:
+            p.grid_values()  # a clear error now for a float range
+    elif trials is None and timeout is None:
+        raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N or --timeout 30m")
+    name = study_name or stem
+    study_dir = Path(out_dir) / name
+    existing = (study_dir / "study.db").exists() or (study_dir / "journal.log").exists()
+    if existing and not resume and storage is None:
+        raise GradwiseError(f"study {study_dir} already exists; add --resume to continue it or choose --study NEW")
+    study = optuna.create_study(study_name=name, storage=make_storage(storage, study_dir), direction="minimize",
+                                sampler=make_sampler(sampler, params, seed), pruner=make_pruner(pruner, base),
+                                load_if_exists=True)
+    study.set_user_attr("space", {p.key: p.describe() for p in params})
+    trial_root = study_dir / "trials"
+    base_dict = base.to_dict()
+
+    def objective(trial: Any) -> float:
+        values = suggest(trial, params)
+        run_name = f"trial-{trial.number:04d}"
+        run_overrides = [*to_overrides(values), f"out_dir={json.dumps(str(trial_root))}",
+                         f"name={run_name}", "train.test_eval=false"]
+        trial.set_user_attr("run", str(trial_root / run_name))
+        shutil.rmtree(trial_root / run_name, ignore_errors=True)  # a retried number starts clean
+
+        def report(step: int, val_loss: float) -> bool:
+            if not math.isfinite(val_loss):
+                return False  # the step's own non-finite guard decides about those
+            trial.report(val_loss, step)
+            return trial.should_prune()
+
+        try:
+            result = train(build_config(_merge(base_dict, run_overrides)), quiet=quiet, on_eval=report)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            raise
+        s = result.summary
+        trial.set_user_attr("steps", s["steps"])
+        if s["stopped_because"] == "interrupted":
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            raise KeyboardInterrupt
+        if s["stopped_because"] == "pruned":
+            raise optuna.TrialPruned(f"pruned at step {s['steps']}")
+        if s["best_val_loss"] is None or not math.isfinite(s["best_val_loss"]):
+            trial.set_user_attr("fail_reason", "no finite validation loss")
+            raise GradwiseError("no finite validation loss")
+        return float(s["best_val_loss"])
+
+    if sampler == "grid" and trials is None:
+        trials = math.prod(len(p.grid_values()) for p in params)  # every point once
+    interrupted = False
+    if trials is None or counted_trials(study) < trials:
+        def enough(study: Any, _trial: Any) -> None:
+            if trials is not None and counted_trials(study) >= trials:
+                study.stop()
+
+        try:
+            study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[enough],
+                           gc_after_trial=True)
+        except KeyboardInterrupt:
+            interrupted = True  # the interrupted trial is recorded as failed; the study is intact
+    best_cfg, best_value = write_outputs(study, study_dir)
+    final_summary = None
+    if final and best_cfg is not None and not interrupted:
+        best_cfg.name, best_cfg.out_dir, best_cfg.train.test_eval = "final", str(study_dir), True
+        shutil.rmtree(study_dir / "final", ignore_errors=True)
+        final_summary = train(best_cfg, quiet=quiet).summary
+    return TuneResult(study, study_dir, best_cfg, best_value, final_summary, interrupted)
+
+
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def counted_trials(study: Any) -> int:
+    """Trials that count toward the budget: finished, pruned, or failed for a reason of their own
+    (a failure repeats if retried); a trial stopped by Ctrl-C does not count, so resuming redoes it."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != INTERRUPTED))
+
+
+def _merge(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    from gradwise.config import apply_overrides
+
+    return apply_overrides(json.loads(json.dumps(base)), overrides)
+
+
+def best_trial(study: Any) -> Any | None:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return min(done, key=lambda t: t.value) if done else None
+
+
+def write_outputs(study: Any, study_dir: Path) -> tuple[Config | None, float | None]:
+    """trials.json (every trial: params, state, value, steps, failure reason) and best.yaml."""
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "steps": t.user_attrs.get("steps"), "fail_reason": t.user_attrs.get("fail_reason"),
+             "run": t.user_attrs.get("run")} for t in study.get_trials(deepcopy=False)]
+    (study_dir / "trials.json").write_text(json.dumps(rows, indent=1))
+    best = best_trial(study)
+    if best is None:
+        return None, None
+    cfg = build_config(read_config_file(Path(best.user_attrs["run"]) / "config.yaml"))
+    cfg.name, cfg.out_dir, cfg.train.test_eval = None, "runs", True
+    save_config(cfg, study_dir / "best.yaml")
+    return cfg, best.value

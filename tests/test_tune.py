@@ -1,0 +1,126 @@
+"""gradwise tune: grid visits every point once, pruning stops trials, failures don't stop the study, resume,
+clear errors for malformed spaces, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from gradwise.config import load_config  # noqa: E402
+from gradwise.errors import ConfigError, GradwiseError  # noqa: E402
+from gradwise.search import load_space, tune  # noqa: E402
+from gradwise.search.report import read_trials  # noqa: E402
+from tests.conftest import TINY, run_cli  # noqa: E402
+
+QUICK = [*TINY, "train.max_steps=12", "train.eval_every=4", "train.log_every=4", "schedule.warmup_steps=2"]
+
+
+def base(corpus: Path, tmp: Path) -> list[str]:
+    return [*QUICK, f"data.path={corpus}", f"out_dir={tmp}/runs"]
+
+
+def test_grid_runs_every_point_exactly_once(corpus_file: Path, tmp_path: Path) -> None:
+    space = {"optim.lr": [1e-3, 4e-3], "model.n_layer": [1, 2]}
+    res = tune("default", space, sampler="grid", pruner="none", out_dir=tmp_path / "studies",
+               overrides=base(corpus_file, tmp_path))
+    rows = read_trials(res.study_dir)
+    points = sorted((r["params"]["optim.lr"], r["params"]["model.n_layer"]) for r in rows)
+    assert points == [(1e-3, 1), (1e-3, 2), (4e-3, 1), (4e-3, 2)]
+    assert all(r["state"] == "COMPLETE" and r["steps"] == 12 for r in rows)
+    best = min(rows, key=lambda r: r["value"])
+    assert res.best_value == pytest.approx(best["value"])
+    saved = load_config(res.study_dir / "best.yaml")  # ready to run: the best trial's full config
+    assert (saved.optim.lr, saved.model.n_layer) == (best["params"]["optim.lr"], best["params"]["model.n_layer"])
+    assert saved.train.test_eval and not (Path(best["run"]) / "summary.json").read_text().count('"test_loss": 0')
+    assert json.loads((Path(best["run"]) / "summary.json").read_text())["test_loss"] is None  # trials never test
+
+
+def test_pruner_stops_hopeless_trials(corpus_file: Path, tmp_path: Path) -> None:
+    space = {"optim.lr": [4e-3, 1e-6, 2e-6, 3e-6, 4e-6, 5e-6, 6e-6]}  # one good lr, six hopeless ones
+    res = tune("default", space, sampler="grid", pruner="median", out_dir=tmp_path / "studies", seed=1,
+               overrides=[*base(corpus_file, tmp_path), "train.max_steps=24", "optim.name=adamw",
+                                                                            "schedule.min_lr=0"])
+    rows = read_trials(res.study_dir)
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned and all(8 <= r["steps"] < 24 for r in pruned)  # never at the first evaluation (step 4)
+    assert all(r["params"]["optim.lr"] < 1e-5 for r in pruned)  # only the hopeless ones
+    assert len(rows) == 7
+
+
+def test_a_failing_trial_does_not_stop_the_study(corpus_file: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradwise.api
+
+    real_train = gradwise.api.train
+
+    def flaky(cfg, **kw):  # noqa: ANN001, ANN003, ANN202
+        if cfg.optim.lr == 2e-3:
+            raise torch_oom()
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(gradwise.api, "train", flaky)
+    res = tune("default", {"optim.lr": [1e-3, 2e-3, 3e-3]}, sampler="grid", pruner="none",
+               out_dir=tmp_path / "studies", overrides=base(corpus_file, tmp_path))
+    rows = {r["params"]["optim.lr"]: r for r in read_trials(res.study_dir)}
+    assert rows[2e-3]["state"] == "FAIL" and "out of memory" in rows[2e-3]["fail_reason"]
+    assert rows[1e-3]["state"] == rows[3e-3]["state"] == "COMPLETE"
+
+
+def torch_oom() -> Exception:
+    import torch
+
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_resume_continues_the_same_study(corpus_file: Path, tmp_path: Path) -> None:
+    space = {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    kw = dict(sampler="random", pruner="none", out_dir=tmp_path / "studies", overrides=base(corpus_file, tmp_path))
+    first = tune("default", space, trials=2, **kw)
+    with pytest.raises(GradwiseError, match="already exists; add --resume"):
+        tune("default", space, trials=3, **kw)
+    second = tune("default", space, trials=3, resume=True, **kw)
+    assert second.study_dir == first.study_dir
+    numbers = [r["number"] for r in read_trials(second.study_dir)]
+    assert numbers == [0, 1, 2]  # two kept, one added
+    again = tune("default", space, trials=3, resume=True, **kw)  # the budget is reached: nothing runs
+    assert len(read_trials(again.study_dir)) == 3
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"optim.lrr": [1e-3]}, "space key 'optim.lrr'.*did you mean 'optim.lr'"),
+    ({"optim.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}, "low must be less than high"),
+    ({"optim.lr": {"type": "float", "low": 0, "high": 1e-3, "log": True}}, "log range needs low > 0"),
+    ({"optim.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be float, int or categorical"),
+    ({"optim.lr": {"type": "float", "high": 1}}, "float needs 'low'"),
+    ({"model.n_layer": [0, 2]}, "model.n_layer must be at least 1"),
+    ({"optim.lr": "fast"}, "give a list of values or a mapping"),
+])
+def test_malformed_space_gives_a_clear_error(space: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_space(space, load_config("default"))
+
+
+def test_grid_needs_values_not_ranges(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="grid search needs explicit values"):
+        tune("default", {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, sampler="grid",
+             out_dir=tmp_path)
+
+
+def test_cli_tune_and_report(corpus_file: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    sets = [a for o in base(corpus_file, tmp_path) for a in ("--set", o)]
+    proc = run_cli("tune", "--space", str(space), "--trials", "2", "--sampler", "random", "--study", "s",
+                   "--out-dir", str(tmp_path / "studies"), "--final", *sets, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 trials: 2 finished" in proc.stdout and "best.yaml" in proc.stdout and "final" in proc.stdout
+    final = json.loads((tmp_path / "studies" / "s" / "final" / "summary.json").read_text())
+    assert final["test_loss"] is not None  # the one test evaluation, of the best config
+    report = run_cli("tune-report", str(tmp_path / "studies" / "s"))
+    assert report.returncode == 0 and "optim.lr" in report.stdout
+    bad = run_cli("tune", "--space", str(tmp_path / "nope.yaml"), "--trials", "1", cwd=tmp_path)
+    assert bad.returncode == 2 and "search space file" in bad.stderr and "Traceback" not in bad.stderr
