@@ -124,3 +124,20 @@ def test_cli_tune_and_report(corpus_file: Path, tmp_path: Path) -> None:
     assert report.returncode == 0 and "optim.lr" in report.stdout
     bad = run_cli("tune", "--space", str(tmp_path / "nope.yaml"), "--trials", "1", cwd=tmp_path)
     assert bad.returncode == 2 and "search space file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random"])
+def test_two_workers_share_one_study(corpus_file: Path, tmp_path: Path, sampler: str) -> None:
+    """Two local processes on one journal-file study: every trial run once, none lost, the budget kept."""
+    space = {"optim.lr": [1e-3, 2e-3, 3e-3, 4e-3], "model.n_layer": [1, 2]}
+    res = tune("default", space, sampler=sampler, trials=None if sampler == "grid" else 6, pruner="none",
+               workers=2, out_dir=tmp_path / "studies", overrides=base(corpus_file, tmp_path))
+    rows = [r for r in read_trials(res.study_dir) if r["state"] == "COMPLETE"]
+    points = [(r["params"]["optim.lr"], r["params"]["model.n_layer"]) for r in rows]
+    assert (res.study_dir / "journal.log").is_file()
+    runs = {Path(r["run"]).name for r in rows}
+    assert len(runs) == len(rows) and all((res.study_dir / "trials" / n / "summary.json").is_file() for n in runs)
+    if sampler == "grid":
+        assert sorted(points) == sorted((lr, n) for lr in (1e-3, 2e-3, 3e-3, 4e-3) for n in (1, 2))
+    else:
+        assert len(rows) in (6, 7)  # the budget; a worker already mid-trial when it is reached may finish one more

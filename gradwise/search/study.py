@@ -13,8 +13,12 @@ finished and pruned trials, so an interrupted search picks up where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import multiprocessing
+import os
+import random
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -115,14 +119,36 @@ def suggest(trial: Any, params: list[Param]) -> dict[str, Any]:
     return values
 
 
+@dataclass
+class WorkerSpec:
+    """Everything a worker process needs to join a study (plain data: it crosses process boundaries)."""
+
+    base: dict[str, Any]  # the resolved base config
+    space: dict[str, Any] | str  # the space as given (a dict, or a YAML path)
+    study_name: str
+    study_dir: str
+    storage: str | None
+    sampler: str
+    pruner: str
+    seed: int
+    trials: int | None
+    timeout: float | None
+    quiet: bool
+    threads: int | None = None  # torch threads in this worker (several workers share the cores)
+
+
 def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any], *, trials: int | None = None,
          timeout: float | None = None, sampler: str = "tpe", pruner: str = "halving", storage: str | None = None,
          study_name: str | None = None, out_dir: str | Path = "studies", overrides: list[str] | None = None,
-         seed: int = 0, resume: bool = False, final: bool = False, quiet: bool = True) -> TuneResult:
-    """Search ``space`` around ``config``; returns the study and the best config (see the module doc)."""
+         seed: int = 0, resume: bool = False, final: bool = False, quiet: bool = True,
+         workers: int = 1) -> TuneResult:
+    """Search ``space`` around ``config``; returns the study and the best config (see the module doc).
+
+    ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
+    names a database); workers on other machines join by running the same call with the same ``storage``.
+    """
     from gradwise.api import resolve_train_config, train
 
-    optuna = require_optuna()
     base, _, stem = resolve_train_config(config, overrides)
     params = load_space(space, base)
     if sampler == "grid":
@@ -130,19 +156,103 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
             p.grid_values()  # a clear error now for a float range
     elif trials is None and timeout is None:
         raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N or --timeout 30m")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1; got {workers}")
+    if workers > 1 and storage is not None and storage.startswith("sqlite"):
+        raise ConfigError("SQLite locks up under several workers; use --storage journal (one machine) or a "
+                          "database URL such as postgresql://user@host/db")
     name = study_name or stem
     study_dir = Path(out_dir) / name
     existing = (study_dir / "study.db").exists() or (study_dir / "journal.log").exists()
     if existing and not resume and storage is None:
         raise GradwiseError(f"study {study_dir} already exists; add --resume to continue it or choose --study NEW")
-    study = optuna.create_study(study_name=name, storage=make_storage(storage, study_dir), direction="minimize",
-                                sampler=make_sampler(sampler, params, seed), pruner=make_pruner(pruner, base),
-                                load_if_exists=True)
+    if storage is None and (workers > 1 or (study_dir / "journal.log").exists()):
+        storage = "journal"
+    study = open_study(name, storage, study_dir, sampler, pruner, params, base, seed)
     study.set_user_attr("space", {p.key: p.describe() for p in params})
+    if sampler == "grid":
+        trials = enqueue_grid(study, params, seed)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    spec = WorkerSpec(base.to_dict(), space if isinstance(space, dict) else str(space), name, str(study_dir),
+                      storage, sampler, pruner, seed, trials, timeout, quiet, threads)
+    interrupted = False
+    procs = []
+    try:
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # no forked torch or SQLAlchemy state
+            procs = [ctx.Process(target=run_worker, args=(spec, i), daemon=False) for i in range(1, workers)]
+            for proc in procs:
+                proc.start()
+        interrupted = run_worker(spec, 0)
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        interrupted = True
+        for proc in procs:
+            proc.join(timeout=60)
+    interrupted = interrupted or any(proc.exitcode not in (0, None) for proc in procs)
+    best_cfg, best_value = write_outputs(study, study_dir)
+    final_summary = None
+    if final and best_cfg is not None and not interrupted:
+        best_cfg.name, best_cfg.out_dir, best_cfg.train.test_eval = "final", str(study_dir), True
+        shutil.rmtree(study_dir / "final", ignore_errors=True)
+        final_summary = train(best_cfg, quiet=quiet).summary
+    return TuneResult(study, study_dir, best_cfg, best_value, final_summary, interrupted)
+
+
+def open_study(name: str, storage: str | None, study_dir: Path, sampler: str, pruner: str, params: list[Param],
+               base: Config, seed: int) -> Any:
+    optuna = require_optuna()
+    return optuna.create_study(study_name=name, storage=make_storage(storage, study_dir), direction="minimize",
+                               sampler=make_sampler(sampler, params, seed), pruner=make_pruner(pruner, base),
+                               load_if_exists=True)
+
+
+def enqueue_grid(study: Any, params: list[Param], seed: int) -> int:
+    """Queue every grid point not yet in the study, in a seeded random order; returns the grid's size.
+
+    Queued trials are handed out one per worker by the storage, so several workers never run a point twice.
+    The order is shuffled so that a pruner compares early trials across the whole grid, not one corner.
+    """
+    points = [dict(zip([p.key for p in params], combo, strict=True))
+              for combo in itertools.product(*(p.grid_values() for p in params))]
+    random.Random(seed).shuffle(points)
+    from optuna.trial import TrialState
+
+    taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
+             if not (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in (INTERRUPTED, GRID_DONE))]
+    for point in points:
+        if point not in taken:
+            study.enqueue_trial(point)
+    return len(points)
+
+
+def run_worker(spec: WorkerSpec, index: int) -> bool:
+    """Run trials of the study until its budget is reached; True when interrupted. Index 0 is the caller."""
+    from gradwise.api import train
+
+    optuna = require_optuna()
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    base = build_config(spec.base)
+    params = load_space(spec.space, base)
+    study_dir = Path(spec.study_dir)
+    # Each worker samples with its own seed, or two random/TPE workers would propose the same points.
+    study = open_study(spec.study_name, spec.storage, study_dir, "random" if spec.sampler == "grid" else spec.sampler,
+                       spec.pruner, params, base, spec.seed + index)
     trial_root = study_dir / "trials"
-    base_dict = base.to_dict()
+
+    from optuna.trial import TrialState
+
+    grid = spec.sampler == "grid"
 
     def objective(trial: Any) -> float:
+        if grid and "fixed_params" not in study._storage.get_trial(trial._trial_id).system_attrs:
+            # Another worker took the last queued point between our check and this trial's start.
+            trial.set_user_attr("fail_reason", GRID_DONE)
+            raise GradwiseError(GRID_DONE)
         values = suggest(trial, params)
         run_name = f"trial-{trial.number:04d}"
         run_overrides = [*to_overrides(values), f"out_dir={json.dumps(str(trial_root))}",
@@ -157,7 +267,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
             return trial.should_prune()
 
         try:
-            result = train(build_config(_merge(base_dict, run_overrides)), quiet=quiet, on_eval=report)
+            result = train(build_config(_merge(spec.base, run_overrides)), quiet=spec.quiet, on_eval=report)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", INTERRUPTED)
             raise
@@ -176,29 +286,27 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
             raise GradwiseError("no finite validation loss")
         return float(s["best_val_loss"])
 
-    if sampler == "grid" and trials is None:
-        trials = math.prod(len(p.grid_values()) for p in params)  # every point once
-    interrupted = False
-    if trials is None or counted_trials(study) < trials:
-        def enough(study: Any, _trial: Any) -> None:
-            if trials is not None and counted_trials(study) >= trials:
-                study.stop()
+    def finished(study: Any) -> bool:
+        if grid:  # a grid is done when its queue is empty: never sample a point of our own
+            return not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return spec.trials is not None and counted_trials(study) >= spec.trials
 
-        try:
-            study.optimize(objective, n_trials=None, timeout=timeout, catch=(Exception,), callbacks=[enough],
-                           gc_after_trial=True)
-        except KeyboardInterrupt:
-            interrupted = True  # the interrupted trial is recorded as failed; the study is intact
-    best_cfg, best_value = write_outputs(study, study_dir)
-    final_summary = None
-    if final and best_cfg is not None and not interrupted:
-        best_cfg.name, best_cfg.out_dir, best_cfg.train.test_eval = "final", str(study_dir), True
-        shutil.rmtree(study_dir / "final", ignore_errors=True)
-        final_summary = train(best_cfg, quiet=quiet).summary
-    return TuneResult(study, study_dir, best_cfg, best_value, final_summary, interrupted)
+    def enough(study: Any, _trial: Any) -> None:
+        if finished(study):
+            study.stop()
+
+    if finished(study):
+        return False
+    try:
+        study.optimize(objective, n_trials=None, timeout=spec.timeout, catch=(Exception,), callbacks=[enough],
+                       gc_after_trial=True)
+    except KeyboardInterrupt:
+        return True  # the interrupted trial is recorded as failed; the study is intact
+    return False
 
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+GRID_DONE = "grid exhausted: another worker took the last point"
 
 
 def counted_trials(study: Any) -> int:
@@ -208,7 +316,7 @@ def counted_trials(study: Any) -> int:
 
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") != INTERRUPTED))
+               or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (INTERRUPTED, GRID_DONE)))
 
 
 def _merge(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
