@@ -15,15 +15,17 @@ _EXPORTS = {
     "train": "gradwise.api", "evaluate_run": "gradwise.api", "generate_text": "gradwise.api", "predict": "gradwise.api",
     "RunResult": "gradwise.api", "Config": "gradwise.config", "load_config": "gradwise.config",
     "GradwiseError": "gradwise.errors", "OptimizationStep": "gradwise.step", "StepResult": "gradwise.step",
+    "tune": "gradwise.search", "TuneResult": "gradwise.search",
 }
 
 __all__ = ["train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
-           "OptimizationStep", "StepResult", "__version__"]
+           "OptimizationStep", "StepResult", "tune", "TuneResult", "__version__"]
 
 if TYPE_CHECKING:
     from gradwise.api import RunResult, evaluate_run, generate_text, predict, train
     from gradwise.config import Config, load_config
     from gradwise.errors import GradwiseError
+    from gradwise.search import TuneResult, tune
     from gradwise.step import OptimizationStep, StepResult
 
 

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop hopeless trials at their evaluations (default halving: successive halving)")
     p.add_argument("--storage", metavar="URL", help="default: SQLite in the study directory; 'journal': a journal "
                    "file there (several local processes); or an RDB URL such as postgresql://user@host/db")
+    p.add_argument("--workers", type=int, default=1, help="parallel local worker processes on one study "
+                   "(default 1); more machines join by running the same command with the same --storage")
     p.add_argument("--study", metavar="NAME", help="study name (default: the config's name)")
     p.add_argument("--out-dir", default="studies", help="where study directories go (default studies/)")
     p.add_argument("--data", metavar="PATH", help="corpus (shorthand for --set data.path=PATH)")
@@ -125,7 +127,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.config, args.space, trials=args.trials, timeout=parse_duration(args.timeout, "--timeout"),
                   sampler=args.sampler, pruner=args.pruner, storage=args.storage, study_name=args.study,
                   out_dir=args.out_dir, overrides=overrides, seed=args.seed, resume=args.resume, final=args.final,
-                  quiet=not args.verbose)
+                  quiet=not args.verbose, workers=args.workers)
     print(trials_table(read_trials(result.study_dir)))
     if result.best_config is not None:
         print(f"best     val loss {result.best_value:.4f} | config {result.study_dir / 'best.yaml'} "
@@ -148,6 +150,9 @@ def cmd_tune_report(args: argparse.Namespace) -> int:
     best = Path(args.study) / "best.yaml"
     if best.is_file():
         print(f"best config: {best}")
+    plots = [p.name for p in sorted(Path(args.study).glob("*.png"))]
+    if plots:
+        print(f"plots: {', '.join(plots)} in {args.study}")
     return 0
 
 

@@ -35,6 +35,7 @@ def test_grid_runs_every_point_exactly_once(corpus_file: Path, tmp_path: Path) -
     assert res.best_value == pytest.approx(best["value"])
     saved = load_config(res.study_dir / "best.yaml")  # ready to run: the best trial's full config
     assert (saved.optim.lr, saved.model.n_layer) == (best["params"]["optim.lr"], best["params"]["model.n_layer"])
+    assert all((res.study_dir / f).stat().st_size > 5000 for f in ("history.png", "importances.png", "parallel.png"))
     assert saved.train.test_eval and not (Path(best["run"]) / "summary.json").read_text().count('"test_loss": 0')
     assert json.loads((Path(best["run"]) / "summary.json").read_text())["test_loss"] is None  # trials never test
 
@@ -121,7 +122,7 @@ def test_cli_tune_and_report(corpus_file: Path, tmp_path: Path) -> None:
     final = json.loads((tmp_path / "studies" / "s" / "final" / "summary.json").read_text())
     assert final["test_loss"] is not None  # the one test evaluation, of the best config
     report = run_cli("tune-report", str(tmp_path / "studies" / "s"))
-    assert report.returncode == 0 and "optim.lr" in report.stdout
+    assert report.returncode == 0 and "optim.lr" in report.stdout and "history.png" in report.stdout
     bad = run_cli("tune", "--space", str(tmp_path / "nope.yaml"), "--trials", "1", cwd=tmp_path)
     assert bad.returncode == 2 and "search space file" in bad.stderr and "Traceback" not in bad.stderr
 

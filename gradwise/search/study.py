@@ -27,6 +27,7 @@ from typing import Any
 
 from gradwise.config import Config, build_config, read_config_file, save_config
 from gradwise.errors import ConfigError, GradwiseError
+from gradwise.search.plots import write_study_plots
 from gradwise.search.space import Param, load_space, to_overrides
 
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
@@ -192,6 +193,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
             proc.join(timeout=60)
     interrupted = interrupted or any(proc.exitcode not in (0, None) for proc in procs)
     best_cfg, best_value = write_outputs(study, study_dir)
+    write_study_plots(study, study_dir)
     final_summary = None
     if final and best_cfg is not None and not interrupted:
         best_cfg.name, best_cfg.out_dir, best_cfg.train.test_eval = "final", str(study_dir), True
