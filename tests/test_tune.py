@@ -142,3 +142,12 @@ def test_two_workers_share_one_study(corpus_file: Path, tmp_path: Path, sampler:
         assert sorted(points) == sorted((lr, n) for lr in (1e-3, 2e-3, 3e-3, 4e-3) for n in (1, 2))
     else:
         assert len(rows) in (6, 7)  # the budget; a worker already mid-trial when it is reached may finish one more
+
+
+def test_token_budget_stops_the_search(corpus_file: Path, tmp_path: Path) -> None:
+    per_trial = 12 * 8 * 32  # steps x batch x context of QUICK
+    res = tune("default", {"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, sampler="random",
+               pruner="none", max_tokens=2 * per_trial + 1, out_dir=tmp_path / "studies",
+               overrides=base(corpus_file, tmp_path))
+    rows = read_trials(res.study_dir)
+    assert len(rows) == 3 and all(r["tokens"] == per_trial for r in rows)  # no trial starts past the budget

@@ -133,6 +133,7 @@ class WorkerSpec:
     pruner: str
     seed: int
     trials: int | None
+    max_tokens: int | None
     timeout: float | None
     quiet: bool
     threads: int | None = None  # torch threads in this worker (several workers share the cores)
@@ -142,9 +143,10 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
          timeout: float | None = None, sampler: str = "tpe", pruner: str = "halving", storage: str | None = None,
          study_name: str | None = None, out_dir: str | Path = "studies", overrides: list[str] | None = None,
          seed: int = 0, resume: bool = False, final: bool = False, quiet: bool = True,
-         workers: int = 1) -> TuneResult:
+         workers: int = 1, max_tokens: int | None = None) -> TuneResult:
     """Search ``space`` around ``config``; returns the study and the best config (see the module doc).
 
+    ``max_tokens`` caps the training tokens of all trials together (no new trial starts past it).
     ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
@@ -155,8 +157,8 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     if sampler == "grid":
         for p in params:
             p.grid_values()  # a clear error now for a float range
-    elif trials is None and timeout is None:
-        raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N or --timeout 30m")
+    elif trials is None and timeout is None and max_tokens is None:
+        raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N, --timeout 30m or --max-tokens N")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {workers}")
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
@@ -175,7 +177,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         trials = enqueue_grid(study, params, seed)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     spec = WorkerSpec(base.to_dict(), space if isinstance(space, dict) else str(space), name, str(study_dir),
-                      storage, sampler, pruner, seed, trials, timeout, quiet, threads)
+                      storage, sampler, pruner, seed, trials, max_tokens, timeout, quiet, threads)
     interrupted = False
     procs = []
     try:
@@ -278,6 +280,7 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
             raise
         s = result.summary
         trial.set_user_attr("steps", s["steps"])
+        trial.set_user_attr("tokens", s["tokens_seen"])
         if s["stopped_because"] == "interrupted":
             trial.set_user_attr("fail_reason", INTERRUPTED)
             raise KeyboardInterrupt
@@ -291,6 +294,8 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
     def finished(study: Any) -> bool:
         if grid:  # a grid is done when its queue is empty: never sample a point of our own
             return not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if spec.max_tokens is not None and tokens_used(study) >= spec.max_tokens:
+            return True
         return spec.trials is not None and counted_trials(study) >= spec.trials
 
     def enough(study: Any, _trial: Any) -> None:
@@ -321,6 +326,11 @@ def counted_trials(study: Any) -> int:
                or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (INTERRUPTED, GRID_DONE)))
 
 
+def tokens_used(study: Any) -> int:
+    """Training tokens of every trial so far, pruned and failed ones included: the compute spent."""
+    return sum(int(t.user_attrs.get("tokens") or 0) for t in study.get_trials(deepcopy=False))
+
+
 def _merge(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     from gradwise.config import apply_overrides
 
@@ -337,7 +347,7 @@ def best_trial(study: Any) -> Any | None:
 def write_outputs(study: Any, study_dir: Path) -> tuple[Config | None, float | None]:
     """trials.json (every trial: params, state, value, steps, failure reason) and best.yaml."""
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "steps": t.user_attrs.get("steps"), "fail_reason": t.user_attrs.get("fail_reason"),
+             "steps": t.user_attrs.get("steps"), "tokens": t.user_attrs.get("tokens"), "fail_reason": t.user_attrs.get("fail_reason"),
              "run": t.user_attrs.get("run")} for t in study.get_trials(deepcopy=False)]
     (study_dir / "trials.json").write_text(json.dumps(rows, indent=1))
     best = best_trial(study)
