@@ -4,6 +4,8 @@ clear errors for malformed spaces, and the command line."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,38 @@ def test_token_budget_stops_the_search(corpus_file: Path, tmp_path: Path) -> Non
                overrides=base(corpus_file, tmp_path))
     rows = read_trials(res.study_dir)
     assert len(rows) == 3 and all(r["tokens"] == per_trial for r in rows)  # no trial starts past the budget
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    from tests.pg_server import postgres_server
+
+    with postgres_server() as (url, reason):
+        if url is None:
+            pytest.skip(f"no PostgreSQL server could be started: {reason}")
+        yield url
+
+
+def test_workers_on_two_machines_share_a_postgresql_study(corpus_file: Path, tmp_path: Path,
+                                                          postgres_url: str) -> None:
+    """Two independent `gradwise tune` processes (as on two machines: own directories) on one PostgreSQL study."""
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    sets = [a for o in base(corpus_file, tmp_path) for a in ("--set", o)]
+    procs = [subprocess.Popen([sys.executable, "-m", "gradwise", "tune", "--space", str(space), "--trials", "4",
+                               "--sampler", "random", "--pruner", "none", "--seed", str(i), "--storage", postgres_url,
+                               "--study", "shared",
+                               "--out-dir", str(tmp_path / f"machine{i}"), *sets], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(done) <= 5  # the budget; the other machine may be mid-trial when it is reached
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    runs = [Path(t.user_attrs["run"]) for t in done]
+    assert all((r / "summary.json").is_file() for r in runs)  # each trial's run is on the machine that ran it
+    assert {r.parents[2].name for r in runs} == {"machine0", "machine1"}  # both machines did work

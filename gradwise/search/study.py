@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,11 +102,16 @@ def make_storage(url: str | None, study_dir: Path) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
     url = url or f"sqlite:///{study_dir / 'study.db'}"
     warnings.filterwarnings("ignore", message=".*heartbeat_interval.*")  # "experimental" since Optuna 2.9
-    try:
-        # The heartbeat marks a trial FAIL when its worker died mid-trial, so none stays RUNNING forever.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
-    except Exception as exc:  # noqa: BLE001 - driver errors vary; the message names the URL
-        raise GradwiseError(f"cannot open study storage {url}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(4):
+        try:
+            # The heartbeat marks a trial FAIL when its worker died mid-trial, so none stays RUNNING forever.
+            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; the message names the URL
+            # Workers starting together race to create the schema; the loser finds it made on a retry.
+            if attempt == 3 or "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                raise GradwiseError(f"cannot open study storage {url}: {str(exc).splitlines()[0]}") from None
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def suggest(trial: Any, params: list[Param]) -> dict[str, Any]:
@@ -227,7 +233,7 @@ def enqueue_grid(study: Any, params: list[Param], seed: int) -> int:
              if not (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in (INTERRUPTED, GRID_DONE))]
     for point in points:
         if point not in taken:
-            study.enqueue_trial(point)
+            study.enqueue_trial(point, skip_if_exists=True)  # narrows the race of two coordinators
     return len(points)
 
 
