@@ -22,11 +22,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
+from benchrecord import RECORD_FILE, append_record
 
 from gradwise.api import train
 from gradwise.data.labelled import read_labelled, stratified_split
@@ -34,7 +33,6 @@ from gradwise.metrics import classification_report
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "fortunes4.jsonl"
-RECORD_FILE = REPO / "docs" / "benchmarks.md"
 GPT = ["model.arch=gpt", "model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=128",
        "model.dropout=0.1", "model.pool=mean"]
 
@@ -97,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"The pretrained rows also spent {pretrain_s:.0f} s pretraining the LM on the embedded corpus.")
     print("\n" + "\n".join(lines))
     if args.record:
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## classification (fortunes4), {datetime.now().astimezone().isoformat(timespec='seconds')}"
-                     f"\n\n- command: `python3 bench/classify.py {' '.join(sys.argv[1:])}`\n"
-                     f"- machine: 2-core CPU, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
-                     + "\n".join(lines) + "\n")
+        append_record("classification (fortunes4)", "\n".join(lines))
     return 0
 
 

@@ -31,17 +31,14 @@ import contextlib
 import json
 import math
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchrecord import RECORD_FILE, append_record
 
 from gradwise.api import train
 from gradwise.checkpoint import load_weights
@@ -55,7 +52,6 @@ from gradwise.runtime import backends_for_training, tune_allocator
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "gradwise" / "presets" / "shakespeare-char-cpu.yaml"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-RECORD_FILE = REPO / "docs" / "benchmarks.md"
 TOKS_TARGET, LOSS_TARGET, FULL_STEPS = 0.95, 1.88, 2000
 
 
@@ -185,26 +181,6 @@ def report(runs: list[dict], steps: int, load: float) -> tuple[str, list[str]]:
     return "\n".join(lines), notes
 
 
-def record(path: Path, table: str, notes: list[str], threads: int) -> None:
-    """Append the results, the exact command and a machine description to docs/benchmarks.md."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                         text=True).stdout.strip() or "unknown"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# Benchmarks\n\nAppended by `bench/*.py --record`. Figures hold for one machine at one "
-                        "time: compare ratios, not absolute tokens/s across machines.\n", encoding="utf-8")
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(f"\n## cpu_shakespeare, {datetime.now().astimezone().isoformat(timespec='seconds')}\n\n"
-                 f"- command: `{shlex.join(['python3', 'bench/cpu_shakespeare.py', *sys.argv[1:]])}`\n"
-                 f"- machine: {platform.platform()}; {cpu}; os.cpu_count() {os.cpu_count()}; torch "
-                 f"{torch.__version__}, {threads} threads; Python {platform.python_version()}; gradwise at {rev}\n\n"
-                 f"{table}\n\n" + "".join(f"- {n}\n" for n in notes))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="tinyshakespeare.txt (default: %(default)s)")
@@ -254,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     table, notes = report(runs, t.max_steps, load)
     print("\n" + table + "\n\n" + "\n".join(notes))
     if args.record:
-        record(RECORD_FILE, table, notes, threads)
+        append_record("cpu_shakespeare", table, notes)
         print(f"\nrecorded in {RECORD_FILE}")
     return 0
 

@@ -23,10 +23,10 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
+from benchrecord import RECORD_FILE, append_record
 
 from gradwise.api import train
 from gradwise.rundir import read_metrics
@@ -34,7 +34,6 @@ from gradwise.rundir import read_metrics
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-RECORD_FILE = REPO / "docs" / "benchmarks.md"
 # Each optimizer's grid brackets the lr its users start from (Lion's sign update wants ~3-10x less than AdamW).
 GRID = {"adamw": [1e-3, 2e-3, 4e-3, 8e-3], "muon": [2e-3, 4e-3, 8e-3, 1.6e-2], "lion": [2e-4, 4e-4, 8e-4, 1.6e-3]}
 EXTRA = {"lion": ["optim.weight_decay=0.3"]}  # Lion: weight decay ~3x AdamW's, as its authors advise
@@ -150,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lines = measure(args)
     if args.record:
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## optimizers ({args.phase}), {datetime.now().astimezone().isoformat(timespec='seconds')}\n\n"
-                     f"- command: `python3 bench/optimizers.py {' '.join(sys.argv[1:])}`\n"
-                     f"- machine: 2-core CPU, torch {torch.__version__}, {torch.get_num_threads()} threads\n\n"
-                     + "\n".join(lines) + "\n")
+        append_record(f"optimizers ({args.phase})", "\n".join(lines))
     return 0
 
 

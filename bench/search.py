@@ -19,10 +19,9 @@ import math
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
-import torch
+from benchrecord import RECORD_FILE, append_record
 
 from gradwise.search import tune
 from gradwise.search.report import read_trials
@@ -30,7 +29,6 @@ from gradwise.search.report import read_trials
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-RECORD_FILE = REPO / "docs" / "benchmarks.md"
 SPACE = {"optim.lr": [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], "model.dropout": [0.0, 0.1, 0.2],
          "optim.weight_decay": [0.0, 0.1]}
 
@@ -78,12 +76,8 @@ def main(argv: list[str] | None = None) -> int:
               + ("" if math.isfinite(tpe["best"]) else " (no finished trial)")]
     print("\n" + "\n".join(lines))
     if args.record:
-        with RECORD_FILE.open("a", encoding="utf-8") as fh:
-            fh.write(f"\n## search (grid vs TPE + halving), {datetime.now().astimezone().isoformat(timespec='seconds')}"
-                     f"\n\n- command: `python3 bench/search.py {' '.join(sys.argv[1:])}`\n"
-                     f"- machine: 2-core CPU, torch {torch.__version__}, {torch.get_num_threads()} threads\n"
-                     f"- space: {SPACE}; full trial {args.steps} steps, evaluation every {args.eval_every}\n\n"
-                     + "\n".join(lines) + "\n")
+        append_record("search (grid vs TPE + halving)", "\n".join(lines),
+                      [f"space: {SPACE}; full trial {args.steps} steps, evaluation every {args.eval_every}"])
     return 0
 
 

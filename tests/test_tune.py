@@ -188,3 +188,31 @@ def test_workers_on_two_machines_share_a_postgresql_study(corpus_file: Path, tmp
     runs = [Path(t.user_attrs["run"]) for t in done]
     assert all((r / "summary.json").is_file() for r in runs)  # each trial's run is on the machine that ran it
     assert {r.parents[2].name for r in runs} == {"machine0", "machine1"}  # both machines did work
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes_the_study(corpus_file: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    sets = [a for o in [*base(corpus_file, tmp_path), "train.max_steps=400"] for a in ("--set", o)]
+    args = [sys.executable, "-m", "gradwise", "tune", "--space", str(space), "--trials", "2", "--sampler", "random",
+            "--pruner", "none", "--study", "s", "--out-dir", str(tmp_path / "studies"), *sets]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "studies" / "s" / "trials" / "trial-0000" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-500:]
+    assert "--resume" in err and "Traceback" not in err
+    rows = read_trials(tmp_path / "studies" / "s")
+    assert [r["state"] for r in rows] == ["FAIL"] and rows[0]["fail_reason"] == "interrupted (Ctrl-C)"
+
+    done = subprocess.run([*args[:-len(sets)], "--resume", *[s.replace("400", "12") for s in sets]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-500:]
+    rows = read_trials(tmp_path / "studies" / "s")
+    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]  # the interrupted one is redone

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from gradwise.optim.state import grads_and_buffers
+
 
 class Lion(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
@@ -25,16 +27,9 @@ class Lion(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, momenta = grads_and_buffers(self, group, "exp_avg")
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            momenta = []
-            for p in params:
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                momenta.append(state["exp_avg"])
             lr, wd = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             if wd:

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 
 import torch
 
+from gradwise.optim.state import grads_and_buffers
+
 # Quintic Newton-Schulz coefficients tuned for a steep slope at zero (K. Jordan's Muon): five steps take
 # singular values from (0, 1] to roughly [0.7, 1.2], which is all Muon needs.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -82,16 +84,9 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads, bufs = grads_and_buffers(self, group, "momentum_buffer")
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            bufs = []
-            for p in params:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                bufs.append(state["momentum_buffer"])
             m = group["momentum"]
             torch._foreach_lerp_(bufs, grads, 1 - m)
             updates = torch._foreach_lerp(grads, bufs, m) if group["nesterov"] else bufs
