@@ -40,7 +40,7 @@ def require_optuna() -> Any:
         import optuna
     except ImportError:
         raise GradwiseError("gradwise tune needs Optuna: pip install 'gradwise[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: their reasons go in the table, not tracebacks
     return optuna
 
 
