@@ -58,6 +58,7 @@ def make_sampler(name: str, params: list[Param], seed: int) -> Any:
     optuna = require_optuna()
     # Arguments pinned so a study means the same on Optuna 4 and 5 (5 changes TPE's defaults).
     if name == "tpe":
+        warnings.filterwarnings("ignore", message=".*constant_liar.*")  # "experimental" in Optuna 4
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=False, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
