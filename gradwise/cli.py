@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default for grid: every point once)")
     p.add_argument("--timeout", metavar="DURATION", help="stop starting trials after this long, e.g. 30m")
     p.add_argument("--max-tokens", type=int, metavar="N", help="total training-token budget of all trials")
+    p.add_argument("--keep", type=int, metavar="K", help="keep checkpoints of the best K trials only (their "
+                   "configs, metrics and summaries are always kept)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp", "cmaes"], help="default tpe")
     p.add_argument("--pruner", default="halving", choices=["none", "median", "halving", "hyperband"],
                    help="stop hopeless trials at their evaluations (default halving: successive halving)")
@@ -128,7 +130,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.config, args.space, trials=args.trials, timeout=parse_duration(args.timeout, "--timeout"),
                   sampler=args.sampler, pruner=args.pruner, storage=args.storage, study_name=args.study,
                   out_dir=args.out_dir, overrides=overrides, seed=args.seed, resume=args.resume, final=args.final,
-                  quiet=not args.verbose, workers=args.workers, max_tokens=args.max_tokens)
+                  quiet=not args.verbose, workers=args.workers, max_tokens=args.max_tokens,
+                  keep=args.keep)
     print(trials_table(read_trials(result.study_dir)))
     if result.best_config is not None:
         print(f"best     val loss {result.best_value:.4f} | config {result.study_dir / 'best.yaml'} "

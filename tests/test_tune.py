@@ -27,13 +27,16 @@ def base(corpus: Path, tmp: Path) -> list[str]:
 
 def test_grid_runs_every_point_exactly_once(corpus_file: Path, tmp_path: Path) -> None:
     space = {"optim.lr": [1e-3, 4e-3], "model.n_layer": [1, 2]}
-    res = tune("default", space, sampler="grid", pruner="none", out_dir=tmp_path / "studies",
+    res = tune("default", space, sampler="grid", pruner="none", out_dir=tmp_path / "studies", keep=1,
                overrides=base(corpus_file, tmp_path))
     rows = read_trials(res.study_dir)
     points = sorted((r["params"]["optim.lr"], r["params"]["model.n_layer"]) for r in rows)
     assert points == [(1e-3, 1), (1e-3, 2), (4e-3, 1), (4e-3, 2)]
     assert all(r["state"] == "COMPLETE" and r["steps"] == 12 for r in rows)
     best = min(rows, key=lambda r: r["value"])
+    kept = [r["number"] for r in rows if (Path(r["run"]) / "checkpoints").exists()]
+    assert kept == [best["number"]]  # keep=1: only the best trial's checkpoints remain
+    assert all((Path(r["run"]) / "summary.json").is_file() for r in rows)
     assert res.best_value == pytest.approx(best["value"])
     saved = load_config(res.study_dir / "best.yaml")  # ready to run: the best trial's full config
     assert (saved.optim.lr, saved.model.n_layer) == (best["params"]["optim.lr"], best["params"]["model.n_layer"])

@@ -144,16 +144,18 @@ class WorkerSpec:
     timeout: float | None
     quiet: bool
     threads: int | None = None  # torch threads in this worker (several workers share the cores)
+    keep: int | None = None  # keep checkpoints of the best k finished trials only
 
 
 def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any], *, trials: int | None = None,
          timeout: float | None = None, sampler: str = "tpe", pruner: str = "halving", storage: str | None = None,
          study_name: str | None = None, out_dir: str | Path = "studies", overrides: list[str] | None = None,
          seed: int = 0, resume: bool = False, final: bool = False, quiet: bool = True,
-         workers: int = 1, max_tokens: int | None = None) -> TuneResult:
+         workers: int = 1, max_tokens: int | None = None, keep: int | None = None) -> TuneResult:
     """Search ``space`` around ``config``; returns the study and the best config (see the module doc).
 
-    ``max_tokens`` caps the training tokens of all trials together (no new trial starts past it).
+    ``keep`` deletes the checkpoints of every trial outside the best ``keep`` finished ones as the study goes
+    (their configs, metrics and summaries stay). ``max_tokens`` caps the training tokens of all trials together (no new trial starts past it).
     ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
@@ -168,6 +170,8 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N, --timeout 30m or --max-tokens N")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {workers}")
+    if keep is not None and keep < 1:
+        raise ConfigError(f"--keep must be at least 1; got {keep}")
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
         raise ConfigError("SQLite locks up under several workers; use --storage journal (one machine) or a "
                           "database URL such as postgresql://user@host/db")
@@ -184,7 +188,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         trials = enqueue_grid(study, params, seed)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     spec = WorkerSpec(base.to_dict(), space if isinstance(space, dict) else str(space), name, str(study_dir),
-                      storage, sampler, pruner, seed, trials, max_tokens, timeout, quiet, threads)
+                      storage, sampler, pruner, seed, trials, max_tokens, timeout, quiet, threads, keep)
     interrupted = False
     procs = []
     try:
@@ -306,6 +310,8 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
         return spec.trials is not None and counted_trials(study) >= spec.trials
 
     def enough(study: Any, _trial: Any) -> None:
+        if spec.keep is not None:
+            prune_checkpoints(study, spec.keep)
         if finished(study):
             study.stop()
 
@@ -331,6 +337,21 @@ def counted_trials(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (INTERRUPTED, GRID_DONE)))
+
+
+def prune_checkpoints(study: Any, keep: int) -> None:
+    """Delete the checkpoints of finished trials outside the best ``keep``, and of pruned and failed ones.
+    Runs on other machines are out of reach and stay as they are."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                    key=lambda t: t.value)
+    best = {t.number for t in ranked[:keep]}
+    for t in trials:
+        run = t.user_attrs.get("run")
+        if run and t.number not in best:
+            shutil.rmtree(Path(run) / "checkpoints", ignore_errors=True)
 
 
 def tokens_used(study: Any) -> int:
