@@ -14,7 +14,7 @@ from gradwise.data import Tokenizer
 from gradwise.errors import GradwiseError
 from gradwise.rundir import RunDir
 from gradwise.runtime import select_device, select_dtype
-from gradwise.tasks import EvalReport, model_for_run, prepare_task
+from gradwise.tasks import EvalReport, class_probabilities, model_for_run, prepare_task
 
 
 @dataclass
@@ -91,9 +91,8 @@ def predict(run_path: str | Path, texts: list[str], checkpoint: str = "best", de
         ids = tok.encode(text)[: loaded.cfg.model.block_size]
         if len(ids) == 0:
             raise GradwiseError(f"the text {text[:30]!r} has no token the model knows")
-        logits = loaded.model(torch.as_tensor(ids, device=loaded.device)[None]).float()[0]
         multi = loaded.cfg.data.multi_label
-        probs = (logits.sigmoid() if multi else logits.softmax(-1)).tolist()
+        probs = class_probabilities(loaded.model(torch.as_tensor(ids, device=loaded.device)[None])[0], multi).tolist()
         best = max(range(len(classes)), key=probs.__getitem__)
         chosen = [c for c, p in zip(classes, probs, strict=True) if p >= 0.5] if multi else [classes[best]]
         out.append(Prediction(classes[best], dict(zip(classes, probs, strict=True)), chosen))

@@ -82,7 +82,9 @@ class ClassificationObjective:
     def __call__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         out = model(inputs, with_lm=True) if self.with_lm else model(inputs)
         logits, lm_logits = out if self.with_lm else (out, None)
-        weights = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        if self.class_weights is not None and self.class_weights.device != logits.device:
+            self.class_weights = self.class_weights.to(logits.device)  # once, not a copy every micro-batch
+        weights = self.class_weights
         parts: dict[str, torch.Tensor] = {}
         for name, _ in self.terms:
             if name == "classify":

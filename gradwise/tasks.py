@@ -182,7 +182,7 @@ class ClassifyTask:
             tokens, _ = split.padded(order[i:i + self.cfg.train.batch_size], self.pad_id)
             with autocast_context(device, autocast_dtype):
                 logits = model(torch.from_numpy(tokens).to(device))
-            probs.append((logits.float().sigmoid() if self.multi_label else logits.float().softmax(-1)).cpu().numpy())
+            probs.append(class_probabilities(logits, self.multi_label).cpu().numpy())
         model.train(was_training)
         return np.concatenate(probs)
 
@@ -217,6 +217,11 @@ def lstm_classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -
     return LSTMClassifier(LSTMConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=m.n_embd,
                                      hidden=m.hidden or m.n_embd, n_layer=m.n_layer, bidirectional=m.bidirectional,
                                      dropout=m.dropout, pool=m.pool))
+
+
+def class_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Class logits (..., C) -> probabilities: softmax over classes, or each class's own sigmoid (multi-label)."""
+    return logits.float().sigmoid() if multi_label else logits.float().softmax(-1)
 
 
 def classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:

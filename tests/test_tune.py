@@ -64,7 +64,7 @@ def test_a_failing_trial_does_not_stop_the_study(corpus_file: Path, tmp_path: Pa
     real_train = gradwise.api.train
 
     def flaky(cfg, **kw):  # noqa: ANN001, ANN003, ANN202
-        if cfg.optim.lr == 2e-3:
+        if gradwise.api.resolve_train_config(cfg, kw.get("overrides"))[0].optim.lr == 2e-3:
             raise torch_oom()
         return real_train(cfg, **kw)
 

@@ -54,16 +54,16 @@ class TuneResult:
     interrupted: bool = False  # Ctrl-C stopped the search; the same call resumes it
 
 
-def make_sampler(name: str, params: list[Param], seed: int) -> Any:
+def make_sampler(name: str, seed: int) -> Any:
+    """The sampler that proposes new trials. Grid search proposes none: its points are queued up front
+    (:func:`enqueue_grid`), and a worker never samples past the queue."""
     optuna = require_optuna()
     # Arguments pinned so a study means the same on Optuna 4 and 5 (5 changes TPE's defaults).
     if name == "tpe":
         warnings.filterwarnings("ignore", message=".*constant_liar.*")  # "experimental" in Optuna 4
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=False, constant_liar=True)
-    if name == "random":
+    if name in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler({p.key: p.grid_values() for p in params}, seed=seed)
     if name == "gp":
         try:
             return optuna.samplers.GPSampler(seed=seed)
@@ -155,7 +155,8 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     """Search ``space`` around ``config``; returns the study and the best config (see the module doc).
 
     ``keep`` deletes the checkpoints of every trial outside the best ``keep`` finished ones as the study goes
-    (their configs, metrics and summaries stay). ``max_tokens`` caps the training tokens of all trials together (no new trial starts past it).
+    (their configs, metrics and summaries stay). ``max_tokens`` caps the training tokens of all trials together
+    (no new trial starts past it).
     ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
@@ -182,7 +183,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         raise GradwiseError(f"study {study_dir} already exists; add --resume to continue it or choose --study NEW")
     if storage is None and (workers > 1 or (study_dir / "journal.log").exists()):
         storage = "journal"
-    study = open_study(name, storage, study_dir, sampler, pruner, params, base, seed)
+    study = open_study(name, storage, study_dir, sampler, pruner, base, seed)
     study.set_user_attr("space", {p.key: p.describe() for p in params})
     if sampler == "grid":
         trials = enqueue_grid(study, params, seed)
@@ -215,11 +216,11 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     return TuneResult(study, study_dir, best_cfg, best_value, final_summary, interrupted)
 
 
-def open_study(name: str, storage: str | None, study_dir: Path, sampler: str, pruner: str, params: list[Param],
-               base: Config, seed: int) -> Any:
+def open_study(name: str, storage: str | None, study_dir: Path, sampler: str, pruner: str, base: Config,
+               seed: int) -> Any:
     optuna = require_optuna()
     return optuna.create_study(study_name=name, storage=make_storage(storage, study_dir), direction="minimize",
-                               sampler=make_sampler(sampler, params, seed), pruner=make_pruner(pruner, base),
+                               sampler=make_sampler(sampler, seed), pruner=make_pruner(pruner, base),
                                load_if_exists=True)
 
 
@@ -255,8 +256,7 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
     params = load_space(spec.space, base)
     study_dir = Path(spec.study_dir)
     # Each worker samples with its own seed, or two random/TPE workers would propose the same points.
-    study = open_study(spec.study_name, spec.storage, study_dir, "random" if spec.sampler == "grid" else spec.sampler,
-                       spec.pruner, params, base, spec.seed + index)
+    study = open_study(spec.study_name, spec.storage, study_dir, spec.sampler, spec.pruner, base, spec.seed + index)
     trial_root = study_dir / "trials"
 
     from optuna.trial import TrialState
@@ -282,7 +282,7 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
             return trial.should_prune()
 
         try:
-            result = train(build_config(_merge(spec.base, run_overrides)), quiet=spec.quiet, on_eval=report)
+            result = train(base, overrides=run_overrides, quiet=spec.quiet, on_eval=report)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", INTERRUPTED)
             raise
@@ -357,12 +357,6 @@ def prune_checkpoints(study: Any, keep: int) -> None:
 def tokens_used(study: Any) -> int:
     """Training tokens of every trial so far, pruned and failed ones included: the compute spent."""
     return sum(int(t.user_attrs.get("tokens") or 0) for t in study.get_trials(deepcopy=False))
-
-
-def _merge(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    from gradwise.config import apply_overrides
-
-    return apply_overrides(json.loads(json.dumps(base)), overrides)
 
 
 def best_trial(study: Any) -> Any | None:
