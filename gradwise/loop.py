@@ -251,7 +251,7 @@ class TrainLoop:
                 self._log()
                 if st.last_eval_step != st.step:
                     self._eval_and_track()
-            if self._saved_step != st.step:
+            if self._saved_step != st.step and stopped_because != "pruned":  # nobody resumes a pruned trial
                 self.save_last()
             tick()
         return stopped_because
