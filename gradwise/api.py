@@ -4,6 +4,7 @@ The command line only calls these."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import torch
 
 from gradwise.checkpoint import load_checkpoint, load_weights
 from gradwise.config import Config, apply_overrides, build_config, load_config, read_config_file, save_config
+from gradwise.data.check import write_report
 from gradwise.errors import ConfigError, GradwiseError
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
@@ -122,6 +124,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     autocast_dtype = select_dtype(t.dtype, device)
     task = prepare_task(cfg, run.path if resumed else None)
     task.check(("train", "val") + (("test",) if t.test_eval else ()))
+    data_report = task.data_check() if cfg.data.check and not resumed else None
 
     model = task.build_model()
     if cfg.model.init_from and not resumed:
@@ -147,9 +150,13 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     save_config(cfg, run.config)
     if not resumed:
         task.save(run.path)
+    if data_report is not None:
+        write_report(data_report, run.path / "data_check.json")
 
     progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet)
     _print_header(progress, cfg, run, task, model, device, autocast_dtype, state)
+    for line in data_warnings(data_report):
+        progress.message(f"data     warning: {line}")
     compiled = torch.compile(model) if t.compile else model
     metrics = MetricsWriter(run.metrics, resume_step=state.step if resumed else None)
     try:
@@ -190,11 +197,36 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
         "params": sum(p.numel() for p in model.parameters()), "vocab_size": task.tokenizer.vocab_size,
         "split_sizes": task.split_sizes(),
     }
+    if task.dedupe is not None:
+        summary["dedupe"] = task.dedupe
+    check_file = run.path / "data_check.json"
+    if check_file.is_file():
+        summary["data_warnings"] = data_warnings(json.loads(check_file.read_text()))
     if test is not None and cfg.task == "classify":
         summary["test_report"] = test.details
     write_json(run.summary, summary)
     plot_losses(read_metrics(run.metrics), run.plot, title=run.path.name)
     return summary
+
+
+def check_data(config: Config | str | Path | None = None, *, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Duplicates and leakage across the split ``train`` would make of this config's corpus (the data_check.json
+    report: counts, examples and one verdict per finding)."""
+    cfg, _, _ = resolve_train_config(config, overrides)
+    return prepare_task(cfg).data_check()
+
+
+def data_stats(config: Config | str | Path | None = None, *, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Sizes, tokens, lengths and (for labelled data) label counts of this config's corpus."""
+    from gradwise.data.stats import classify_stats, lm_stats
+
+    cfg, _, _ = resolve_train_config(config, overrides)
+    return classify_stats(cfg) if cfg.task == "classify" else lm_stats(cfg)
+
+
+def data_warnings(report: dict[str, Any] | None) -> list[str]:
+    """The data check's findings a test score should not live with (details: data_check.json)."""
+    return [v["text"] for v in (report or {}).get("verdicts", []) if v["level"] == "warn"]
 
 
 # The test metrics every summary.json carries for its task (null when the run was not tested).

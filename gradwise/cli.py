@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradwise import __version__
+from gradwise.cli_data import add_data_parser, cmd_data
 from gradwise.errors import GradwiseError
 
 EPILOG = """examples:
@@ -22,6 +23,8 @@ EPILOG = """examples:
   gradwise predict runs/NAME --text "a text to classify"
   gradwise tune my.yaml --space space.yaml --trials 30    hyperparameter search (Optuna), best config saved
   gradwise tune-report studies/NAME                table of trials, best first
+  gradwise data stats corpus.txt                   sizes, tokens, length histogram (labels for .jsonl/.csv)
+  gradwise data check corpus.txt                   duplicates and leakage across train/val/test
 """
 
 
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="RUN_DIR", help="start from a gradwise LM run's weights, tokenizer and "
                    "shape; with --task classify, fine-tune it as a GPT-backbone classifier "
                    "(shorthand for --set model.init_from=RUN_DIR)")
+    p.add_argument("--dedupe", action="store_true", help="drop exact and near duplicates before splitting "
+                   "(shorthand for --set data.dedupe=true); counts go in summary.json")
     p.add_argument("--quiet", action="store_true", help="print nothing while training")
     p.add_argument("--no-bar", action="store_true", help="plain log lines even on a terminal")
 
@@ -112,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true", help="retrain the best config and evaluate it once on test")
     p.add_argument("--verbose", action="store_true", help="show each trial's training output")
 
+    add_data_parser(sub)
+
     p = sub.add_parser("tune-report", help="table of a study's trials and its best config",
                        description="Print a study's trials (best first) and where its best config is.")
     p.add_argument("study", help="study directory, e.g. studies/NAME")
@@ -170,6 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"name={json.dumps(args.name)}")
     if args.init_from:
         overrides.append(f"model.init_from={json.dumps(args.init_from)}")
+    if args.dedupe:
+        overrides.append("data.dedupe=true")
     config = args.config
     if args.task:
         overrides.append(f"task={args.task}")
@@ -226,7 +235,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict,
-            "tune": cmd_tune, "tune-report": cmd_tune_report}
+            "tune": cmd_tune, "tune-report": cmd_tune_report, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,11 @@ class DataConfig:
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/val/test
     split_chunks: int = 10  # the token stream is cut into this many chunks, each split 90/5/5
     cache_dir: str | None = None  # default: $GRADWISE_CACHE or ~/.cache/gradwise
+    check: bool = True  # check duplicates and split leakage before training (cached; data_check.json in the run)
+    dedupe: bool = False  # drop exact and near duplicates (paragraphs / records) before splitting
+    near_threshold: float = 0.8  # Jaccard similarity (3-word shingles) from which two texts are near copies
+    ngram: int = 13  # LM contamination: words in a run shared by a val/test window and the training split
+    min_unit_chars: int = 30  # LM: paragraphs shorter than this are not compared (names, headings)
 
 
 @dataclass
@@ -430,6 +435,9 @@ def validate(cfg: Config) -> None:
     _require(d.tokenizer != "bpe" or d.vocab_size >= 260,
              f"data.vocab_size must be at least 260 for byte-level BPE (256 bytes + merges); got {d.vocab_size}")
     _require(d.vocab_size <= 2**32 - 1, f"data.vocab_size is too large; got {d.vocab_size}")
+    _require(0.0 < d.near_threshold <= 1.0, f"data.near_threshold must be in (0, 1]; got {d.near_threshold}")
+    _require(d.ngram >= 2, f"data.ngram must be at least 2; got {d.ngram}")
+    _require(d.min_unit_chars >= 0, f"data.min_unit_chars must be >= 0; got {d.min_unit_chars}")
     _require(cfg.seed >= 0, f"seed must be >= 0; got {cfg.seed}")
     if cfg.name is not None:
         _require(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.name) is not None and cfg.name not in (".", ".."),

@@ -22,9 +22,12 @@ from torch import nn
 
 from gradwise.checkpoint import load_weights
 from gradwise.config import Config, build_config, objective_terms, read_config_file
-from gradwise.data import Corpus, Tokenizer, load_tokenizer, prepare_corpus, save_tokenizer
-from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_labelled, stratified_split
-from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
+from gradwise.data import Corpus, Tokenizer, check_params, load_tokenizer, prepare_corpus, save_tokenizer
+from gradwise.data.check import cached, check_lm, check_records, finish_report, sha256_file
+from gradwise.data.dedupe import DedupedSource, dedupe_records
+from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_records, stratified_split
+from gradwise.data.store import default_cache_dir
+from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, fingerprint
 from gradwise.errors import GradwiseError
 from gradwise.evaluate import evaluate
 from gradwise.metrics import classification_report, multilabel_report
@@ -59,6 +62,20 @@ class LMTask:
     def check(self, splits: tuple[str, ...]) -> None:
         for name in splits:
             self.corpus.split(name).check_fits(self.cfg.model.block_size)
+
+    @property
+    def dedupe(self) -> dict[str, int] | None:
+        source = self.corpus.source
+        return source.plan()[1] if isinstance(source, DedupedSource) else None
+
+    def data_check(self) -> dict[str, Any]:
+        """Duplicates, leakage and contamination across this corpus's split (cached by corpus and split)."""
+        d, c = self.cfg.data, self.corpus
+        params = check_params(d)
+        key = [c.source.fingerprint(), fingerprint(c.tokenizer), json.dumps([d.split, d.split_chunks,
+                                                                             self.cfg.model.block_size, params.to_dict()])]
+        return cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
+            check_lm(c, self.cfg.model.block_size, params), c.source.describe(), "lm", params))
 
     def save(self, run_dir: Path) -> None:
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
@@ -104,7 +121,14 @@ class ClassifyTask:
         if d.path is None:
             raise GradwiseError("classification needs labelled data: pass --data FILE.jsonl or FILE.csv with "
                                 f"'{d.text_field}' and '{d.label_field}' fields")
-        texts, labels = read_labelled(d.path, d.text_field, d.label_field, d.multi_label, d.label_separator)
+        records = read_records(d.path, d.text_field, d.label_field, d.multi_label, d.label_separator)
+        dedupe = None
+        if d.dedupe:
+            keep, dedupe = dedupe_records(records.texts, records.labels, check_params(d))
+            records.texts = [records.texts[i] for i in keep]
+            records.labels = [records.labels[i] for i in keep]
+            records.lines = [records.lines[i] for i in keep]
+        texts, labels = records.texts, records.labels
         index = stratified_split(labels, d.split, cfg.seed)
         if run_dir is not None:
             tokenizer = load_tokenizer(run_dir / "tokenizer.json")
@@ -121,7 +145,19 @@ class ClassifyTask:
             classes = label_set(labels)
         splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)
                   for name, idx in index.items()}
-        return cls(cfg, tokenizer, classes, splits)
+        task = cls(cfg, tokenizer, classes, splits)
+        task.records, task.index, task.dedupe = records, index, dedupe
+        return task
+
+    def data_check(self) -> dict[str, Any]:
+        """Duplicates and leakage across this task's split (cached by corpus, split and thresholds)."""
+        d, r = self.cfg.data, self.records
+        params = check_params(d)
+        key = [sha256_file(Path(d.path)), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
+                                                      d.split, d.dedupe, self.cfg.seed, params.to_dict()])]
+        report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
+            check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))
+        return {**report, "corpus": str(d.path)}  # the cache key is the file's content, not its name
 
     def check(self, splits: tuple[str, ...]) -> None:
         for name in splits:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradwise.config import DataConfig
-from gradwise.data.sources import CorpusSource
+from gradwise.data.dedupe import DedupedSource
+from gradwise.data.sources import CorpusSource, TextSource
 from gradwise.data.splits import Split, make_splits
 from gradwise.data.store import TokenStore, build_store, default_cache_dir
 from gradwise.data.tokenizers import (
@@ -17,6 +18,7 @@ from gradwise.data.tokenizers import (
     save_tokenizer,
     train_tokenizer,
 )
+from gradwise.data.units import CheckParams
 
 __all__ = ["Corpus", "CorpusSource", "Split", "Tokenizer", "CharTokenizer", "BPETokenizer", "TokenStore",
            "prepare_corpus", "load_tokenizer", "save_tokenizer"]
@@ -26,7 +28,7 @@ __all__ = ["Corpus", "CorpusSource", "Split", "Tokenizer", "CharTokenizer", "BPE
 class Corpus:
     """A tokenized corpus ready for training: its tokenizer, token store and splits."""
 
-    source: CorpusSource
+    source: TextSource
     tokenizer: Tokenizer
     store: TokenStore
     splits: dict[str, Split]
@@ -41,8 +43,10 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Corpu
     With ``tokenizer`` given (evaluating an existing run), that tokenizer is used as it is;
     otherwise one is trained on the corpus, or taken from the cache if trained before.
     """
-    source = CorpusSource.from_config(cfg.path, cfg.format, cfg.text_field)
+    source: TextSource = CorpusSource.from_config(cfg.path, cfg.format, cfg.text_field)
     cache = default_cache_dir(cfg.cache_dir)
+    if cfg.dedupe:
+        source = DedupedSource(source, check_params(cfg), cache)
     source_fp = source.fingerprint()
     if tokenizer is None:
         tokenizer = _cached_tokenizer(source, source_fp, cfg, cache)
@@ -50,7 +54,11 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> Corpu
     return Corpus(source, tokenizer, store, make_splits(store, cfg.split, cfg.split_chunks))
 
 
-def _cached_tokenizer(source: CorpusSource, source_fp: str, cfg: DataConfig, cache: Path) -> Tokenizer:
+def check_params(cfg: DataConfig) -> CheckParams:
+    return CheckParams(near_threshold=cfg.near_threshold, ngram=cfg.ngram, min_chars=cfg.min_unit_chars)
+
+
+def _cached_tokenizer(source: TextSource, source_fp: str, cfg: DataConfig, cache: Path) -> Tokenizer:
     spec = f"{cfg.tokenizer}-{cfg.vocab_size}" if cfg.tokenizer == "bpe" else cfg.tokenizer
     path = cache / "tokenizers" / f"{source_fp[:20]}-{spec}.json"
     if path.is_file():

@@ -45,15 +45,45 @@ class LabelledSplit:
 Label = str | tuple[str, ...]  # one label, or a multi-label record's sorted set of labels
 
 
+@dataclass
+class Records:
+    """Labelled records as read, with the file line of each; ``problems`` lists skipped invalid records."""
+
+    texts: list[str]
+    labels: list[Label]
+    lines: list[int]
+    problems: list[tuple[int, str]]
+
+
 def read_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", multi_label: bool = False,
                   separator: str = ",") -> tuple[list[str], list[Label]]:
     """Texts and their labels (as strings) from a .jsonl or .csv file, with errors that name the line.
 
     Multi-label: a JSON list of labels, or one string cut at ``separator``; an empty set is allowed."""
+    r = read_records(path, text_field, label_field, multi_label, separator)
+    return r.texts, r.labels
+
+
+def read_records(path: str | Path, text_field: str = "text", label_field: str = "label", multi_label: bool = False,
+                 separator: str = ",", lenient: bool = False) -> Records:
+    """Like :func:`read_labelled`, keeping line numbers. ``lenient``: an invalid record (no text, no label) is
+    listed in ``problems`` and skipped instead of stopping the read; a file that is not JSON/CSV still stops it."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"data path '{path}' does not exist or is not a file; classification reads a .jsonl or .csv")
-    texts, labels = [], []
+    out = Records([], [], [], [])
+
+    def take(text: object, label: object, lineno: int) -> None:
+        try:
+            _append(out.texts, out.labels, text, label, f"{p}:{lineno}", text_field, label_field, multi_label,
+                    separator)
+            out.lines.append(lineno)
+        except DataError as exc:
+            if not lenient:
+                raise
+            msg, prefix = str(exc), f"{p}:{lineno} "
+            out.problems.append((lineno, msg[len(prefix):] if msg.startswith(prefix) else msg))
+
     try:
         if p.suffix.lower() == ".csv":
             with open(p, encoding="utf-8", newline="") as fh:
@@ -63,22 +93,23 @@ def read_labelled(path: str | Path, text_field: str = "text", label_field: str =
                     raise DataError(f"{p} has no column {missing[0]!r} (columns: {', '.join(reader.fieldnames or [])}); "
                                     "set data.text_field / data.label_field")
                 for lineno, row in enumerate(reader, 2):
-                    _append(texts, labels, row.get(text_field), row.get(label_field), f"{p}:{lineno}", text_field,
-                            label_field, multi_label, separator)
+                    take(row.get(text_field), row.get(label_field), lineno)
         else:
             for lineno, record in iter_jsonl(p):
-                _append(texts, labels, record.get(text_field), record.get(label_field), f"{p}:{lineno}",
-                        text_field, label_field, multi_label, separator)
+                take(record.get(text_field), record.get(label_field), lineno)
     except UnicodeDecodeError as exc:
         raise DataError(f"{p} is not valid UTF-8 (byte {exc.start}); convert it to UTF-8 first") from None
-    if not texts:
+    if not out.texts:
+        if out.problems:
+            raise DataError(f"{p} holds no valid labelled record (line {out.problems[0][0]}: {out.problems[0][1]})")
         raise DataError(f"{p} holds no labelled records")
+    labels = out.labels
     if multi_label:
         if not any(labels):
             raise DataError(f"{p} has no labels at all in field '{label_field}'; set data.label_field")
     elif len(set(labels)) < 2:
         raise DataError(f"{p} has only one label ({labels[0]!r}); classification needs at least two classes")
-    return texts, labels
+    return out
 
 
 def label_set(labels: list[Label]) -> list[str]:

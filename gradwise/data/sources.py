@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gradwise.errors import DataError
 
@@ -23,6 +24,14 @@ BUILTIN_NAME = "builtin:python-docs"
 class Piece:
     text: str
     ends_document: bool
+
+
+class TextSource(Protocol):
+    """What the tokenizer and the token store read: a corpus, or a filtered view of one (deduplicated)."""
+
+    def pieces(self) -> Iterator[Piece]: ...
+    def fingerprint(self) -> str: ...
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)

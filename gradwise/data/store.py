@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradwise.data.sources import CorpusSource
+from gradwise.data.sources import TextSource
 from gradwise.data.tokenizers import Tokenizer, fingerprint
 
 CACHE_FORMAT = 1
@@ -81,7 +81,7 @@ class TokenStore:
         return np.stack([self.read(int(s), length) for s in starts])
 
 
-def build_store(source: CorpusSource, tokenizer: Tokenizer, cache_root: Path,
+def build_store(source: TextSource, tokenizer: Tokenizer, cache_root: Path,
                 source_fingerprint: str | None = None) -> TokenStore:
     """Open the cached token store for (corpus, tokenizer), tokenizing the corpus first if needed."""
     key = f"{(source_fingerprint or source.fingerprint())[:20]}-{fingerprint(tokenizer)[:12]}"
@@ -102,7 +102,7 @@ def build_store(source: CorpusSource, tokenizer: Tokenizer, cache_root: Path,
     return TokenStore.open(final)
 
 
-def _write_shards(source: CorpusSource, tokenizer: Tokenizer, directory: Path) -> None:
+def _write_shards(source: TextSource, tokenizer: Tokenizer, directory: Path) -> None:
     dtype = token_dtype(tokenizer.vocab_size)
     shards: list[dict] = []
     fh = None

@@ -69,6 +69,7 @@ class CharTokenizer:
         self.vocab_size = len(self.chars) + 1
         self.eot_id = len(self.chars)
         codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        self._codes = codes.astype(np.uint32)
         order = np.argsort(codes)
         self._sorted_codes = codes[order]
         self._sorted_ids = order
@@ -97,7 +98,9 @@ class CharTokenizer:
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.chars[i] for i in ids if 0 <= i < len(self.chars))
+        arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
+        arr = arr[(arr >= 0) & (arr < len(self.chars))]  # the end-of-text token (and anything unknown) is silent
+        return self._codes[arr].tobytes().decode("utf-32-le")
 
     def token_byte_lengths(self) -> np.ndarray:
         return np.array([len(c.encode("utf-8")) for c in self.chars] + [0], dtype=np.int64)

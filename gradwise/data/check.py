@@ -1,0 +1,201 @@
+"""``gradwise data check``: duplicates and leakage across the train/val/test split gradwise makes.
+
+It reads what training reads: for a language-model corpus the token store and the chunked split (decoded
+back to text, range by range), for a labelled set the records and the stratified split. Findings:
+
+- exact duplicates (normalised text), within the corpus and across splits;
+- near duplicates (MinHash/LSH, exact Jaccard ≥ ``near_threshold`` on 3-word shingles);
+- LM contamination: the share of validation and test windows (the windows evaluation scores) that
+  contain a run of ``ngram`` words also found in the training split;
+- label conflicts: the same or nearly the same text under different labels.
+
+Each finding becomes one verdict line with numbers; the whole report is JSON (``data_check.json``).
+The pass streams (token ranges in slices, records one by one); memory grows with the number of distinct
+units and training words (8 bytes per word for the n-gram table), not with the text itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradwise.data.textunits import WORD, WordHasher, ngram_hashes, split_paragraphs
+from gradwise.data.units import MAX_EXAMPLES, SPLITS, CheckParams, UnitTable, analyse_units
+
+REPORT_FORMAT = 1
+SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice edge becomes two units)
+
+
+# ---------------------------------------------------------------- language-model corpora
+
+def check_lm(corpus: Any, block_size: int, params: CheckParams) -> dict[str, Any]:
+    """Check a prepared LM corpus (``gradwise.data.Corpus``) as training would split it."""
+    t0 = time.perf_counter()
+    table = UnitTable("token")
+    train_ngrams: list[np.ndarray] = []
+    for split_index, name in enumerate(SPLITS):
+        for start, text, token_ratio in _decoded_slices(corpus, name):
+            for offset, paragraph in split_paragraphs(text):
+                if len(paragraph.strip()) >= params.min_chars:
+                    table.add(paragraph, split_index, start + int(offset * token_ratio))
+            if name == "train":
+                train_ngrams.append(ngram_hashes(table.words.hashes(WORD.findall(text.casefold())), params.ngram))
+    seen = np.unique(np.concatenate(train_ngrams)) if train_ngrams else np.zeros(0, np.uint64)
+    del train_ngrams
+    report = analyse_units(table, params)
+    report["unit"] = "paragraph"
+    report["contamination"] = {name: _contamination(corpus, name, block_size, params.ngram, seen, table.words)
+                               for name in ("val", "test")}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _decoded_slices(corpus: Any, split: str) -> Iterator[tuple[int, str, float]]:
+    """(first token, text, tokens per character) of each document piece of a split, slice by slice."""
+    tok, store = corpus.tokenizer, corpus.store
+    for start, end in corpus.split(split).ranges:
+        for s in range(start, end, SLICE_TOKENS):
+            ids = store.read(s, min(SLICE_TOKENS, end - s))
+            cuts = np.flatnonzero(ids == tok.eot_id)
+            bounds = np.concatenate([[0], cuts + 1, [len(ids)]])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                if b > a:
+                    text = tok.decode(ids[a:b])
+                    yield s + int(a), text, (b - a) / max(1, len(text))
+
+
+def _contamination(corpus: Any, split: str, block: int, n: int, train_ngrams: np.ndarray,
+                   words: WordHasher) -> dict[str, Any]:
+    """Windows of ``split`` (as evaluation tiles it) that hold an n-word run also found in train."""
+    tok, part = corpus.tokenizer, corpus.split(split)
+    starts = part.eval_starts(block)
+    total, flagged, examples = len(starts), 0, []
+    # Windows in one range are contiguous: decode them one by one, join, find n-grams across window edges.
+    range_of = np.searchsorted(np.array([s for s, _ in part.ranges]), starts, side="right") - 1
+    for r in np.unique(range_of):
+        win = starts[range_of == r]
+        texts = [tok.decode(part.store.read(int(s), block)).casefold() for s in win]
+        edges = np.cumsum([0] + [len(t) for t in texts])
+        text = "".join(texts)
+        matches = [(m.start(), m.group()) for m in WORD.finditer(text)]
+        if len(matches) < n:
+            continue
+        hashes = ngram_hashes(words.hashes([w for _, w in matches]), n)
+        pos = np.searchsorted(train_ngrams, hashes)
+        hit = (pos < len(train_ngrams)) & (train_ngrams[np.minimum(pos, len(train_ngrams) - 1)] == hashes)
+        if not hit.any():
+            continue
+        covered = np.zeros(len(matches) + 1, dtype=np.int64)  # words inside any matching n-gram
+        np.add.at(covered, np.flatnonzero(hit), 1)
+        np.add.at(covered, np.flatnonzero(hit) + n, -1)
+        covered = np.cumsum(covered)[:-1] > 0
+        word_starts = np.array([p for p, _ in matches])
+        windows = np.unique(np.searchsorted(edges, word_starts[covered], side="right") - 1)
+        flagged += len(windows)
+        for i in np.flatnonzero(hit)[:MAX_EXAMPLES - len(examples)]:
+            w = int(np.searchsorted(edges, matches[i][0], side="right") - 1)
+            examples.append({"split": split, "token": int(win[w]),
+                             "ngram": " ".join(word for _, word in matches[i:i + n])})
+    return {"windows": total, "contaminated": flagged, "percent": round(100 * flagged / total, 3) if total else 0.0,
+            "examples": examples}
+
+
+# ---------------------------------------------------------------- labelled records
+
+def check_records(texts: list[str], labels: list[Any], index: dict[str, np.ndarray], lines: list[int],
+                  params: CheckParams) -> dict[str, Any]:
+    """Check labelled records under their stratified split (``index``: record indices per split)."""
+    t0 = time.perf_counter()
+    split_of = np.zeros(len(texts), dtype=np.int64)
+    for i, name in enumerate(SPLITS):
+        split_of[index[name]] = i
+    table = UnitTable("line")
+    for r, text in enumerate(texts):
+        table.add(text, int(split_of[r]), lines[r], labels[r])
+    report = analyse_units(table, params)
+    report["unit"] = "record"
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+# ---------------------------------------------------------------- verdicts, files, cache
+
+def verdicts(report: dict[str, Any], warn_contamination: float = 1.0) -> list[tuple[str, str]]:
+    """(level, line) per finding: 'warn' for leakage a test score should not live with, 'info' otherwise."""
+    out: list[tuple[str, str]] = []
+    word = "examples" if report["unit"] == "record" else "paragraphs"
+    units = report["units"]
+    for a, b in (("test", "train"), ("val", "train"), ("test", "val")):
+        exact, near = report["exact"]["cross"][f"{a}_in_{b}"], report["near"]["cross"][f"{a}_in_{b}"]
+        if exact + near:
+            detail = ", ".join(x for x in (f"{exact} exact" if exact else "", f"{near} near" if near else "") if x)
+            out.append(("warn", f"{_pct(exact + near, units[a])} of {a} {word} have a copy in {b} "
+                                f"({exact + near:,} of {units[a]:,}: {detail}); run with --dedupe or fix the corpus"))
+    dup = report["exact"]["duplicate_units"]
+    if dup:
+        total = sum(units.values())
+        out.append(("info", f"{_pct(dup, total)} of {word} repeat an earlier one exactly ({dup:,} of {total:,} in "
+                            f"{report['exact']['duplicate_groups']:,} groups); --dedupe drops them"))
+    if report["near"]["pairs"]:
+        pairs = report["near"]["pairs"]
+        out.append(("info", f"{pairs:,} near-copy pair{'s' if pairs > 1 else ''} among distinct {word} "
+                            f"(Jaccard >= {report['params']['near_threshold']}, within or across splits)"))
+    for name, c in report.get("contamination", {}).items():
+        if c["contaminated"]:
+            level = "warn" if c["percent"] >= warn_contamination else "info"
+            out.append((level, f"{c['percent']:.2f}% of {name} windows share a {report['params']['ngram']}-word run "
+                               f"with train ({c['contaminated']:,} of {c['windows']:,})"))
+    labels = report.get("labels")
+    if labels and (labels["exact_conflict_texts"] or labels["near_conflict_pairs"]):
+        out.append(("warn", f"{labels['exact_conflict_texts']:,} texts appear under different labels "
+                            f"({labels['exact_conflict_records']:,} records) and {labels['near_conflict_pairs']:,} "
+                            "near-copy pairs disagree on their label; fix the labels or drop those records"))
+    if not out:
+        out.append(("ok", f"no duplicates or leakage found across train/val/test ({sum(units.values()):,} {word})"))
+    return out
+
+
+def _pct(part: int, whole: int) -> str:
+    """3.1%, 0.047%, 31%: two significant digits, so a small share never reads as 0.0%."""
+    return f"{100 * part / whole:.2g}%" if whole else "0%"
+
+
+def finish_report(report: dict[str, Any], corpus: str, task: str, params: CheckParams) -> dict[str, Any]:
+    report = {"format": REPORT_FORMAT, "corpus": corpus, "task": task, "params": params.to_dict(), **report}
+    report["verdicts"] = [{"level": level, "text": text} for level, text in verdicts(report)]
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cached(cache_root: Path, key_parts: list[str], compute: Any) -> dict[str, Any]:
+    """The report for ``key_parts`` from the cache, or computed and stored: a rerun on the same data is free."""
+    key = hashlib.sha256("|".join([f"check-v{REPORT_FORMAT}", *key_parts]).encode()).hexdigest()[:24]
+    path = cache_root / "checks" / f"{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged entry is recomputed
+    report = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_report(report, path)
+    return report

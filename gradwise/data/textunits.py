@@ -1,0 +1,106 @@
+"""Text units for duplicate and leakage checks: paragraphs, normalised text, and stable 64-bit hashes.
+
+A *unit* is what one duplicate is: a record of a labelled set, or a paragraph (text between blank lines) of a
+language-model corpus. Two units are exact duplicates when their normalised text (case-folded, whitespace
+collapsed) is equal. Words (``\\w+`` runs of the case-folded text) feed the n-gram and shingle hashes.
+
+Hashes are stable across processes (no Python ``hash()``, which is salted per process): a word gets an id in
+order of first appearance and the id is mixed by splitmix64, so the same corpus always gives the same hashes
+and the same deduplication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+WORD = re.compile(r"\w+")
+MAX_CARRY = 1 << 20  # a "paragraph" longer than this many characters is cut: no unbounded buffer
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_NGRAM_BASE = np.uint64(0x100000001B3)
+
+
+def normalize(text: str) -> str:
+    """Case-folded text with every run of whitespace made one space: what "the same text" means here."""
+    return " ".join(text.casefold().split())
+
+
+def text_hash(normalized: str) -> int:
+    """A stable 64-bit hash of normalised text (an exact-duplicate key)."""
+    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over a uint64 array: turns ids or sums into well-spread hashes."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.uint64, copy=True) + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return x ^ (x >> np.uint64(31))
+
+
+class WordHasher:
+    """Stable hashes of words: an id per distinct word (first seen, first numbered), mixed to 64 bits."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+
+    def hashes(self, words: list[str]) -> np.ndarray:
+        ids = self._ids
+        return mix64(np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=len(words)))
+
+    def words_and_hashes(self, text: str) -> tuple[list[str], np.ndarray]:
+        words = WORD.findall(text.casefold())
+        return words, self.hashes(words)
+
+
+def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
+    """The hash of every run of ``n`` consecutive words (len - n + 1 of them; none for shorter input)."""
+    m = len(word_hashes) - n + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        out = word_hashes[:m].copy()
+        for k in range(1, n):
+            out = out * _NGRAM_BASE + word_hashes[k:k + m]
+    return mix64(out)
+
+
+def split_paragraphs(text: str) -> list[tuple[int, str]]:
+    """(character offset, paragraph) for each non-blank paragraph of ``text``."""
+    out, pos = [], 0
+    for m in PARAGRAPH_BREAK.finditer(text):
+        if text[pos:m.start()].strip():
+            out.append((pos, text[pos:m.start()]))
+        pos = m.end()
+    if text[pos:].strip():
+        out.append((pos, text[pos:]))
+    return out
+
+
+def stream_paragraphs(pieces: Iterable[tuple[str, bool]]) -> Iterator[tuple[str, str, bool]]:
+    """(paragraph, separator after it, ends a document) over streamed pieces of text.
+
+    Concatenating paragraph + separator over everything yielded gives back the input exactly, so a filter
+    that drops some paragraphs (deduplication) keeps the rest of the text byte for byte. A paragraph may span
+    pieces; one that ends a document is flushed there and never joined with the next document.
+    """
+    carry = ""
+    for text, ends_document in pieces:
+        buf = carry + text
+        pos = 0
+        for m in PARAGRAPH_BREAK.finditer(buf):
+            yield buf[pos:m.start()], m.group(), False
+            pos = m.end()
+        carry = buf[pos:]
+        if ends_document or len(carry) > MAX_CARRY:
+            yield carry, "", ends_document
+            carry = ""
+    if carry:
+        yield carry, "", True
