@@ -219,3 +219,35 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_the_study(corpus_file: Path, t
     assert done.returncode == 0, done.stderr[-500:]
     rows = read_trials(tmp_path / "studies" / "s")
     assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]  # the interrupted one is redone
+
+
+def test_a_killed_worker_leaves_no_trial_running_forever(corpus_file: Path, tmp_path: Path) -> None:
+    """Journal storage has no heartbeat: the next worker on the machine marks the dead worker's trial failed
+    ("worker died") and redoes it, so the study still reaches its budget of finished trials."""
+    import signal
+    import time
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    sets = [a for o in [*base(corpus_file, tmp_path), "train.max_steps=400"] for a in ("--set", o)]
+    args = [sys.executable, "-m", "gradwise", "tune", "--space", str(space), "--trials", "2", "--sampler", "random",
+            "--pruner", "none", "--storage", "journal", "--study", "k", "--out-dir", str(tmp_path / "studies")]
+    proc = subprocess.Popen([*args, *sets], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "studies" / "k" / "trials" / "trial-0000" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "studies" / "k" / "journal.log")))
+    assert [t.state.name for t in optuna.load_study(study_name="k", storage=journal).trials] == ["RUNNING"]
+
+    done = subprocess.run([*args, "--resume", *[s.replace("400", "12") for s in sets]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-500:]
+    rows = read_trials(tmp_path / "studies" / "k")
+    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert rows[0]["fail_reason"] == f"worker died (pid {proc.pid})"

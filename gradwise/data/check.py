@@ -46,7 +46,7 @@ def check_lm(corpus: Any, block_size: int, params: CheckParams) -> dict[str, Any
                     table.add(paragraph, split_index, start + int(offset * token_ratio))
             if name == "train":
                 train_ngrams.append(ngram_hashes(table.words.hashes(WORD.findall(text.casefold())), params.ngram))
-    seen = np.unique(np.concatenate(train_ngrams)) if train_ngrams else np.zeros(0, np.uint64)
+    seen = np.sort(np.concatenate(train_ngrams)) if train_ngrams else np.zeros(0, np.uint64)  # for searchsorted
     del train_ngrams
     report = analyse_units(table, params)
     report["unit"] = "paragraph"

@@ -33,12 +33,16 @@ class ShingleSets:
     offsets: np.ndarray  # int64, len = units + 1
 
     @classmethod
-    def build(cls, per_unit: list[np.ndarray]) -> ShingleSets:
-        sets = [np.unique(s) for s in per_unit]
-        sizes = np.array([len(s) for s in sets], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        values = np.concatenate(sets) if sets else np.zeros(0, dtype=np.uint64)
-        return cls(values.astype(np.uint64, copy=False), offsets)
+    def from_owned(cls, values: np.ndarray, owners: np.ndarray) -> tuple[ShingleSets, np.ndarray]:
+        """Sets from (shingle, owner) pairs in any order; returns them and the owner of each set, ascending."""
+        order = np.lexsort((values, owners))
+        values, owners = values[order], owners[order]
+        fresh = np.ones(len(values), dtype=bool)
+        fresh[1:] = (values[1:] != values[:-1]) | (owners[1:] != owners[:-1])
+        values, owners = values[fresh], owners[fresh]
+        ids, starts = np.unique(owners, return_index=True)
+        offsets = np.concatenate([starts, [len(values)]]).astype(np.int64)
+        return cls(values.astype(np.uint64, copy=False), offsets), ids
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -127,12 +131,20 @@ def near_duplicate_pairs(sets: ShingleSets, threshold: float, hasher: MinHasher 
     return out
 
 
-def shingles(word_hashes: np.ndarray, n: int = SHINGLE_WORDS) -> np.ndarray:
-    """Shingles of one unit: hashes of its n-word runs (a unit shorter than n words is one shingle)."""
+def batch_shingles(word_hashes: np.ndarray, lengths: np.ndarray, n: int = SHINGLE_WORDS
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles of many units at once: (shingle hashes, index of the unit each belongs to).
+
+    ``word_hashes`` holds the words of all units back to back, ``lengths`` the word count of each. A shingle
+    is a run of ``n`` words inside one unit; a unit shorter than ``n`` words (but not empty) is one shingle."""
     from gradwise.data.textunits import ngram_hashes
 
-    if len(word_hashes) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    if len(word_hashes) < n:
-        return ngram_hashes(word_hashes, len(word_hashes))
-    return ngram_hashes(word_hashes, n)
+    unit_of = np.repeat(np.arange(len(lengths)), lengths)
+    grams = ngram_hashes(word_hashes, n)
+    inside = unit_of[:len(grams)] == unit_of[n - 1:] if len(grams) else np.zeros(0, dtype=bool)
+    values, owners = [grams[inside]], [unit_of[:len(grams)][inside]]
+    ends = np.cumsum(lengths)
+    for u in np.flatnonzero((lengths > 0) & (lengths < n)):
+        values.append(ngram_hashes(word_hashes[ends[u] - lengths[u]:ends[u]], int(lengths[u])))
+        owners.append(np.array([u]))
+    return np.concatenate(values).astype(np.uint64), np.concatenate(owners).astype(np.int64)

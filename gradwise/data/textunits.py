@@ -53,11 +53,9 @@ class WordHasher:
 
     def hashes(self, words: list[str]) -> np.ndarray:
         ids = self._ids
-        return mix64(np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.uint64, count=len(words)))
-
-    def words_and_hashes(self, text: str) -> tuple[list[str], np.ndarray]:
-        words = WORD.findall(text.casefold())
-        return words, self.hashes(words)
+        for w in sorted(set(words).difference(ids)):  # sorted: the numbering must not depend on set order
+            ids[w] = len(ids)
+        return mix64(np.fromiter(map(ids.__getitem__, words), dtype=np.uint64, count=len(words)))
 
 
 def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:

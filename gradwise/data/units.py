@@ -7,13 +7,14 @@ full of repeats costs no more than its distinct texts.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gradwise.data.minhash import MinHasher, ShingleSets, near_duplicate_pairs, shingles
-from gradwise.data.textunits import WordHasher, normalize, text_hash
+from gradwise.data.minhash import MinHasher, ShingleSets, batch_shingles, near_duplicate_pairs
+from gradwise.data.textunits import WORD, WordHasher, normalize, text_hash
 
 SPLITS = ("train", "val", "test")
 SNIPPET = 80
@@ -45,8 +46,14 @@ class UnitTable:
     loc: list[int] = field(default_factory=list)
     label: list[Any] = field(default_factory=list)
     rep_snippet: list[str] = field(default_factory=list)  # per group
-    rep_shingles: list[np.ndarray] = field(default_factory=list)  # per group
     _seen: dict[int, int] = field(default_factory=dict)
+    _pending: list[str] = field(default_factory=list)  # normalised texts of new groups not yet shingled
+    _shingles: list[np.ndarray] = field(default_factory=list)  # shingle hashes, in batches
+    _owners: list[np.ndarray] = field(default_factory=list)  # the group of each shingle
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.rep_snippet)
 
     def add(self, text: str, split: int, loc: int, label: Any = None) -> int:
         """Add one unit; returns its group (a new group for a text not seen before)."""
@@ -56,8 +63,9 @@ class UnitTable:
         if group is None:
             group = self._seen[key] = len(self.rep_snippet)
             self.rep_snippet.append(" ".join(text.split())[:SNIPPET])
-            _, hashes = self.words.words_and_hashes(norm)
-            self.rep_shingles.append(shingles(hashes))
+            self._pending.append(norm)
+            if len(self._pending) >= 4096:
+                self.flush()
         self.split.append(split)
         self.group.append(group)
         self.loc.append(loc)
@@ -66,6 +74,28 @@ class UnitTable:
 
     def __len__(self) -> int:
         return len(self.split)
+
+    def flush(self) -> None:
+        """Shingle the pending new texts in one numpy pass (per-text numpy calls would cost more than the work)."""
+        if not self._pending:
+            return
+        first = self.n_groups - len(self._pending)
+        words = [WORD.findall(t) for t in self._pending]
+        lengths = np.array([len(w) for w in words], dtype=np.int64)
+        values, owner = batch_shingles(self.words.hashes(list(itertools.chain.from_iterable(words))), lengths)
+        self._shingles.append(values)
+        self._owners.append(owner + first)
+        self._pending.clear()
+
+    def shingle_sets(self, only: np.ndarray | None = None) -> tuple[ShingleSets, np.ndarray]:
+        """The shingle sets of the groups (all, or ``only`` those) that have any, and those groups' ids."""
+        self.flush()
+        values = np.concatenate(self._shingles) if self._shingles else np.zeros(0, np.uint64)
+        owners = np.concatenate(self._owners) if self._owners else np.zeros(0, np.int64)
+        if only is not None:
+            keep = np.isin(owners, only)
+            values, owners = values[keep], owners[keep]
+        return ShingleSets.from_owned(values, owners)
 
 
 def analyse_units(table: UnitTable, params: CheckParams) -> dict[str, Any]:
@@ -136,16 +166,15 @@ def analyse_units(table: UnitTable, params: CheckParams) -> dict[str, Any]:
 
 def near_pairs(table: UnitTable, params: CheckParams, only: np.ndarray | None = None) -> list[tuple[int, int, float]]:
     """(group, group, Jaccard) for near-copy pairs among the groups (all, or ``only`` those)."""
-    candidates = range(len(table.rep_shingles)) if only is None else only.tolist()
-    eligible = [g for g in candidates if len(table.rep_shingles[g])]
-    sets = ShingleSets.build([table.rep_shingles[g] for g in eligible])
+    sets, eligible = table.shingle_sets(only)
+    eligible = eligible.tolist()
     return [(eligible[i], eligible[j], sim) for i, j, sim in
             near_duplicate_pairs(sets, params.near_threshold, MinHasher(params.num_perm, params.bands))]
 
 
 def near_groups(table: UnitTable, params: CheckParams, only: np.ndarray | None = None) -> np.ndarray:
     """For each group, the earliest group it is linked to by a chain of near copies (itself when none)."""
-    parent = list(range(len(table.rep_shingles)))
+    parent = list(range(table.n_groups))
 
     def find(x: int) -> int:
         while parent[x] != x:

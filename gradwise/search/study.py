@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -239,7 +240,7 @@ def enqueue_grid(study: Any, params: list[Param], seed: int) -> int:
     from optuna.trial import TrialState
 
     taken = [t.params or t.system_attrs.get("fixed_params", {}) for t in study.get_trials(deepcopy=False)
-             if not (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in (INTERRUPTED, GRID_DONE))]
+             if not (t.state == TrialState.FAIL and not_its_fault(t.user_attrs.get("fail_reason")))]
     for point in points:
         if point not in taken:
             study.enqueue_trial(point, skip_if_exists=True)  # narrows the race of two coordinators
@@ -276,6 +277,7 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
         run_overrides = [*to_overrides(values), f"out_dir={json.dumps(str(trial_root))}",
                          f"name={run_name}", "train.test_eval=false"]
         trial.set_user_attr("run", str(trial_root / run_name))
+        trial.set_user_attr("worker", this_worker())
         shutil.rmtree(trial_root / run_name, ignore_errors=True)  # a retried number starts clean
 
         def report(step: int, val_loss: float) -> bool:
@@ -313,11 +315,13 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
         return spec.trials is not None and counted_trials(study) >= spec.trials
 
     def enough(study: Any, _trial: Any) -> None:
+        fail_dead_trials(study)
         if spec.keep is not None:
             prune_checkpoints(study, spec.keep)
         if finished(study):
             study.stop()
 
+    fail_dead_trials(study)
     if finished(study):
         return False
     try:
@@ -330,6 +334,59 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 GRID_DONE = "grid exhausted: another worker took the last point"
+WORKER_DIED = "worker died"  # its process ended mid-trial (killed, machine crash): the trial is redone
+
+
+def not_its_fault(reason: str | None) -> bool:
+    """A failure that says nothing about the trial's parameters: it does not count, and is redone."""
+    return reason in (INTERRUPTED, GRID_DONE) or bool(reason and reason.startswith(WORKER_DIED))
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for the worker."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_worker() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _alive(worker: dict[str, Any]) -> bool:
+    try:
+        os.kill(int(worker["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    try:
+        fields = Path(f"/proc/{int(worker['pid'])}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc (not Linux): the pid answered, trust it
+    return fields[0] != "Z" and (worker.get("start") is None or fields[19] == worker["start"])
+
+
+def fail_dead_trials(study: Any) -> int:
+    """Mark FAIL the RUNNING trials whose worker process on this machine is gone; returns how many.
+
+    Journal storage has no heartbeat; this is its replacement for workers on one machine (database storage
+    also has Optuna's heartbeat, for workers on other machines)."""
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if not worker or worker.get("host") != host or _alive(worker):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"{WORKER_DIED} (pid {worker['pid']})")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            failed += 1
+        except Exception:  # noqa: BLE001 - another worker finished it first
+            pass
+    return failed
 
 
 def counted_trials(study: Any) -> int:
@@ -339,7 +396,7 @@ def counted_trials(study: Any) -> int:
 
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in (INTERRUPTED, GRID_DONE)))
+               or (t.state == TrialState.FAIL and not not_its_fault(t.user_attrs.get("fail_reason"))))
 
 
 def prune_checkpoints(study: Any, keep: int) -> None:
