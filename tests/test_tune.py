@@ -251,3 +251,14 @@ def test_a_killed_worker_leaves_no_trial_running_forever(corpus_file: Path, tmp_
     rows = read_trials(tmp_path / "studies" / "k")
     assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert rows[0]["fail_reason"] == f"worker died (pid {proc.pid})"
+
+
+def test_resume_with_a_changed_base_config_warns(corpus_file: Path, tmp_path: Path, capsys) -> None:
+    space = {"optim.lr": [1e-3, 2e-3]}
+    tune(None, space, sampler="grid", pruner="none", study_name="b", out_dir=tmp_path / "studies",
+         overrides=base(corpus_file, tmp_path))
+    assert "differs" not in capsys.readouterr().err
+    tune(None, space, sampler="grid", pruner="none", study_name="b", out_dir=tmp_path / "studies", resume=True,
+         overrides=[*base(corpus_file, tmp_path), "model.dropout=0.1"])
+    err = capsys.readouterr().err
+    assert "base config differs" in err and "model.dropout" in err and "data.path" not in err

@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -188,6 +189,13 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     if storage is None and (workers > 1 or (study_dir / "journal.log").exists()):
         storage = "journal"
     study = open_study(name, storage, study_dir, sampler, pruner, base, seed)
+    changed = changed_keys(study.user_attrs.get("base"), base.to_dict())
+    if changed:
+        print(f"gradwise: warning: the base config differs from the one this study started with ({', '.join(changed[:5])}"
+              f"{', ...' if len(changed) > 5 else ''}); trials are comparable only under one base config "
+              "(start a new one with --study NEW)", file=sys.stderr)
+    elif "base" not in study.user_attrs:
+        study.set_user_attr("base", base.to_dict())
     study.set_user_attr("space", {p.key: p.describe() for p in params})
     if sampler == "grid":
         trials = enqueue_grid(study, params, seed)
@@ -218,6 +226,25 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         shutil.rmtree(study_dir / "final", ignore_errors=True)
         final_summary = train(best_cfg, quiet=quiet).summary
     return TuneResult(study, study_dir, best_cfg, best_value, final_summary, interrupted)
+
+
+# Keys that may differ between runs of one study without changing what a trial means.
+_WHERE_KEYS = ("name", "out_dir", "data.cache_dir", "data.path")
+
+
+def changed_keys(saved: dict[str, Any] | None, current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between the study's recorded base config and this one."""
+    if saved is None:
+        return []
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        dotted = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, f"{dotted}.")
+        elif a != b and dotted not in _WHERE_KEYS:
+            out.append(dotted)
+    return out
 
 
 def open_study(name: str, storage: str | None, study_dir: Path, sampler: str, pruner: str, base: Config,
