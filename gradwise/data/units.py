@@ -18,7 +18,8 @@ from gradwise.data.textunits import WORD, WordHasher, normalize, text_hash
 
 SPLITS = ("train", "val", "test")
 SNIPPET = 80
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 5  # examples of a finding in the report
+MAX_PAIRS = 200  # cross-split copies listed in the report (the counts are always complete)
 
 
 @dataclass
@@ -127,7 +128,7 @@ def analyse_units(table: UnitTable, params: CheckParams) -> dict[str, Any]:
         ia, ib = SPLITS.index(a), SPLITS.index(b)
         hit = (splits == ia) & presence[groups, ib]
         cross_exact[f"{a}_in_{b}"] = int(hit.sum())
-        for i in np.flatnonzero(hit)[:MAX_EXAMPLES if b == "train" else 2]:
+        for i in np.flatnonzero(hit)[:MAX_PAIRS]:
             exact_examples.append({"a": unit(int(i)), "b": unit(int(first_in[groups[i], ib])), "similarity": 1.0})
 
     # ---- near (between distinct texts; one representative per group)
@@ -146,7 +147,7 @@ def analyse_units(table: UnitTable, params: CheckParams) -> dict[str, Any]:
         for x, y in ((ga, gb), (gb, ga)):
             sx = [s for s in (2, 1) if presence[x, s]]
             sy = [s for s in (0, 1) if presence[y, s] and (not sx or s < sx[0])]
-            if sx and sy and len(near_examples) < MAX_EXAMPLES:
+            if sx and sy and len(near_examples) < MAX_PAIRS:
                 near_examples.append({"a": unit(int(first_in[x, sx[0]])), "b": unit(int(first_in[y, sy[0]])),
                                       "similarity": round(sim, 3)})
                 break
