@@ -50,7 +50,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from gradwise.api import check_data, data_stats
 
     overrides = [f"data.path={json.dumps(args.corpus)}", *args.overrides]
-    task = args.task or guess_task(args.corpus)
+    label_field = next((o.split("=", 1)[1].strip('"') for o in args.overrides if o.startswith("data.label_field=")),
+                       "label")
+    task = args.task or guess_task(args.corpus, label_field)
     overrides.append(f"task={task}")
     config = args.config or ("classify-lstm" if task == "classify" else None)
     if args.data_command == "stats":

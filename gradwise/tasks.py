@@ -74,8 +74,9 @@ class LMTask:
         params = check_params(d)
         key = [c.source.fingerprint(), fingerprint(c.tokenizer), json.dumps([d.split, d.split_chunks,
                                                                              self.cfg.model.block_size, params.to_dict()])]
-        return cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
+        report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
             check_lm(c, self.cfg.model.block_size, params), c.source.describe(), "lm", params))
+        return {**report, "corpus": c.source.describe()}  # the cache key is the content, not the file's name
 
     def save(self, run_dir: Path) -> None:
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
@@ -153,7 +154,7 @@ class ClassifyTask:
         """Duplicates and leakage across this task's split (cached by corpus, split and thresholds)."""
         d, r = self.cfg.data, self.records
         params = check_params(d)
-        key = [sha256_file(Path(d.path)), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
+        key = [sha256_file(Path(d.path).expanduser()), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
                                                       d.split, d.dedupe, self.cfg.seed, params.to_dict()])]
         report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
             check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))

@@ -71,7 +71,8 @@ def lm_corpus(tmp_path: Path, plant: bool) -> tuple[Path, dict]:
 
 def lm_overrides(path: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [f"data.path={json.dumps(str(path))}", "data.tokenizer=char", "data.split_chunks=1",
-            f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "model.block_size=64", *extra]
+            f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}", "model.block_size=64", "data.dedupe=false",
+            *extra]
 
 
 def test_lm_planted_copies_and_contamination_are_found_with_exact_counts(tmp_path):
@@ -308,7 +309,27 @@ def test_cli_check_prints_verdicts_and_writes_json(tmp_path, capsys):
     out_file = tmp_path / "data_check.json"
     code = main(["data", "check", str(path), "--set", "data.tokenizer=char", "--set", "data.split_chunks=1",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.block_size=64",
-                 "--out", str(out_file), "--strict"])
+                 "--set", "data.dedupe=false", "--out", str(out_file), "--strict"])
     out = capsys.readouterr().out
     assert code == 1 and "WARNING" in out and "have a copy in train" in out and "exact copy" in out
     assert json.loads(out_file.read_text())["exact"]["cross"]["test_in_train"] == planted["exact_test"]
+
+
+def test_short_documents_templates_and_full_leaks_are_handled(tmp_path):
+    """Regression: an LM corpus of documents shorter than 13 words (no n-gram in train) must not crash; a
+    templated labelled set (one huge LSH bucket) stays bounded; a fully leaked split reads 100%, not 1e+02%."""
+    from gradwise.data.check import _pct
+
+    rng = random.Random(5)
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps({"text": sentence(rng, 8)}) + "\n" for _ in range(400)))
+    report = check_data(overrides=[f"data.path={json.dumps(str(short))}", "data.tokenizer=char", "model.block_size=32",
+                                   "data.dedupe=false", f"data.cache_dir={json.dumps(str(tmp_path / 'c'))}"])
+    assert report["contamination"]["val"]["contaminated"] == 0
+    templated = tmp_path / "orders.jsonl"
+    templated.write_text("".join(json.dumps({"text": f"Thank you for your order, number {i}", "label": "ab"[i % 2]})
+                                 + "\n" for i in range(1000)))
+    report = check_data("classify-lstm", overrides=[f"data.path={json.dumps(str(templated))}", "task=classify",
+                                                    f"data.cache_dir={json.dumps(str(tmp_path / 'c'))}"])
+    assert report["exact"]["duplicate_units"] == 0 and report["near"]["pairs"] == 0  # Jaccard 4/6 < 0.8
+    assert _pct(210, 210) == "100%" and _pct(5, 210) == "2.4%" and _pct(1, 2000) == "0.05%"

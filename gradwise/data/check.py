@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 from gradwise.data.textunits import WORD, WordHasher, ngram_hashes, split_paragraphs
 from gradwise.data.units import MAX_EXAMPLES, SPLITS, CheckParams, UnitTable, analyse_units
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # bump whenever what a report holds or how it is computed changes: old cache entries die
 SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice edge becomes two units)
 
 
@@ -76,6 +78,8 @@ def _contamination(corpus: Any, split: str, block: int, n: int, train_ngrams: np
     tok, part = corpus.tokenizer, corpus.split(split)
     starts = part.eval_starts(block)
     total, flagged, examples = len(starts), 0, []
+    if not len(train_ngrams):  # no training document is n words long: nothing to share
+        return {"windows": total, "contaminated": 0, "percent": 0.0, "examples": []}
     # Windows in one range are contiguous: decode them one by one, join, find n-grams across window edges.
     range_of = np.searchsorted(np.array([s for s, _ in part.ranges]), starts, side="right") - 1
     for r in np.unique(range_of):
@@ -163,7 +167,10 @@ def verdicts(report: dict[str, Any], warn_contamination: float = 1.0) -> list[tu
 
 def _pct(part: int, whole: int) -> str:
     """3.1%, 0.047%, 31%: two significant digits, so a small share never reads as 0.0%."""
-    return f"{100 * part / whole:.2g}%" if whole else "0%"
+    if not whole:
+        return "0%"
+    value = 100 * part / whole
+    return f"{value:.0f}%" if value >= 10 else f"{value:.2g}%"
 
 
 def finish_report(report: dict[str, Any], corpus: str, task: str, params: CheckParams) -> dict[str, Any]:
@@ -173,7 +180,7 @@ def finish_report(report: dict[str, Any], corpus: str, task: str, params: CheckP
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # writers never share a temp
     tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     tmp.replace(path)
 
@@ -192,7 +199,7 @@ def cached(cache_root: Path, key_parts: list[str], compute: Any) -> dict[str, An
     path = cache_root / "checks" / f"{key}.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text())
+            return {**json.loads(path.read_text()), "cached": True}
         except (OSError, json.JSONDecodeError):
             pass  # a damaged entry is recomputed
     report = compute()

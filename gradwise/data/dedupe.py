@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +34,9 @@ def plan_drops(table: UnitTable, eligible: np.ndarray, params: CheckParams) -> t
     n_groups = len(table.rep_snippet)
     drop = np.zeros(len(groups), dtype=bool)
     first = np.full(n_groups, -1, dtype=np.int64)
-    idx = np.flatnonzero(eligible)[::-1]
-    first[groups[idx]] = idx  # the last write wins: the earliest unit of each group
+    idx = np.flatnonzero(eligible)
+    present, at = np.unique(groups[idx], return_index=True)
+    first[present] = idx[at]  # the earliest unit of each group
     exact = eligible & (first[groups] != np.arange(len(groups)))
     drop |= exact
     # Near copies: a group linked (through any chain) to an earlier group is dropped whole.
@@ -72,8 +76,8 @@ class DedupedSource:
         return self.source.files()
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"{self.source.fingerprint()}|dedupe|{json.dumps(self.params.to_dict())}".encode()
-                              ).hexdigest()
+        used = {k: v for k, v in self.params.to_dict().items() if k != "ngram"}  # what decides the drops
+        return hashlib.sha256(f"{self.source.fingerprint()}|dedupe-v1|{json.dumps(used)}".encode()).hexdigest()
 
     def _plan_path(self) -> Path:
         return self.cache_root / "dedupe" / f"{self.fingerprint()[:24]}.npz"
@@ -82,8 +86,11 @@ class DedupedSource:
         """The drop mask over the source's paragraphs (computed once, then cached) and its counts."""
         path = self._plan_path()
         if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                return z["drop"], json.loads(str(z["counts"]))
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return z["drop"], json.loads(str(z["counts"]))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass  # a damaged entry is planned again
         table = UnitTable("token")
         eligible = []
         for paragraph, _sep, _end in stream_paragraphs((p.text, p.ends_document) for p in self.source.pieces()):
@@ -92,7 +99,7 @@ class DedupedSource:
             table.add(paragraph if long_enough else "", 0, 0)
         drop, counts = plan_drops(table, np.array(eligible, dtype=bool), self.params)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         np.savez(tmp, drop=drop, counts=np.array(json.dumps(counts)))
         tmp.replace(path)
         return drop, counts

@@ -100,10 +100,10 @@ class MinHasher:
             sizes = np.diff(np.concatenate([starts, [len(order)]]))
             for s, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
                 members = np.sort(order[s:s + size])
-                head = members[:MAX_BUCKET]
-                i, j = np.triu_indices(len(members), k=1)
-                keep = i < len(head)
-                found.append(np.stack([members[i[keep]], members[j[keep]]], axis=1))
+                h = min(size, MAX_BUCKET)  # pairs (i, j > i) with i among the first h only: no size^2 arrays
+                i = np.repeat(np.arange(h), size - 1 - np.arange(h))
+                j = np.concatenate([np.arange(a + 1, size) for a in range(h)])
+                found.append(np.stack([members[i], members[j]], axis=1))
         if not found:
             return np.zeros((0, 2), dtype=np.int64)
         pairs = np.concatenate(found)

@@ -173,7 +173,7 @@ def format_stats(stats: dict[str, Any]) -> str:
                          f"model.block_size ({cut['block_size']}) tokens and lose their tail")
     if stats["task"] == "classify":
         counts = stats["label_counts"]
-        width = max(len(c) for c in counts)
+        width = max((len(c) for c in counts), default=0)
         lines.append(f"labels        {len(counts)} classes, imbalance (largest / smallest) {stats['imbalance_ratio']}")
         top = max(counts.values()) or 1
         for c, n in sorted(counts.items(), key=lambda kv: -kv[1]):

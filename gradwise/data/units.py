@@ -109,10 +109,12 @@ def analyse_units(table: UnitTable, params: CheckParams) -> dict[str, Any]:
     presence[groups, splits] = True
     first_in = np.full((n_groups, 3), -1, dtype=np.int64)  # first unit of each group in each split
     idx = np.arange(n)
-    first_in[groups[::-1], splits[::-1]] = idx[::-1]
+    keys, at = np.unique(groups * 3 + splits, return_index=True)  # the earliest unit per (group, split)
+    first_in[keys // 3, keys % 3] = idx[at]
     counts = np.bincount(groups, minlength=n_groups)
     first_unit = np.full(n_groups, -1, dtype=np.int64)
-    first_unit[groups[::-1]] = idx[::-1]
+    present, at = np.unique(groups, return_index=True)
+    first_unit[present] = idx[at]
     per_split = {name: int((splits == i).sum()) for i, name in enumerate(SPLITS)}
 
     def unit(i: int) -> dict[str, Any]:
