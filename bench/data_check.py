@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         planted = make_corpus(corpus, args.mb)
         print(f"  corpus: {corpus.stat().st_size / 1e6:.1f} MB, {planted} ({time.perf_counter() - t0:.0f}s to make)",
               flush=True)
-        over = [f"data.path={json.dumps(str(corpus))}", "data.tokenizer=char",
+        over = [f"data.path={json.dumps(str(corpus))}", "data.tokenizer=char", "data.dedupe=false",
                 f"data.cache_dir={json.dumps(tmp + '/cache')}"]
         res = json.loads(subprocess.run([sys.executable, "-c", CHILD, json.dumps(over)], check=True,
                                         capture_output=True, text=True).stdout)

@@ -138,7 +138,7 @@ def verdicts(report: dict[str, Any], warn_contamination: float = 1.0) -> list[tu
     for a, b in (("test", "train"), ("val", "train"), ("test", "val")):
         exact, near = report["exact"]["cross"][f"{a}_in_{b}"], report["near"]["cross"][f"{a}_in_{b}"]
         if exact + near:
-            detail = ", ".join(x for x in (f"{exact} exact" if exact else "", f"{near} near" if near else "") if x)
+            detail = ", ".join(x for x in (f"{exact:,} exact" if exact else "", f"{near:,} near" if near else "") if x)
             out.append(("warn", f"{_pct(exact + near, units[a])} of {a} {word} have a copy in {b} "
                                 f"({exact + near:,} of {units[a]:,}: {detail}); run with --dedupe or fix the corpus"))
     dup = report["exact"]["duplicate_units"]
