@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gradwise.data.textunits import WORD, WordHasher, ngram_hashes, split_paragraphs
+from gradwise.data.textunits import WORD, LocalWordHasher, ngram_hashes, split_paragraphs
 from gradwise.data.units import MAX_EXAMPLES, SPLITS, CheckParams, UnitTable, analyse_units
 
 REPORT_FORMAT = 2  # bump whenever what a report holds or how it is computed changes: old cache entries die
@@ -39,7 +39,8 @@ SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice e
 def check_lm(corpus: Any, block_size: int, params: CheckParams) -> dict[str, Any]:
     """Check a prepared LM corpus (``gradwise.data.Corpus``) as training would split it."""
     t0 = time.perf_counter()
-    table = UnitTable("token")
+    table = UnitTable("token")  # its word hashes are stable across processes: they decide near copies
+    local = LocalWordHasher()  # the n-gram table is built and looked up in this process only
     train_ngrams: list[np.ndarray] = []
     for split_index, name in enumerate(SPLITS):
         for start, text, token_ratio in _decoded_slices(corpus, name):
@@ -47,12 +48,12 @@ def check_lm(corpus: Any, block_size: int, params: CheckParams) -> dict[str, Any
                 if len(paragraph.strip()) >= params.min_chars:
                     table.add(paragraph, split_index, start + int(offset * token_ratio))
             if name == "train":
-                train_ngrams.append(ngram_hashes(table.words.hashes(WORD.findall(text.casefold())), params.ngram))
+                train_ngrams.append(ngram_hashes(local.hashes(WORD.findall(text.casefold())), params.ngram))
     seen = np.sort(np.concatenate(train_ngrams)) if train_ngrams else np.zeros(0, np.uint64)  # for searchsorted
     del train_ngrams
     report = analyse_units(table, params)
     report["unit"] = "paragraph"
-    report["contamination"] = {name: _contamination(corpus, name, block_size, params.ngram, seen, table.words)
+    report["contamination"] = {name: _contamination(corpus, name, block_size, params.ngram, seen, local)
                                for name in ("val", "test")}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
@@ -73,7 +74,7 @@ def _decoded_slices(corpus: Any, split: str) -> Iterator[tuple[int, str, float]]
 
 
 def _contamination(corpus: Any, split: str, block: int, n: int, train_ngrams: np.ndarray,
-                   words: WordHasher) -> dict[str, Any]:
+                   words: LocalWordHasher) -> dict[str, Any]:
     """Windows of ``split`` (as evaluation tiles it) that hold an n-word run also found in train."""
     tok, part = corpus.tokenizer, corpus.split(split)
     starts = part.eval_starts(block)

@@ -27,7 +27,8 @@ _BLOCK = 1 << 22  # shingles hashed per numpy pass (bounds temporary memory)
 
 @dataclass
 class ShingleSets:
-    """The shingle sets of many units, concatenated: unit i owns values[offsets[i]:offsets[i+1]] (sorted, unique)."""
+    """The shingle sets of many units, concatenated: unit i owns values[offsets[i]:offsets[i+1]] (in any order,
+    repeats allowed: a minimum does not care, and :meth:`jaccard` makes them sets)."""
 
     values: np.ndarray  # uint64
     offsets: np.ndarray  # int64, len = units + 1
@@ -35,11 +36,8 @@ class ShingleSets:
     @classmethod
     def from_owned(cls, values: np.ndarray, owners: np.ndarray) -> tuple[ShingleSets, np.ndarray]:
         """Sets from (shingle, owner) pairs in any order; returns them and the owner of each set, ascending."""
-        order = np.lexsort((values, owners))
+        order = np.argsort(owners, kind="stable")  # owners arrive nearly sorted; a set's order does not matter
         values, owners = values[order], owners[order]
-        fresh = np.ones(len(values), dtype=bool)
-        fresh[1:] = (values[1:] != values[:-1]) | (owners[1:] != owners[:-1])
-        values, owners = values[fresh], owners[fresh]
         ids, starts = np.unique(owners, return_index=True)
         offsets = np.concatenate([starts, [len(values)]]).astype(np.int64)
         return cls(values.astype(np.uint64, copy=False), offsets), ids
@@ -51,7 +49,7 @@ class ShingleSets:
         return self.values[self.offsets[i]:self.offsets[i + 1]]
 
     def jaccard(self, i: int, j: int) -> float:
-        a, b = self.get(i), self.get(j)
+        a, b = np.unique(self.get(i)), np.unique(self.get(j))
         inter = len(np.intersect1d(a, b, assume_unique=True))
         union = len(a) + len(b) - inter
         return inter / union if union else 0.0

@@ -58,6 +58,14 @@ class WordHasher:
         return mix64(np.fromiter(map(ids.__getitem__, words), dtype=np.uint64, count=len(words)))
 
 
+class LocalWordHasher:
+    """Python's own string hash: 4x faster than :class:`WordHasher`, but salted per process. Fit for lookups
+    that start and end in one process (the contamination n-gram table), never for anything cached."""
+
+    def hashes(self, words: list[str]) -> np.ndarray:
+        return mix64(np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64))
+
+
 def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
     """The hash of every run of ``n`` consecutive words (len - n + 1 of them; none for shorter input)."""
     m = len(word_hashes) - n + 1
