@@ -15,7 +15,6 @@ import torch
 
 from gradwise.checkpoint import load_checkpoint, load_weights
 from gradwise.config import Config, apply_overrides, build_config, load_config, read_config_file, save_config
-from gradwise.data.check import write_report
 from gradwise.errors import ConfigError, GradwiseError
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
@@ -151,7 +150,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     if not resumed:
         task.save(run.path)
     if data_report is not None:
-        write_report(data_report, run.path / "data_check.json")
+        write_json(run.path / "data_check.json", data_report)
 
     progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet)
     _print_header(progress, cfg, run, task, model, device, autocast_dtype, state)

@@ -69,9 +69,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         overrides.append("data.dedupe=true")
     report = check_data(config, overrides=overrides)
     if args.out:
-        from gradwise.data.check import write_report
+        from gradwise.rundir import write_json
 
-        write_report(report, Path(args.out))
+        write_json(Path(args.out), report)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:

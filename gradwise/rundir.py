@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,6 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent writers never share one
     tmp.write_text(json.dumps(clean_json(data), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

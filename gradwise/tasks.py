@@ -11,6 +11,7 @@ here (so the saved config tells the truth) and its weights are loaded by :func:`
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,10 @@ from torch import nn
 from gradwise.checkpoint import load_weights
 from gradwise.config import Config, build_config, objective_terms, read_config_file
 from gradwise.data import Corpus, Tokenizer, check_params, load_tokenizer, prepare_corpus, save_tokenizer
-from gradwise.data.check import cached, check_lm, check_records, finish_report, sha256_file
+from gradwise.data.check import cached, check_lm, check_records, finish_report
 from gradwise.data.dedupe import DedupedSource, dedupe_records
 from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_records, stratified_split
+from gradwise.data.sources import hash_file
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, fingerprint
 from gradwise.errors import GradwiseError
@@ -154,7 +156,7 @@ class ClassifyTask:
         """Duplicates and leakage across this task's split (cached by corpus, split and thresholds)."""
         d, r = self.cfg.data, self.records
         params = check_params(d)
-        key = [sha256_file(Path(d.path).expanduser()), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
+        key = [hash_file(hashlib.sha256(), Path(d.path).expanduser()).hexdigest(), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
                                                       d.split, d.dedupe, self.cfg.seed, params.to_dict()])]
         report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
             check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 
 from gradwise.data.textunits import WORD, LocalWordHasher, ngram_hashes, split_paragraphs
 from gradwise.data.units import MAX_EXAMPLES, SPLITS, CheckParams, UnitTable, analyse_units
+from gradwise.rundir import write_json
 
 REPORT_FORMAT = 2  # bump whenever what a report holds or how it is computed changes: old cache entries die
 SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice edge becomes two units)
@@ -180,20 +179,6 @@ def finish_report(report: dict[str, Any], corpus: str, task: str, params: CheckP
     return report
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # writers never share a temp
-    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    tmp.replace(path)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached(cache_root: Path, key_parts: list[str], compute: Any) -> dict[str, Any]:
     """The report for ``key_parts`` from the cache, or computed and stored: a rerun on the same data is free."""
     key = hashlib.sha256("|".join([f"check-v{REPORT_FORMAT}", *key_parts]).encode()).hexdigest()[:24]
@@ -205,5 +190,5 @@ def cached(cache_root: Path, key_parts: list[str], compute: Any) -> dict[str, An
             pass  # a damaged entry is recomputed
     report = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_report(report, path)
+    write_json(path, report)
     return report

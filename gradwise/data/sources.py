@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gradwise.errors import DataError
 
@@ -103,10 +103,16 @@ class CorpusSource:
         root = self.path if self.kind == "dir" else None
         for f in self.files():
             h.update(str(f.relative_to(root) if root else f.name).encode() + b"\0")
-            with open(f, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    h.update(chunk)
+            hash_file(h, f)
         return h.hexdigest()
+
+
+def hash_file(h: Any, path: Path) -> Any:
+    """Feed a file's bytes to ``h`` in 4 MB reads (a corpus larger than memory hashes too)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h
 
 
 def _builtin_pieces() -> Iterator[Piece]:
