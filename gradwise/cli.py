@@ -14,6 +14,7 @@ from gradwise.cli_export import add_export_parser, cmd_export
 from gradwise.cli_fit import add_fit_parsers, cmd_diagnose, cmd_lr_find
 from gradwise.cli_plan import add_plan_parser, cmd_plan
 from gradwise.cli_report import add_report_parser, cmd_report
+from gradwise.cli_step import add_step_parser, cmd_step
 from gradwise.errors import GradwiseError
 
 EPILOG = """examples:
@@ -27,6 +28,8 @@ EPILOG = """examples:
   gradwise predict runs/NAME --text "a text to classify"
   gradwise tune my.yaml --space space.yaml --trials 30    hyperparameter search (Optuna), best config saved
   gradwise tune-report studies/NAME                table of trials, best first
+  gradwise step --model gpt2-dir --text "The quick brown fox jumps over the lazy dog" --optimizer adam --lr 1e-2
+                                                   one optimization step, shown: losses, per-layer norms, times
   gradwise data stats corpus.txt                   sizes, tokens, length histogram (labels for .jsonl/.csv)
   gradwise data check corpus.txt                   duplicates and leakage across train/val/test
   gradwise diagnose runs/NAME                      over/under-fitting, converged, diverged: evidence and what next
@@ -134,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_parser(sub)
     add_export_parser(sub)
     add_report_parser(sub)
+    add_step_parser(sub)
 
     p = sub.add_parser("tune-report", help="table of a study's trials and its best config",
                        description="Print a study's trials (best first) and where its best config is.")
@@ -254,7 +258,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict,
             "tune": cmd_tune, "tune-report": cmd_tune_report, "data": cmd_data, "diagnose": cmd_diagnose,
-            "lr-find": cmd_lr_find, "export": cmd_export, "report": cmd_report, "plan": cmd_plan}
+            "lr-find": cmd_lr_find, "export": cmd_export, "report": cmd_report, "plan": cmd_plan, "step": cmd_step}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
