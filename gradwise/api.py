@@ -15,6 +15,7 @@ import torch
 
 from gradwise.checkpoint import load_checkpoint, load_weights
 from gradwise.config import Config, apply_overrides, build_config, load_config, read_config_file, save_config
+from gradwise.data.store import default_cache_dir
 from gradwise.diagnose import diagnose, format_verdicts
 from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
 from gradwise.inference import evaluate_run, generate_text, predict
@@ -28,6 +29,7 @@ from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metric
 from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
 from gradwise.step import OptimizationStep
 from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
+from gradwise.throughput import FlopsMeter, device_peak, model_flops_per_token
 
 Task = LMTask | ClassifyTask
 
@@ -166,7 +168,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     metrics = MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
     try:
         loop = TrainLoop(cfg, compiled, stepper, task, run, device, autocast_dtype, state, metrics, progress,
-                         raw_model=model, on_eval=on_eval)
+                         raw_model=model, on_eval=on_eval, flops=_flops_meter(cfg, task, device))
         stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
@@ -182,6 +184,14 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     if stopped is not None:
         raise stopped
     return RunResult(run.path, summary)
+
+
+def _flops_meter(cfg: Config, task: Task, device: torch.device) -> FlopsMeter | None:
+    """Model FLOP/s on every log line of a GPT language model; MFU where the device's peak is known (CUDA)."""
+    if cfg.task != "lm" or cfg.model.arch != "gpt":
+        return None
+    peak = device_peak(device, default_cache_dir(cfg.data.cache_dir), cfg.train.peak_tflops)
+    return FlopsMeter(model_flops_per_token(cfg, task.tokenizer.vocab_size), peak)
 
 
 def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device: torch.device,

@@ -155,6 +155,7 @@ class TrainConfig:
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
+    peak_tflops: float | None = None  # the device's peak for MFU (default on CUDA: a measured bf16 matmul)
 
 
 @dataclass

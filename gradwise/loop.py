@@ -25,6 +25,7 @@ from gradwise.config import Config, parse_duration
 from gradwise.progress import TrainingProgress
 from gradwise.rundir import MetricsWriter, RunDir
 from gradwise.step import OptimizationStep, StepResult
+from gradwise.throughput import FlopsMeter
 
 if TYPE_CHECKING:
     from gradwise.tasks import ClassifyTask, EvalReport, LMTask
@@ -114,8 +115,9 @@ class TrainLoop:
     def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
                  device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
                  metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None,
-                 on_eval: Callable[[int, float], bool] | None = None):
+                 on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
         self.cfg = cfg
+        self.flops = flops  # model TFLOP/s and MFU on the log lines (GPT language models)
         self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
         self.model = model  # possibly compiled
         self.raw_model = raw_model or model  # what checkpoints save
@@ -198,8 +200,13 @@ class TrainLoop:
             record["skipped_steps"] = w.skipped
         if self._last_update_ratio is not None:
             record["update_ratio"] = self._last_update_ratio
+        shown = f"{tok_s / 1000:.1f}k tok/s"
+        if self.flops is not None and math.isfinite(tok_s):
+            record.update(self.flops.fields(tok_s))
+            if "mfu" in record:
+                shown += f" | MFU {record['mfu']:.1%}"
         self.metrics.write(record)
-        self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {tok_s / 1000:.1f}k tok/s")
+        self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {shown}")
         st.window = LogWindow()
 
     def record_stop(self, reason: str) -> None:

@@ -1,0 +1,30 @@
+"""The GPU benchmark runs end to end (a tiny CPU smoke run), so it works the day a GPU is lent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.slow
+def test_gpu_throughput_smoke_run_prints_the_table_and_the_loss_match():
+    proc = subprocess.run([sys.executable, "gpu_throughput.py", "--smoke"], cwd=BENCH, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "| eager fp32 | 2 |" in proc.stdout and "| eager bf16 autocast | 2 |" in proc.stdout
+    assert "Loss match over 5 steps" in proc.stdout
+
+
+def test_gpu_throughput_without_a_gpu_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "gpu_throughput.py"], cwd=BENCH, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
