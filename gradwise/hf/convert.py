@@ -52,8 +52,8 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # the same function in transform
 LINEARS = {"attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 NORMS = ("ln_1", "ln_2")
 IGNORED_BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers older GPT-2 checkpoints carry
-SUPPORTED = ("--init-from converts GPT-2 models only (model_type gpt2, GPT2LMHeadModel: gpt2, distilgpt2, a gradwise "
-             "export); --model hf:DIR trains any causal LM as it is")
+SUPPORTED = ("gradwise imports GPT-2 models only (model_type gpt2, GPT2LMHeadModel: gpt2, distilgpt2, a gradwise "
+             "export); to train another causal LM as it is, use --model hf:DIR")
 
 
 # ---------------------------------------------------------------- weight mapping
