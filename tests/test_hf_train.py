@@ -209,6 +209,7 @@ def interrupt_at(step: int):
     return on_eval
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which,extra", [("llama", []), ("gpt2", ["model.lora={r: 2, alpha: 4}"])],
                          ids=["llama-full", "gpt2-lora"])
 def test_resume_is_exact(which: str, extra: list[str], request: pytest.FixtureRequest, corpus: Path,
