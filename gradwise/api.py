@@ -14,7 +14,15 @@ from typing import Any
 import torch
 
 from gradwise.checkpoint import load_checkpoint, load_weights
-from gradwise.config import Config, apply_overrides, build_config, load_config, read_config_file, save_config
+from gradwise.config import (
+    Config,
+    apply_overrides,
+    build_config,
+    load_config,
+    parse_override,
+    read_config_file,
+    save_config,
+)
 from gradwise.data.store import default_cache_dir
 from gradwise.diagnose import diagnose, format_verdicts
 from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
@@ -61,9 +69,14 @@ def resolve_train_config(config: Config | str | Path | None = None, overrides: l
     overrides = list(overrides or [])
     if resume is None:
         if isinstance(config, Config):
-            return (build_config(apply_overrides(config.to_dict(), overrides)) if overrides else config), None, "run"
-        stem = Path(str(config)).stem if config is not None else "default"
-        return load_config(config, overrides), None, stem
+            cfg, stem = (build_config(apply_overrides(config.to_dict(), overrides)) if overrides else config), "run"
+        else:
+            cfg, stem = load_config(config, overrides), Path(str(config)).stem if config is not None else "default"
+        if cfg.model.arch == "hf":  # absolute model path, context fitted to the model (gradwise/hf/causal.py)
+            from gradwise.hf.causal import fit_hf_model
+
+            fit_hf_model(cfg, explicit_block_size=any(parse_override(o)[0] == "model.block_size" for o in overrides))
+        return cfg, None, stem
     run = RunDir.existing(resume)
     saved = build_config(read_config_file(run.config))
     if config is None:
@@ -215,7 +228,9 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
         # and checkpoints count against it, so it is what a user actually gets.
         "tokens_per_second": round(state.tokens_seen / train_only, 1) if train_only > 0 else None,
         "stopped_because": stopped_because, "nonfinite_steps": stepper.nonfinite_total,
-        "params": sum(p.numel() for p in model.parameters()), "vocab_size": task.tokenizer.vocab_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "vocab_size": task.tokenizer.vocab_size,
         "split_sizes": task.split_sizes(),
     }
     if task.dedupe is not None:
@@ -270,6 +285,12 @@ def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Ta
         shape += f", reading the {m.pool} token" if m.pool == "last" else ", mean over tokens"
     if m.init_from:
         shape += f", from {m.init_from}"
+    if m.arch == "hf":  # a Hugging Face model: its class, and how much of it trains
+        shape = f"{type(model.base_model()).__name__} from hf:{m.hf_path}, context {m.block_size}"
+        if m.lora is not None:
+            shape += f", LoRA r={m.lora.r} alpha={m.lora.alpha:g} on {'+'.join(m.lora.targets or [])}"
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        shape += f" | {trainable:,} trainable of" if trainable != params else ""
     progress.message(f"model    {shape} | {params:,} parameters")
     per_step = f"{t.batch_size * t.grad_accum * m.block_size:,} tokens" if cfg.task == "lm" else \
         f"{t.batch_size * t.grad_accum:,} records"

@@ -37,6 +37,7 @@ EPILOG = """examples:
   gradwise plan my.yaml --budget 10m               parameters, FLOPs, memory, time; a compute-optimal proposal
   gradwise report runs/NAME [runs/OTHER ...]       one HTML page: curves, diagnosis, samples or confusion, config
   gradwise export runs/NAME --out my-gpt2          a GPT-2 directory transformers loads (pip install 'gradwise[hf]')
+  gradwise train --model hf:my-model --data corpus.txt --lora r=8,alpha=16   fine-tune a local HF causal LM
 """
 
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "Hugging Face GPT-2 directory's) weights, tokenizer and shape; with --task classify, fine-tune it "
                    "as a GPT-backbone classifier "
                    "(shorthand for --set model.init_from=RUN_DIR)")
+    p.add_argument("--model", metavar="hf:DIR", help="train a local Hugging Face causal LM (any "
+                   "AutoModelForCausalLM directory, safetensors) with its own tokenizer; without a config file the "
+                   "'hf-finetune' preset (shorthand for --set model.arch=hf --set model.hf_path=DIR)")
+    p.add_argument("--lora", metavar="SPEC", help="with --model: train LoRA adapters only (peft), e.g. "
+                   "r=8,alpha=16,dropout=0.05,targets=c_attn+c_proj (default targets: peft's for the architecture)")
     p.add_argument("--dedupe", action="store_true", help="drop exact and near duplicates before splitting "
                    "(shorthand for --set data.dedupe=true); counts go in summary.json")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard event files in RUN/tensorboard "
@@ -202,6 +208,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.tensorboard:
         overrides.append("train.tensorboard=true")
     config = args.config
+    if args.model or args.lora:
+        from gradwise.cli_args import hf_model_overrides
+
+        overrides += hf_model_overrides(args.model, args.lora)
+        if args.model and config is None and args.resume is None:
+            config = "hf-finetune"
     if args.task:
         overrides.append(f"task={args.task}")
         if args.task == "classify" and config is None and args.resume is None:

@@ -18,3 +18,19 @@ def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str
         if args.task == "classify" and config is None:
             config = "classify-lstm"
     return config, overrides
+
+
+def hf_model_overrides(model: str | None, lora: str | None) -> list[str]:
+    """The overrides ``--model hf:DIR`` and ``--lora SPEC`` stand for."""
+    from gradwise.errors import ConfigError
+    from gradwise.hf import hf_path, is_hf_source
+    from gradwise.hf.lora import parse_lora
+
+    out = []
+    if model is not None:
+        if not is_hf_source(model) or not hf_path(model):
+            raise ConfigError(f"--model {model}: give hf:DIR, a local Hugging Face model directory")
+        out += ["model.arch=hf", f"model.hf_path={json.dumps(hf_path(model))}"]
+    if lora is not None:
+        out.append(f"model.lora={json.dumps(parse_lora(lora))}")
+    return out

@@ -1,4 +1,5 @@
-"""``gradwise export RUN --format hf --out DIR``: a run as a Hugging Face GPT-2 directory (gradwise/hf)."""
+"""``gradwise export RUN --format hf --out DIR``: a run as a Hugging Face model directory (gradwise/hf): a GPT
+run as GPT-2, a ``--model hf:DIR`` run as its own architecture (LoRA adapters merged)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 
 
 def add_export_parser(sub: Any) -> None:
-    p = sub.add_parser("export", help="write a run's model in another format (Hugging Face GPT-2)",
-                       description="Write a gradwise language-model run as a Hugging Face GPT-2 directory "
+    p = sub.add_parser("export", help="write a run's model in another format (Hugging Face)",
+                       description="Write a gradwise language-model run as a Hugging Face directory "
                        "(config.json, model.safetensors, tokenizer files) that transformers loads with "
-                       "AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR).")
-    p.add_argument("run", help="run directory (runs/NAME) of a language-model (GPT) run")
+                       "AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR): a GPT "
+                       "run as GPT-2, a --model hf:DIR run as its own architecture with LoRA adapters merged.")
+    p.add_argument("run", help="run directory (runs/NAME) of a language-model run (GPT or --model hf:DIR)")
     p.add_argument("--format", default="hf", choices=["hf"], help="output format (default: hf)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created; must be empty "
                    "unless --force)")
@@ -30,10 +32,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         require("transformers", "--verify")  # before writing anything
     res = export_hf(args.run, args.out, checkpoint=args.checkpoint, force=args.force)
-    c = res.config
-    print(f"exported {args.run} ({args.checkpoint} checkpoint: {c.n_layer} layers, {c.n_embd} wide, "
-          f"{res.params:,} parameters, {res.tokenizer} tokenizer, vocab {c.vocab_size:,}) to {res.out}: "
-          f"{', '.join(res.files)}")
+    print(f"exported {args.run} ({args.checkpoint} checkpoint: {res.describe()}) to {res.out}: {', '.join(res.files)}")
     if args.verify:
         check = verify_export(args.run, res.out, checkpoint=args.checkpoint)
         print(f"verified with transformers: max |logit difference| {check['max_abs_logit_diff']:.2e}, tokenizer "

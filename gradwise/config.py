@@ -47,10 +47,21 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """The network: a decoder-only GPT (language modelling) or an LSTM (classification)."""
+class LoraSettings:
+    """LoRA adapters (peft) on a Hugging Face model: only the adapters train."""
 
-    arch: Literal["gpt", "lstm"] = "gpt"
+    r: int = 8  # rank of each adapter
+    alpha: float = 16.0  # scale: the update is (alpha / r) * B @ A
+    dropout: float = 0.0  # on the adapter's input
+    targets: list[str] | None = None  # module names such as [c_attn]; default: peft's for the architecture
+
+
+@dataclass
+class ModelConfig:
+    """The network: a decoder-only GPT (language modelling), an LSTM (classification) or a local Hugging
+    Face causal LM (``arch: hf``, language modelling)."""
+
+    arch: Literal["gpt", "lstm", "hf"] = "gpt"
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -68,6 +79,10 @@ class ModelConfig:
     # A gradwise GPT run to start from: its weights, tokenizer and shape (layers, heads, width, context)
     # are taken over, the optimizer starts fresh. For classify: fine-tune a pretrained LM as a classifier.
     init_from: str | None = None
+    # arch hf: a local Hugging Face causal-LM directory (any AutoModelForCausalLM), trained with its own
+    # tokenizer; the GPT shape keys above do not apply, nor do the dropout keys (the model keeps its own).
+    hf_path: str | None = None
+    lora: LoraSettings | None = None  # arch hf: train LoRA adapters instead of every weight
 
 
 @dataclass
@@ -346,7 +361,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def default_optimizer(arch: str) -> str:
-    """``optim.name: auto``: Muon (paired with AdamW) for the GPT, AdamW for the LSTM."""
+    """``optim.name: auto``: Muon (paired with AdamW) for the GPT; AdamW for the LSTM and for Hugging Face models
+    (fine-tuning pretrained weights, where AdamW is the tried default)."""
     return "muon" if arch == "gpt" else "adamw"
 
 
@@ -377,6 +393,29 @@ def _validate_terms(cfg: Config) -> None:
              "objective term 'lm' needs a GPT backbone (model.arch: gpt); the LSTM has no language-model head")
 
 
+def _validate_hf(cfg: Config) -> None:
+    m = cfg.model
+    if m.arch != "hf":
+        _require(m.hf_path is None, f"model.hf_path is set but model.arch is {m.arch}; use --model hf:DIR (sets both)")
+        _require(m.lora is None, "model.lora adapts a Hugging Face model; use it with --model hf:DIR")
+        return
+    _require(bool(m.hf_path), "model.arch hf needs model.hf_path, a local Hugging Face model directory; "
+             "use --model hf:DIR")
+    _require(cfg.task == "lm", "model.arch hf trains causal language models (task lm); for a classifier start "
+             "from a gradwise GPT (--init-from)")
+    _require(m.init_from is None, "model.init_from does not apply to model.arch hf: the weights come from "
+             "model.hf_path")
+    set_dropout = [k for k in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout") if getattr(m, k)]
+    _require(not set_dropout, f"model.{(set_dropout or [''])[0]} does not apply to model.arch hf: the model keeps "
+             "the dropout its config.json sets; remove the key")
+    if m.lora is not None:
+        lo = m.lora
+        _require(lo.r >= 1, f"model.lora.r must be at least 1; got {lo.r}")
+        _require(lo.alpha > 0 and math.isfinite(lo.alpha), f"model.lora.alpha must be positive; got {lo.alpha}")
+        _require(0.0 <= lo.dropout < 1.0, f"model.lora.dropout must be in [0, 1); got {lo.dropout}")
+        _require(lo.targets is None or len(lo.targets) > 0, "model.lora.targets must name at least one module")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible values with a message that names the key and the fix."""
     m, o, s, t, d = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.data
@@ -387,7 +426,8 @@ def validate(cfg: Config) -> None:
                        ("train.log_every", t.log_every), ("train.max_nonfinite", t.max_nonfinite),
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
-    _require(cfg.task != "lm" or m.arch == "gpt", f"task lm needs model.arch gpt; got {m.arch}")
+    _require(cfg.task != "lm" or m.arch in ("gpt", "hf"), f"task lm needs model.arch gpt or hf; got {m.arch}")
+    _validate_hf(cfg)
     _validate_terms(cfg)
     if o.name == "auto":  # resolved here so the saved config names the optimizer that really ran
         o.name = default_optimizer(m.arch)

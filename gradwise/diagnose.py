@@ -306,7 +306,7 @@ class Advice:
                "on test"]
         reg = []
         dropout = float(self._get("model.dropout", 0.0))
-        if dropout < 0.3:
+        if dropout < 0.3 and self.arch != "hf":  # a Hugging Face model's dropout lives in its config.json
             reg.append(f"--set model.dropout={min(0.3, round(dropout + 0.1, 2)):g}")
         wd = float(self._get("optim.weight_decay", 0.0))
         reg.append(f"--set optim.weight_decay={0.1 if wd < 0.1 else round(wd * 2, 4):g}")
@@ -331,6 +331,9 @@ class Advice:
         if self.arch == "lstm":
             hidden = int(self._get("model.hidden") or self._get("model.n_embd", 128))
             out.append(f"a bigger model: --set model.hidden={2 * hidden}")
+        elif self.arch == "hf":
+            out.append("a bigger model: a larger checkpoint (--model hf:DIR)" +
+                       (", or a higher LoRA rank (--lora r=...)" if self._get("model.lora") else ""))
         else:
             out.append(f"a bigger model: --set model.n_embd={2 * int(self._get('model.n_embd', 128))} or "
                        f"--set model.n_layer={int(self._get('model.n_layer', 4)) + 2} (check it fits: gradwise plan)")

@@ -384,9 +384,11 @@ class Plan:
 
 def resolve_config(config: Config | str | Path | None, overrides: list[str] | None) -> Config:
     """The config ``gradwise train`` would run with (a Config, a file, a preset name or the default preset)."""
-    if isinstance(config, Config):
-        return build_config(apply_overrides(config.to_dict(), list(overrides or [])))
-    return load_config(config, list(overrides or []))
+    cfg = build_config(apply_overrides(config.to_dict(), list(overrides or []))) if isinstance(config, Config) \
+        else load_config(config, list(overrides or []))
+    if cfg.model.arch == "hf":
+        raise ConfigError("plan models gradwise's own GPT and LSTM; it cannot size a Hugging Face model (arch hf) yet")
+    return cfg
 
 
 def plan_run(config: Config | str | Path | None = None, overrides: list[str] | None = None,

@@ -8,6 +8,7 @@ draws training batches and evaluates a split; the loop and the API work the same
 With ``model.init_from`` a task starts from a gradwise LM run: its tokenizer and GPT shape are taken over
 here (so the saved config tells the truth) and its weights are loaded by :func:`load_init_weights`.
 ``model.init_from=hf:DIR`` does the same from a Hugging Face GPT-2 directory (gradwise/hf/convert.py).
+``model.arch: hf`` trains any local Hugging Face causal LM as it is, with its own tokenizer (gradwise/hf/).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gradwise.hf import is_hf_source
 from gradwise.metrics import classification_report, multilabel_report
 from gradwise.models import build_model, gpt_config
 from gradwise.models.gpt_classifier import GPTClassifier
+from gradwise.models.hf_causal import build_hf_model
 from gradwise.models.lstm import LSTMClassifier, LSTMConfig
 from gradwise.objectives import CausalLMObjective, ClassificationObjective
 from gradwise.rundir import RunDir
@@ -53,15 +55,22 @@ class EvalReport:
 class LMTask:
     kind = "lm"
 
-    def __init__(self, cfg: Config, corpus: Corpus):
-        self.cfg, self.corpus = cfg, corpus
+    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path | None = None):
+        self.cfg, self.corpus, self.run_dir = cfg, corpus, run_dir
         self.tokenizer = corpus.tokenizer
         self.byte_lengths = corpus.tokenizer.token_byte_lengths()
 
     @classmethod
     def prepare(cls, cfg: Config, run_dir: Path | None = None) -> LMTask:
-        tok = load_tokenizer(run_dir / "tokenizer.json") if run_dir else adopt_init_run(cfg)
-        return cls(cfg, prepare_corpus(cfg.data, tokenizer=tok))
+        if run_dir:
+            tok = load_tokenizer(run_dir / "tokenizer.json")
+        elif cfg.model.arch == "hf":  # the Hugging Face model's own tokenizer (gradwise/hf/auto_tokenizer.py)
+            from gradwise.hf.auto_tokenizer import load_hf_tokenizer
+
+            tok = load_hf_tokenizer(cfg.model.hf_path)
+        else:
+            tok = adopt_init_run(cfg)
+        return cls(cfg, prepare_corpus(cfg.data, tokenizer=tok), run_dir)
 
     def check(self, splits: tuple[str, ...]) -> None:
         for name in splits:
@@ -83,9 +92,16 @@ class LMTask:
         return {**report, "corpus": c.source.describe()}  # the cache key is the content, not the file's name
 
     def save(self, run_dir: Path) -> None:
+        if self.cfg.model.arch == "hf":  # RUN/hf/: the model's config and tokenizer files, to rebuild the run
+            from gradwise.hf.causal import save_run_files
+
+            save_run_files(self.cfg.model.hf_path, run_dir)
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
 
     def build_model(self) -> nn.Module:
+        """The model to train: pretrained (arch hf: the directory's weights) or, resuming, shaped for the checkpoint."""
+        if self.cfg.model.arch == "hf":
+            return build_hf_model(self.cfg.model, self.tokenizer.vocab_size, self.run_dir)
         return build_model(self.cfg.model, self.tokenizer.vocab_size)
 
     def objective(self) -> CausalLMObjective:
@@ -313,6 +329,8 @@ def model_for_run(cfg: Config, run_dir: Path) -> tuple[nn.Module, Tokenizer, lis
     if cfg.task == "classify":
         classes = json.loads((run_dir / "labels.json").read_text())["classes"]
         return classifier(cfg, tok.vocab_size, len(classes), tok.eot_id), tok, classes
+    if cfg.model.arch == "hf":
+        return build_hf_model(cfg.model, tok.vocab_size, run_dir), tok, None
     return build_model(cfg.model, tok.vocab_size), tok, None
 
 

@@ -69,7 +69,12 @@ def lm_stats(cfg: Config) -> dict[str, Any]:
     if blocking:
         out["tokens"] = None  # training would stop at the first invalid record
         return out
-    corpus = prepare_corpus(d)
+    tok = None
+    if cfg.model.arch == "hf":  # counted in the Hugging Face model's own tokens
+        from gradwise.hf.auto_tokenizer import load_hf_tokenizer
+
+        tok = load_hf_tokenizer(cfg.model.hf_path)
+    corpus = prepare_corpus(d, tokenizer=tok)
     tok = corpus.tokenizer
     out["tokenizer"] = {"kind": tok.kind, "vocab_size": tok.vocab_size}
     out["tokens"] = corpus.store.n_tokens

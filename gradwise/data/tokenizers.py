@@ -21,6 +21,7 @@ from gradwise.errors import DataError
 
 EOT = "<|endoftext|>"
 CHAR_FORMAT = "gradwise-char-v1"
+HF_FORMAT = "gradwise-hf-tokenizer-v1"  # a record pointing at a run's copy of a Hugging Face tokenizer
 
 
 class Tokenizer(Protocol):
@@ -53,6 +54,10 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise DataError(f"cannot read tokenizer {path}: {exc}; is the run directory complete?") from None
     if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
         return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
+    if isinstance(data, dict) and data.get("format") == HF_FORMAT:  # a Hugging Face model's own tokenizer
+        from gradwise.hf.auto_tokenizer import load_run_tokenizer
+
+        return load_run_tokenizer(Path(path), data)
     return BPETokenizer.from_json(text)
 
 

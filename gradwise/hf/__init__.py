@@ -7,6 +7,13 @@ core works without it.
 
 - :mod:`gradwise.hf.convert`: weight and config mapping, ``export_hf`` and ``gpt_from_hf``.
 - :mod:`gradwise.hf.tokenizer`: the tokenizer files (byte-level BPE as is; char as a WordLevel tokenizer).
+
+Training any local causal LM as it is (``--model hf:DIR``, ``model.arch: hf``) needs transformers:
+
+- :mod:`gradwise.hf.causal`: reading the directory, loading the model, fitting the context length.
+- :mod:`gradwise.hf.auto_tokenizer`: the model's own tokenizer behind gradwise's Tokenizer interface.
+- :mod:`gradwise.hf.lora`: LoRA adapters through peft (``--lora``).
+- :mod:`gradwise.hf.export_causal`: ``gradwise export`` of such runs (LoRA merged).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from gradwise.errors import GradwiseError
 
 HF_PREFIX = "hf:"  # model.init_from=hf:DIR starts from a Hugging Face GPT-2 model directory
 INSTALL_HINT = "install the hf extra: pip install 'gradwise[hf]'"
+RUN_MODEL_DIR = "hf"  # RUN/hf/: a model.arch hf run's copy of the model's config and tokenizer files
 
 
 def is_hf_source(init_from: str | None) -> bool:
@@ -47,4 +55,4 @@ def require(module: str = "transformers", what: str = "this") -> ModuleType:
         raise GradwiseError(f"{what} needs the Python package '{module}'; {INSTALL_HINT}") from None
 
 
-__all__ = ["HF_PREFIX", "INSTALL_HINT", "available", "hf_path", "is_hf_source", "require"]
+__all__ = ["HF_PREFIX", "INSTALL_HINT", "RUN_MODEL_DIR", "available", "hf_path", "is_hf_source", "require"]

@@ -52,7 +52,8 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # the same function in transform
 LINEARS = {"attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 NORMS = ("ln_1", "ln_2")
 IGNORED_BUFFERS = ("attn.bias", "attn.masked_bias")  # causal-mask buffers older GPT-2 checkpoints carry
-SUPPORTED = "gradwise imports GPT-2 models only (model_type gpt2, GPT2LMHeadModel: gpt2, distilgpt2, a gradwise export)"
+SUPPORTED = ("gradwise imports GPT-2 models only (model_type gpt2, GPT2LMHeadModel: gpt2, distilgpt2, a gradwise "
+             "export); to train another causal LM as it is, use --model hf:DIR")
 
 
 # ---------------------------------------------------------------- weight mapping
@@ -342,9 +343,25 @@ class ExportResult:
     tokenizer: str  # char or bpe
     params: int
 
+    def describe(self) -> str:
+        c = self.config
+        return (f"{c.n_layer} layers, {c.n_embd} wide, {self.params:,} parameters, {self.tokenizer} tokenizer, "
+                f"vocab {c.vocab_size:,}")
 
-def export_hf(run_path: str | Path, out: str | Path, checkpoint: str = "best", force: bool = False) -> ExportResult:
-    """Write a gradwise LM run as a GPT-2 directory transformers loads with ``from_pretrained(out)``."""
+
+def check_out_dir(out: str | Path, force: bool) -> Path:
+    """``--out`` as a path that may be written: not a file, and empty unless ``force``."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise GradwiseError(f"--out {out} is a file; give a directory to write the model into")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise GradwiseError(f"--out {out} exists and is not empty; choose another directory or add --force")
+    return out
+
+
+def export_hf(run_path: str | Path, out: str | Path, checkpoint: str = "best", force: bool = False) -> Any:
+    """Write a gradwise LM run as a GPT-2 directory transformers loads with ``from_pretrained(out)`` (an
+    ``ExportResult``); a ``model.arch: hf`` run as its own architecture, LoRA merged (``HFRunExport``)."""
     from safetensors.torch import save_file
 
     from gradwise.config import build_config, read_config_file
@@ -353,15 +370,15 @@ def export_hf(run_path: str | Path, out: str | Path, checkpoint: str = "best", f
 
     run = RunDir.existing(run_path)
     cfg = build_config(read_config_file(run.config))
+    if cfg.task == "lm" and cfg.model.arch == "hf":  # a Hugging Face model trained as it is: save_pretrained
+        from gradwise.hf.export_causal import export_hf_run
+
+        return export_hf_run(run, out, checkpoint, force)
     if cfg.task != "lm" or cfg.model.arch != "gpt":
         what = f"{cfg.task} run" if cfg.task != "lm" else f"{cfg.model.arch} model"
         raise GradwiseError(f"{run.path} is a {what}; export writes gradwise language models (task lm, GPT) "
                             "as GPT-2")
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise GradwiseError(f"--out {out} is a file; give a directory to write the model into")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise GradwiseError(f"--out {out} exists and is not empty; choose another directory or add --force")
+    out = check_out_dir(out, force)
     loaded = load_run(run.path, checkpoint, device="cpu")
     model = loaded.model
     if not isinstance(model, GPT):
@@ -405,8 +422,7 @@ def verify_export(run_path: str | Path, out: str | Path, checkpoint: str = "best
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).float().eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
     gen = torch.Generator().manual_seed(seed)
-    cfg = loaded.model.cfg
-    ids = torch.randint(0, cfg.vocab_size, (2, min(cfg.block_size, 64)), generator=gen)
+    ids = torch.randint(0, loaded.tokenizer.vocab_size, (2, min(loaded.cfg.model.block_size, 64)), generator=gen)
     with torch.no_grad():
         diff = (hf(input_ids=ids).logits - loaded.model(ids)).abs().max().item()
     tok = loaded.tokenizer

@@ -136,18 +136,27 @@ class GPT(nn.Module):
                  top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` continuations of idx (B, T); temperature 0 is greedy."""
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.cfg.block_size:]
-            logits = self(context)[:, -1, :].float()  # (B, V)
-            if temperature <= 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-                next_id = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat([idx, next_id], dim=1)
-            if stop_token is not None and bool((next_id == stop_token).all()):
-                break
-        return idx
+        return sample_tokens(self, idx, self.cfg.block_size, max_new_tokens, temperature, top_k, top_p, generator,
+                             stop_token)
+
+
+@torch.no_grad()
+def sample_tokens(model: nn.Module, idx: torch.Tensor, block_size: int, max_new_tokens: int,
+                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+    """Autoregressive sampling from any model mapping ids (B, T) to logits (B, T, V), reading at most the last
+    ``block_size`` tokens (no key/value cache: simple, and the same for every model gradwise trains)."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -block_size:])[:, -1, :].float()  # (B, V)
+        if temperature <= 0:
+            next_id = logits.argmax(dim=-1, keepdim=True)
+        else:
+            probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            next_id = torch.multinomial(probs, 1, generator=generator)
+        idx = torch.cat([idx, next_id], dim=1)
+        if stop_token is not None and bool((next_id == stop_token).all()):
+            break
+    return idx
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:

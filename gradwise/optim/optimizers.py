@@ -28,6 +28,8 @@ def classify_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Split a model's trainable parameters into matrices, embeddings (incl. output head) and vectors."""
     table_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     head = getattr(model, "lm_head", None)
+    if hasattr(model, "get_output_embeddings"):  # a Hugging Face model (or gradwise's wrapper of one)
+        head = model.get_output_embeddings()
     if isinstance(head, nn.Linear):
         table_ids.add(id(head.weight))
     kinds: dict[str, list[nn.Parameter]] = {k: [] for k in GROUP_KINDS}
@@ -66,7 +68,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_on, cfg.embedding_lr)
     name = cfg.name
     if name == "auto":  # a config that skipped validation: decide by the model, as validation would
-        name = default_optimizer("lstm" if isinstance(model, LSTMClassifier) else "gpt")
+        name = default_optimizer("lstm" if isinstance(model, LSTMClassifier) else
+                                 "hf" if hasattr(model, "get_output_embeddings") else "gpt")
     if name == "muon":
         return _muon_with_adamw(groups, cfg, device)
     return _single(name, groups, cfg, device)
