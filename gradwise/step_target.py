@@ -29,17 +29,6 @@ class StepTarget:
     save: Callable[[Path], None]
 
 
-class LogitsOnly(nn.Module):
-    """A Hugging Face causal LM seen as gradwise sees a GPT: ids in, logits out (no cache, no loss inside)."""
-
-    def __init__(self, hf_model: nn.Module):
-        super().__init__()
-        self.hf = hf_model
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.hf(input_ids=ids, use_cache=False).logits
-
-
 def load_step_target(path: str | Path, device: torch.device) -> StepTarget:
     """A gradwise run directory (its best checkpoint) or a local Hugging Face causal-LM directory."""
     p = Path(path).expanduser()
@@ -81,19 +70,18 @@ def _gradwise_target(p: Path, device: torch.device) -> StepTarget:
 
 
 def _hf_target(p: Path, device: torch.device) -> StepTarget:
-    from gradwise.hf import require
+    """The directory's causal LM (safetensors only, fp32) behind the same wrapper training uses."""
+    from gradwise.hf.causal import load_pretrained, max_positions, quiet_transformers
+    from gradwise.models.hf_causal import HFCausalLM
 
-    transformers = require("transformers", "stepping a Hugging Face model")
-    transformers.logging.set_verbosity_error()  # its load-time notices and progress bars are not ours to print
-    transformers.logging.disable_progress_bar()
-    try:
-        config = transformers.AutoConfig.from_pretrained(p, local_files_only=True)
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(p, local_files_only=True).float()
-        tokenizer = transformers.AutoTokenizer.from_pretrained(p, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise GradwiseError(f"--model {p}: transformers cannot load it as a causal LM "
-                            f"({str(exc).splitlines()[0][:160]})") from None
-    block = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024)
+    hf_model = load_pretrained(p)
+    with quiet_transformers() as transformers:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(p, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; all mean "no usable tokenizer"
+            raise GradwiseError(f"--model {p}: its tokenizer cannot be loaded ({str(exc).splitlines()[0][:160]})") \
+                from None
+    block = max_positions(hf_model.config) or 1024
 
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -102,7 +90,7 @@ def _hf_target(p: Path, device: torch.device) -> StepTarget:
         hf_model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
 
-    model = LogitsOnly(hf_model).to(device)
+    model = HFCausalLM(hf_model, block).to(device)
     n = sum(q.numel() for q in hf_model.parameters())
-    return StepTarget(model, encode, block, "hf", p, f"Hugging Face {config.model_type} {p} ({n:,} parameters)",
-                      save)
+    return StepTarget(model, encode, block, "hf", p, f"Hugging Face {hf_model.config.model_type} {p} ({n:,} "
+                      "parameters)", save)
