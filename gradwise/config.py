@@ -153,6 +153,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
+    # Under torchrun (WORLD_SIZE > 1): ddp replicates the model on every rank (auto), fsdp shards it (FSDP2)
+    # for models that do not fit one device. One process ignores it. See docs/scaling.md.
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
 
 
 @dataclass
