@@ -205,14 +205,14 @@ class Distributed:
         fully_shard(model)
         return model
 
-    def wrap(self, model: nn.Module, find_unused: bool = False) -> nn.Module:
+    def wrap(self, model: nn.Module) -> nn.Module:
         """DDP around the model for training steps (gradients averaged over ranks); unchanged otherwise."""
         if not (self.enabled and self.parallel == "ddp"):
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+        return DistributedDataParallel(model, device_ids=ids)
 
     def grad_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
         """Reduce gradients across ranks on a step's last micro-batch only (no_sync on the others)."""
@@ -291,6 +291,7 @@ def joined(device: torch.device, parallel: str) -> Iterator[Distributed]:
     dist = Distributed.setup(device, parallel)
     try:
         yield dist
+        dist.barrier()  # no rank leaves (and ends torchrun's group) before rank 0 has written everything
     finally:
         dist.close()
 
@@ -298,7 +299,7 @@ def joined(device: torch.device, parallel: str) -> Iterator[Distributed]:
 # ---------------------------------------------------------------- FSDP state <-> gradwise's full checkpoints
 
 def _tie_groups(model: nn.Module) -> list[list[str]]:
-    """Names that share one parameter (tied embedding and head), first name first."""
+    """Names that share one parameter (tied embedding and head)."""
     by_id: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         by_id.setdefault(id(p), []).append(name)
@@ -316,8 +317,8 @@ def _gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=options)
-    for names in _tie_groups(model):  # safetensors stores a tied tensor once, under its first name
-        for name in names[1:]:
+    for names in _tie_groups(model):  # a tied tensor is stored once, under the name save_model picks
+        for name in sorted(names)[1:]:
             model_state.pop(name, None)
     if optimizer is None:
         return model_state, None
