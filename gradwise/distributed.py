@@ -65,7 +65,7 @@ class Distributed:
         world = torchrun_world_size()
         if world <= 1:
             return cls(device=device)
-        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device.type == "cuda":  # one GPU per process: LOCAL_RANK picks it
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
@@ -79,7 +79,7 @@ class Distributed:
             tdist.init_process_group(backend=backend, **kwargs)
         if tdist.get_world_size() != world:
             raise GradwiseError(f"the process group has {tdist.get_world_size()} ranks but WORLD_SIZE is {world}")
-        return cls(rank=rank, local_rank=local_rank, world_size=world,
+        return cls(rank=tdist.get_rank(), local_rank=local_rank, world_size=world,
                    parallel="ddp" if parallel == "auto" else parallel, device=device, owns_group=owns)
 
     def close(self) -> None:

@@ -197,6 +197,8 @@ def test_fsdp2_gives_ddp_losses_and_its_checkpoints_resume_anywhere(runs: dict[s
     train(2, "--resume", str(run), "--set", "train.max_steps=20", "--set", "train.parallel=fsdp")
     assert_close_runs(runs["two"], run)
     assert_close_weights(runs["two"], run)
+    # The final test: rank 0 reads the best weights and FSDP scatters them to the shards.
+    assert summary(run)["test_loss"] == pytest.approx(summary(runs["two"])["test_loss"], rel=RTOL)
 
 
 def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> None:
