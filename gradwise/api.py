@@ -15,8 +15,9 @@ import torch
 
 from gradwise.config import Config, apply_overrides, build_config, load_config, read_config_file, save_config
 from gradwise.data.tokenizers import fingerprint
+from gradwise.diagnose import diagnose, format_verdicts
 from gradwise.distributed import Distributed, NoMetrics, joined
-from gradwise.errors import ConfigError, GradwiseError
+from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
 from gradwise.metrics import format_report
@@ -169,13 +170,22 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     for line in data_warnings(data_report):
         progress.message(f"data     warning: {line}")
     compiled = torch.compile(model) if t.compile else model
-    metrics = (MetricsWriter(run.metrics, resume_step=state.step if resumed else None) if dist.is_main
-               else NoMetrics())
+    mirror = None
+    if t.tensorboard and dist.is_main:
+        from gradwise.tensorboard import TensorBoardMirror
+
+        mirror = TensorBoardMirror(run.path / "tensorboard")
+    metrics = (MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
+               if dist.is_main else NoMetrics())  # ranks: rank 0 alone writes metrics
     try:
         loop = TrainLoop(cfg, compiled, stepper, task, run, device, autocast_dtype, state, metrics, progress,
                          raw_model=model, on_eval=on_eval, dist=dist)
+        stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
+        except TrainingStopped as exc:  # diverged: keep what happened, test the best checkpoint, then say so
+            stopped, stopped_because = exc, "diverged"
+            loop.record_stop(str(exc))
         finally:
             progress.close()
         summary = _finish(cfg, run, task, model, device, autocast_dtype, state, stopped_because, metrics, stepper,
@@ -183,6 +193,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     finally:
         metrics.close()
     _print_footer(progress, run, summary)
+    if stopped is not None:
+        raise stopped
     return RunResult(run.path, summary)
 
 
@@ -220,6 +232,8 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
         check_file = run.path / "data_check.json"
         if check_file.is_file():
             summary["data_warnings"] = data_warnings(json.loads(check_file.read_text()))
+        if stopped_because not in ("interrupted", "pruned"):  # how it fits, read off its own curves
+            summary["diagnosis"] = diagnose(read_metrics(run.metrics), summary, cfg.to_dict()).to_json()["verdicts"]
         write_json(run.summary, summary)
         plot_losses(read_metrics(run.metrics), run.plot, title=run.path.name)
     return summary
@@ -282,6 +296,8 @@ def _print_footer(progress: TrainingProgress, run: RunDir, s: dict[str, Any]) ->
                      f"{fmt(s['test_loss'])}, {tested}")
     if s.get("test_report"):
         progress.message(format_report(s["test_report"]))
+    for i, line in enumerate(format_verdicts(s.get("diagnosis") or [])):
+        progress.message(line if line.startswith(" ") else f"{'fit' if i == 0 else '':<9}{line}")
     if s["stopped_because"] == "interrupted":
         progress.message(f"resume   gradwise train --resume {run.path}")
     progress.message(f"saved    {run.path}/ (summary.json, metrics.jsonl, loss.png, checkpoints/)")

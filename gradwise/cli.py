@@ -10,6 +10,11 @@ from pathlib import Path
 
 from gradwise import __version__
 from gradwise.cli_data import add_data_parser, cmd_data
+from gradwise.cli_export import add_export_parser, cmd_export
+from gradwise.cli_fit import add_fit_parsers, cmd_diagnose, cmd_lr_find
+from gradwise.cli_plan import add_plan_parser, cmd_plan
+from gradwise.cli_report import add_report_parser, cmd_report
+from gradwise.cli_step import add_step_parser, cmd_step
 from gradwise.errors import GradwiseError
 
 EPILOG = """examples:
@@ -23,8 +28,15 @@ EPILOG = """examples:
   gradwise predict runs/NAME --text "a text to classify"
   gradwise tune my.yaml --space space.yaml --trials 30    hyperparameter search (Optuna), best config saved
   gradwise tune-report studies/NAME                table of trials, best first
+  gradwise step --model gpt2-dir --text "The quick brown fox jumps over the lazy dog" --optimizer adam --lr 1e-2
+                                                   one optimization step, shown: losses, per-layer norms, times
   gradwise data stats corpus.txt                   sizes, tokens, length histogram (labels for .jsonl/.csv)
   gradwise data check corpus.txt                   duplicates and leakage across train/val/test
+  gradwise diagnose runs/NAME                      over/under-fitting, converged, diverged: evidence and what next
+  gradwise lr-find my.yaml                         learning-rate range test and a suggested lr
+  gradwise plan my.yaml --budget 10m               parameters, FLOPs, memory, time; a compute-optimal proposal
+  gradwise report runs/NAME [runs/OTHER ...]       one HTML page: curves, diagnosis, samples or confusion, config
+  gradwise export runs/NAME --out my-gpt2          a GPT-2 directory transformers loads (pip install 'gradwise[hf]')
 """
 
 
@@ -50,11 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--name", help="run directory name under out_dir (shorthand for --set name=NAME)")
-    p.add_argument("--init-from", metavar="RUN_DIR", help="start from a gradwise LM run's weights, tokenizer and "
-                   "shape; with --task classify, fine-tune it as a GPT-backbone classifier "
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from a gradwise LM run's (or, as hf:DIR, a local "
+                   "Hugging Face GPT-2 directory's) weights, tokenizer and shape; with --task classify, fine-tune it "
+                   "as a GPT-backbone classifier "
                    "(shorthand for --set model.init_from=RUN_DIR)")
     p.add_argument("--dedupe", action="store_true", help="drop exact and near duplicates before splitting "
                    "(shorthand for --set data.dedupe=true); counts go in summary.json")
+    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard event files in RUN/tensorboard "
+                   "(shorthand for --set train.tensorboard=true; pip install 'gradwise[tensorboard]')")
     p.add_argument("--quiet", action="store_true", help="print nothing while training")
     p.add_argument("--no-bar", action="store_true", help="plain log lines even on a terminal")
 
@@ -118,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show each trial's training output")
 
     add_data_parser(sub)
+    add_fit_parsers(sub)
+    add_plan_parser(sub)
+    add_export_parser(sub)
+    add_report_parser(sub)
+    add_step_parser(sub)
 
     p = sub.add_parser("tune-report", help="table of a study's trials and its best config",
                        description="Print a study's trials (best first) and where its best config is.")
@@ -179,6 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"model.init_from={json.dumps(args.init_from)}")
     if args.dedupe:
         overrides.append("data.dedupe=true")
+    if args.tensorboard:
+        overrides.append("train.tensorboard=true")
     config = args.config
     if args.task:
         overrides.append(f"task={args.task}")
@@ -235,7 +257,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict,
-            "tune": cmd_tune, "tune-report": cmd_tune_report, "data": cmd_data}
+            "tune": cmd_tune, "tune-report": cmd_tune_report, "data": cmd_data, "diagnose": cmd_diagnose,
+            "lr-find": cmd_lr_find, "export": cmd_export, "report": cmd_report, "plan": cmd_plan, "step": cmd_step}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

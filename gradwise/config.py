@@ -64,6 +64,7 @@ class ModelConfig:
     resid_dropout: float | None = None  # on each block's attention and MLP output (the residual path)
     bias: bool = False
     tie_embeddings: bool = True
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # GPT MLP: exact GELU, or the tanh form of OpenAI's GPT-2
     # A gradwise GPT run to start from: its weights, tokenizer and shape (layers, heads, width, context)
     # are taken over, the optimizer starts fresh. For classify: fine-tune a pretrained LM as a classifier.
     init_from: str | None = None
@@ -153,6 +154,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
+    tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
     # Under torchrun (WORLD_SIZE > 1): ddp replicates the model on every rank (auto), fsdp shards it (FSDP2)
     # for models that do not fit one device. One process ignores it. See docs/scaling.md.
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"

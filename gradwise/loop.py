@@ -42,6 +42,8 @@ class LogWindow:
     tokens: int = 0
     seconds: float = 0.0
     skipped: int = 0
+    loss_max: float = 0.0  # the worst single step: a spike the window's mean would hide
+    grad_norm_max: float = 0.0
     part_sums: dict[str, float] = field(default_factory=dict)  # objective terms and penalties
 
     def add(self, r: StepResult, seconds: float) -> None:
@@ -54,6 +56,8 @@ class LogWindow:
         else:
             self.loss_sum += r.loss
             self.grad_norm_sum += r.grad_norm
+            self.loss_max = max(self.loss_max, r.loss)
+            self.grad_norm_max = max(self.grad_norm_max, r.grad_norm)
             for name, value in (r.parts or {}).items():
                 self.part_sums[name] = self.part_sums.get(name, 0.0) + value
 
@@ -192,6 +196,8 @@ class TrainLoop:
         tok_s = w.tokens / w.seconds if w.seconds > 0 else float("nan")
         record = {"kind": "train", "step": st.step, "train_loss": loss,
                   "grad_norm": w.grad_norm_sum / good if good else float("nan"), "lr": self._last_lr,
+                  "train_loss_max": w.loss_max if good else float("nan"),
+                  "grad_norm_max": w.grad_norm_max if good else float("nan"),
                   "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3), "tokens_per_s": round(tok_s, 1)}
         for name, total in w.part_sums.items():  # e.g. train_lm, train_z_loss, train_reg_l2
             record[f"train_{name}"] = total / good if good else float("nan")
@@ -202,6 +208,12 @@ class TrainLoop:
         self.metrics.write(record)
         self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {tok_s / 1000:.1f}k tok/s")
         st.window = LogWindow()
+
+    def record_stop(self, reason: str) -> None:
+        """Log the steps since the last line and why training could not go on (diagnosis reads it)."""
+        self._log()
+        self.metrics.write({"kind": "stop", "step": self.state.step, "reason": reason,
+                            "elapsed_s": round(self.state.train_seconds, 3)})
 
     # ------------------------------------------------------------ the loop
     def run(self) -> str:

@@ -72,8 +72,9 @@ def clean_json(record: dict[str, Any]) -> dict[str, Any]:
 class MetricsWriter:
     """Appends one JSON object per line to metrics.jsonl, flushed at once so a kill loses nothing."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    def __init__(self, path: Path, resume_step: int | None = None, mirror: Any = None):
         self.path = path
+        self.mirror = mirror  # e.g. a TensorBoardMirror: gets every record too
         if resume_step is not None and path.exists():
             self._truncate_after(resume_step)
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run, closed by close()
@@ -95,9 +96,13 @@ class MetricsWriter:
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(clean_json(record)) + "\n")
         self._fh.flush()
+        if self.mirror is not None:
+            self.mirror.write(record)
 
     def close(self) -> None:
         self._fh.close()
+        if self.mirror is not None:
+            self.mirror.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ class StepResult:
     clipped: bool = False
     update_ratio: float | None = None  # ||Δθ|| / ||θ|| when measured
     parts: dict[str, float] | None = None  # objective terms (mean over micro-batches) and penalties
+    timings: dict[str, float] | None = None  # with profile=True: seconds in forward, backward, clip, optimizer
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -76,10 +77,14 @@ class OptimizationStep:
         # micro-batches and reports the global step. None (or one rank): the single-process step, unchanged.
         self.dist = dist if dist is not None and dist.enabled else None
 
-    def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False) -> StepResult:
+    def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False, profile: bool = False,
+                 on_grads: Callable[[], None] | None = None) -> StepResult:
+        """One step. ``profile`` times each phase (synchronizing the device: slower, for study only);
+        ``on_grads`` is called once the gradients are complete, before clipping (to read them per layer)."""
         if not micro_batches:
             raise ValueError("a step needs at least one micro-batch")
         t0 = time.perf_counter()
+        clock = _PhaseClock(micro_batches[0][0].device) if profile else None
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         device = micro_batches[0][0].device
@@ -93,7 +98,11 @@ class OptimizationStep:
                 with autocast_context(device, self.autocast_dtype):
                     out = self.objective(self.model, inputs, targets)
                 loss = out.total if isinstance(out, LossTerms) else out
+                if clock:
+                    clock.lap("forward")
                 (loss / n).backward()
+                if clock:
+                    clock.lap("backward")
             loss_sum += loss.detach()
             if isinstance(out, LossTerms) and len(out.parts) > 1:
                 for name, value in out.parts.items():
@@ -111,7 +120,15 @@ class OptimizationStep:
                 sum(terms.values()).backward()
                 part_sums.update({name: value.detach() for name, value in terms.items()})
 
+        if clock:
+            clock.lap("backward")  # the penalties' backward, if any
+        if on_grads is not None:
+            on_grads()
+            if clock:
+                clock.lap("inspect")  # reading the gradients is not the step's own cost
         grad_norm_t, max_abs_t = self._clip()
+        if clock:
+            clock.lap("clip")
         loss_value = loss_sum.item() / n_total
         # The norm is global: DDP's gradients are already averaged, FSDP's norm is reduced over shards. With the
         # all-reduced loss, every rank sees the same numbers and skips a non-finite step together.
@@ -122,7 +139,11 @@ class OptimizationStep:
         if finite:
             self.nonfinite_streak = 0
             before = [p.detach().clone() for p in self.params] if measure_update else None
+            if clock:
+                clock.lap("other")
             self.optimizer.step()
+            if clock:
+                clock.lap("optimizer")
             if before is not None:
                 update_ratio = _relative_update(before, self.params, self.dist)
         else:
@@ -140,7 +161,8 @@ class OptimizationStep:
                           clipped=finite and self.grad_clip > 0 and (
                               _item(max_abs_t) > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
                           update_ratio=update_ratio,
-                          parts={k: float(v) for k, v in part_sums.items()} if part_sums else None)
+                          parts={k: float(v) for k, v in part_sums.items()} if part_sums else None,
+                          timings=clock.times if clock else None)
 
     def _grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
         return self.dist.grad_sync(self.model, last) if self.dist is not None else contextlib.nullcontext()
@@ -165,6 +187,26 @@ class OptimizationStep:
     def load_state_dict(self, state: dict) -> None:
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
+
+
+class _PhaseClock:
+    """Seconds per phase of a step, the device synchronized at each lap so GPU work lands in its phase."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: dict[str, float] = {}
+        self._sync()
+        self._last = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def lap(self, phase: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.times[phase] = self.times.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 def _item(t: torch.Tensor) -> float:

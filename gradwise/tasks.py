@@ -7,6 +7,7 @@ draws training batches and evaluates a split; the loop and the API work the same
 
 With ``model.init_from`` a task starts from a gradwise LM run: its tokenizer and GPT shape are taken over
 here (so the saved config tells the truth) and its weights are loaded by :func:`load_init_weights`.
+``model.init_from=hf:DIR`` does the same from a Hugging Face GPT-2 directory (gradwise/hf/convert.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, fingerprint
 from gradwise.errors import GradwiseError
 from gradwise.evaluate import evaluate
+from gradwise.hf import is_hf_source
 from gradwise.metrics import classification_report, multilabel_report
 from gradwise.models import build_model, gpt_config
 from gradwise.models.gpt_classifier import GPTClassifier
@@ -274,6 +276,10 @@ def adopt_init_run(cfg: Config) -> Tokenizer | None:
     """With ``model.init_from``: take the run's tokenizer and GPT shape into ``cfg``; returns the tokenizer."""
     if not cfg.model.init_from:
         return None
+    if is_hf_source(cfg.model.init_from):  # hf:DIR, a Hugging Face GPT-2 model (gradwise/hf/convert.py)
+        from gradwise.hf.convert import adopt_hf_model
+
+        return adopt_hf_model(cfg)
     run = RunDir.existing(cfg.model.init_from)
     source = build_config(read_config_file(run.config))
     if source.task != "lm" or source.model.arch != "gpt":
@@ -281,7 +287,7 @@ def adopt_init_run(cfg: Config) -> Tokenizer | None:
                             "(GPT) run")
     if cfg.model.arch != "gpt":
         raise GradwiseError("model.init_from loads a GPT; set model.arch=gpt (the LSTM cannot start from it)")
-    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias", "tie_embeddings"):
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias", "tie_embeddings", "activation"):
         setattr(cfg.model, key, getattr(source.model, key))
     cfg.data.tokenizer, cfg.data.vocab_size = source.data.tokenizer, source.data.vocab_size
     tok = load_tokenizer(run.tokenizer)
@@ -293,6 +299,11 @@ def adopt_init_run(cfg: Config) -> Tokenizer | None:
 def load_init_weights(cfg: Config, model: nn.Module) -> None:
     """Load the ``model.init_from`` run's best weights into the GPT (a classifier's backbone)."""
     target = model.backbone if isinstance(model, GPTClassifier) else model
+    if is_hf_source(cfg.model.init_from):  # hf:DIR, a Hugging Face GPT-2 model (gradwise/hf/convert.py)
+        from gradwise.hf.convert import load_hf_weights
+
+        load_hf_weights(cfg.model.init_from, target)
+        return
     load_weights(RunDir.existing(cfg.model.init_from).best, target)
 
 

@@ -12,7 +12,7 @@ def gpt_config(cfg: ModelConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                      n_embd=cfg.n_embd, dropout=cfg.dropout, embd_dropout=cfg.embd_dropout,
                      attn_dropout=cfg.attn_dropout, resid_dropout=cfg.resid_dropout, bias=cfg.bias,
-                     tie_embeddings=cfg.tie_embeddings)
+                     tie_embeddings=cfg.tie_embeddings, activation=cfg.activation)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> GPT:

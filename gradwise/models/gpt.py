@@ -27,6 +27,7 @@ class GPTConfig:
     resid_dropout: float | None = None
     bias: bool = False
     tie_embeddings: bool = True
+    activation: str = "gelu"  # gelu (exact, erf) or gelu_tanh (the tanh approximation OpenAI's GPT-2 used)
 
     def rate(self, where: str) -> float:
         """The dropout rate at ``where`` (embd, attn or resid): its own if set, else ``dropout``."""
@@ -59,9 +60,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.rate("resid"))
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):

@@ -1,0 +1,50 @@
+"""Hugging Face in and out: export a gradwise GPT as a GPT-2 model directory, start training from one.
+
+The conversion itself needs only what gradwise already uses (torch, safetensors, tokenizers): the files are
+written and read directly. ``transformers`` is needed only to load an export back for checking
+(``gradwise export --verify``) and by later features; it is imported lazily through :func:`require`, so the
+core works without it.
+
+- :mod:`gradwise.hf.convert`: weight and config mapping, ``export_hf`` and ``gpt_from_hf``.
+- :mod:`gradwise.hf.tokenizer`: the tokenizer files (byte-level BPE as is; char as a WordLevel tokenizer).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from gradwise.errors import GradwiseError
+
+HF_PREFIX = "hf:"  # model.init_from=hf:DIR starts from a Hugging Face GPT-2 model directory
+INSTALL_HINT = "install the hf extra: pip install 'gradwise[hf]'"
+
+
+def is_hf_source(init_from: str | None) -> bool:
+    """True for ``hf:DIR`` (a Hugging Face model directory) rather than a gradwise run directory."""
+    return bool(init_from) and str(init_from).startswith(HF_PREFIX)
+
+
+def hf_path(init_from: str) -> str:
+    """``hf:DIR`` -> ``DIR``."""
+    return str(init_from)[len(HF_PREFIX):] if is_hf_source(init_from) else str(init_from)
+
+
+def available(module: str = "transformers") -> bool:
+    """Whether ``module`` (default: transformers) can be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def require(module: str = "transformers", what: str = "this") -> ModuleType:
+    """Import ``module`` or stop with one line that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise GradwiseError(f"{what} needs the Python package '{module}'; {INSTALL_HINT}") from None
+
+
+__all__ = ["HF_PREFIX", "INSTALL_HINT", "available", "hf_path", "is_hf_source", "require"]
