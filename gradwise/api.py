@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from gradwise.checkpoint import load_checkpoint, load_weights
 from gradwise.config import (
     Config,
     apply_overrides,
@@ -24,7 +23,9 @@ from gradwise.config import (
     save_config,
 )
 from gradwise.data.store import default_cache_dir
+from gradwise.data.tokenizers import fingerprint
 from gradwise.diagnose import diagnose, format_verdicts
+from gradwise.distributed import Distributed, NoMetrics, joined
 from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
@@ -120,68 +121,81 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
     """
     cfg, resumed, stem = resolve_train_config(config, overrides, resume)
     t = cfg.train
-    if resumed is not None:
-        run = resumed
-    else:
-        run = RunDir(Path(cfg.out_dir) / (cfg.name or default_run_name(stem)))
-        if run.path.exists() and any(run.path.iterdir()):
-            raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
-                                "or choose another name with --set name=NEW")
-    device = select_device(t.device)
-    with backends_for_training(device, t.deterministic):
-        return _run(cfg, run, resumed is not None, device, live_progress, quiet, on_eval)
+    # Under torchrun (WORLD_SIZE > 1) join the process group (gradwise.distributed); one process: a no-op.
+    with joined(select_device(t.device), t.parallel) as dist:
+        dist.check(cfg)
+        if resumed is not None:
+            run = resumed
+        else:  # ranks take rank 0's timestamped name
+            run = RunDir(Path(cfg.out_dir) / (cfg.name or dist.broadcast_object(default_run_name(stem))))
+            if run.path.exists() and any(run.path.iterdir()):
+                raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
+                                    "or choose another name with --set name=NEW")
+        with backends_for_training(dist.device, t.deterministic):
+            return _run(cfg, run, resumed is not None, dist.device, live_progress, quiet, on_eval, dist)
 
 
 def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_progress: bool | None,
-         quiet: bool, on_eval: Callable[[int, float], bool] | None = None) -> RunResult:
+         quiet: bool, on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None) -> RunResult:
     t = cfg.train
+    dist = dist or Distributed(device=device)
     seed_everything(cfg.seed)
     autocast_dtype = select_dtype(t.dtype, device)
-    task = prepare_task(cfg, run.path if resumed else None)
+    # Ranks: rank 0 tokenizes (and fills the cache) first, the others then read it; all must agree.
+    task = dist.in_turn(lambda: prepare_task(cfg, run.path if resumed else None))
+    dist.check_same(fingerprint(task.tokenizer) + json.dumps(task.split_sizes()), "tokenizer and data split")
     task.check(("train", "val") + (("test",) if t.test_eval else ()))
-    data_report = task.data_check() if cfg.data.check and not resumed else None
+    data_report = task.data_check() if cfg.data.check and not resumed and dist.is_main else None
 
     model = task.build_model()
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)
-    model = model.to(device)
+    model = dist.shard(model.to(device))  # FSDP2: sharded in place, before the optimizer sees the parameters
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
     r = cfg.regularization
     penalties = Penalties(model, r.l1, r.l2, r.params)
-    stepper = OptimizationStep(model, optimizer, task.objective(), scheduler=scheduler, grad_clip=t.grad_clip,
-                               autocast_dtype=autocast_dtype, max_nonfinite=t.max_nonfinite,
-                               clip_mode=t.grad_clip_mode, penalty=penalties if penalties.active else None)
+    # Ranks: the step trains through DDP (gradients all-reduced); evaluation and checkpoints use the plain model.
+    stepper = OptimizationStep(dist.wrap(model), optimizer, task.objective(),
+                               scheduler=scheduler, grad_clip=t.grad_clip, autocast_dtype=autocast_dtype,
+                               max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
+                               penalty=penalties if penalties.active else None, dist=dist)
     state = LoopState()
     if resumed:
-        saved = load_checkpoint(run.last, model, optimizer, scheduler)
+        saved = dist.load_checkpoint(run.last, model, optimizer, scheduler)
         state = LoopState.from_json(saved["loop"])
         stepper.load_state_dict(state.stepper)
         if state.step >= t.max_steps:
             raise ConfigError(f"run {run.path} already reached train.max_steps ({t.max_steps}); to train further "
                               f"raise it, e.g. --set train.max_steps={t.max_steps * 2}")
 
-    run.path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
-    if not resumed:
-        task.save(run.path)
-    if data_report is not None:
-        write_json(run.path / "data_check.json", data_report)
+    if dist.is_main:  # rank 0 writes the run directory
+        run.path.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run.config)
+        if not resumed:
+            task.save(run.path)
+        if data_report is not None:
+            write_json(run.path / "data_check.json", data_report)
 
-    progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet)
+    progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet or not dist.is_main)
     _print_header(progress, cfg, run, task, model, device, autocast_dtype, state)
+    if dist.enabled:
+        progress.message(f"parallel {dist.describe()} | each rank {t.grad_accum // dist.world_size} of "
+                         f"{t.grad_accum} micro-batches per step")
     for line in data_warnings(data_report):
         progress.message(f"data     warning: {line}")
     compiled = torch.compile(model) if t.compile else model
     mirror = None
-    if t.tensorboard:
+    if t.tensorboard and dist.is_main:
         from gradwise.tensorboard import TensorBoardMirror
 
         mirror = TensorBoardMirror(run.path / "tensorboard")
-    metrics = MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
+    metrics = (MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
+               if dist.is_main else NoMetrics())  # ranks: rank 0 alone writes metrics
     try:
         loop = TrainLoop(cfg, compiled, stepper, task, run, device, autocast_dtype, state, metrics, progress,
-                         raw_model=model, on_eval=on_eval, flops=_flops_meter(cfg, task, device))
+                         raw_model=model, on_eval=on_eval, dist=dist,
+                         flops=_flops_meter(cfg, task, device, dist.world_size))
         stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
@@ -190,7 +204,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
             loop.record_stop(str(exc))
         finally:
             progress.close()
-        summary = _finish(cfg, run, task, model, device, autocast_dtype, state, stopped_because, metrics, stepper)
+        summary = _finish(cfg, run, task, model, device, autocast_dtype, state, stopped_because, metrics, stepper,
+                          dist)
     finally:
         metrics.close()
     _print_footer(progress, run, summary)
@@ -199,22 +214,25 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     return RunResult(run.path, summary)
 
 
-def _flops_meter(cfg: Config, task: Task, device: torch.device) -> FlopsMeter | None:
-    """Model FLOP/s on every log line of a GPT language model; MFU where the device's peak is known (CUDA)."""
+def _flops_meter(cfg: Config, task: Task, device: torch.device, ranks: int = 1) -> FlopsMeter | None:
+    """Model FLOP/s on every log line of a GPT language model; MFU where the device's peak is known (CUDA).
+    Logged tokens/s are summed over ranks, so the peak is too (one device's peak x ranks)."""
     if cfg.task != "lm" or cfg.model.arch != "gpt":
         return None
     peak = device_peak(device, default_cache_dir(cfg.data.cache_dir), cfg.train.peak_tflops)
-    return FlopsMeter(model_flops_per_token(cfg, task.tokenizer.vocab_size), peak)
+    return FlopsMeter(model_flops_per_token(cfg, task.tokenizer.vocab_size), peak * ranks if peak else None)
 
 
 def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device: torch.device,
             autocast_dtype: torch.dtype | None, state: LoopState, stopped_because: str,
-            metrics: MetricsWriter, stepper: OptimizationStep) -> dict[str, Any]:
+            metrics: MetricsWriter | NoMetrics, stepper: OptimizationStep,
+            dist: Distributed | None = None) -> dict[str, Any]:
     t = cfg.train
+    dist = dist or Distributed(device=device)
     test = None
     if t.test_eval and stopped_because != "interrupted" and state.best_step is not None:
-        load_weights(run.best, model)  # the honest number: the checkpoint chosen on validation, tested once
-        test = task.evaluate(model, "test", device, autocast_dtype, fixed_subset=False)
+        dist.load_weights(run.best, model)  # the honest number: the checkpoint chosen on validation, tested once
+        test = dist.broadcast_object(task.evaluate(model, "test", device, autocast_dtype, fixed_subset=False))
         metrics.write({"kind": "test", "step": state.best_step, "test_loss": test.loss,
                        **{f"test_{k}": v for k, v in test.scalars.items()}})
     train_only = state.train_seconds - state.eval_seconds
@@ -235,15 +253,16 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
     }
     if task.dedupe is not None:
         summary["dedupe"] = task.dedupe
-    check_file = run.path / "data_check.json"
-    if check_file.is_file():
-        summary["data_warnings"] = data_warnings(json.loads(check_file.read_text()))
     if test is not None and cfg.task == "classify":
         summary["test_report"] = test.details
-    if stopped_because not in ("interrupted", "pruned"):  # how it fits, read off its own curves
-        summary["diagnosis"] = diagnose(read_metrics(run.metrics), summary, cfg.to_dict()).to_json()["verdicts"]
-    write_json(run.summary, summary)
-    plot_losses(read_metrics(run.metrics), run.plot, title=run.path.name)
+    if dist.is_main:  # rank 0 writes the summary and the plot
+        check_file = run.path / "data_check.json"
+        if check_file.is_file():
+            summary["data_warnings"] = data_warnings(json.loads(check_file.read_text()))
+        if stopped_because not in ("interrupted", "pruned"):  # how it fits, read off its own curves
+            summary["diagnosis"] = diagnose(read_metrics(run.metrics), summary, cfg.to_dict()).to_json()["verdicts"]
+        write_json(run.summary, summary)
+        plot_losses(read_metrics(run.metrics), run.plot, title=run.path.name)
     return summary
 
 

@@ -34,18 +34,29 @@ STATE_FILE = "state.json"
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
-    """Write a checkpoint to ``directory`` atomically (the old one stays until the new one is whole)."""
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+                    model_state: dict[str, torch.Tensor] | None = None,
+                    optimizer_state: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint to ``directory`` atomically (the old one stays until the new one is whole).
+
+    ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()`` when the
+    live objects hold shards (FSDP gathers the full state first, gradwise.distributed), so every checkpoint
+    has the same full layout whatever wrote it.
+    """
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_model(model, str(tmp / MODEL_FILE))
+        if model_state is None:
+            save_model(model, str(tmp / MODEL_FILE))
+        else:
+            save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / MODEL_FILE),
+                      metadata={"format": "pt"})
         full_state = {"format": FORMAT, **state, "rng": _rng_json()}
         tensors = _rng_tensors()
         if optimizer is not None:
-            opt_tensors, opt_json = _flatten_optimizer(optimizer)
+            opt_tensors, opt_json = _flatten_optimizer(optimizer_state or optimizer.state_dict())
             tensors.update(opt_tensors)
             full_state["optimizer"] = opt_json
         if scheduler is not None:
@@ -133,22 +144,17 @@ def load_weights(directory: Path, model: torch.nn.Module) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+def load_checkpoint(directory: Path, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                     restore_rng: bool = True) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns its state.json."""
-    state = load_weights(directory, model)
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns its state.json.
+
+    ``model=None`` leaves the weights to the caller (FSDP loads them into its shards itself)."""
+    state = load_weights(directory, model) if model is not None else read_state(directory)
     path = resolve_checkpoint(directory)
-    try:
-        tensors = load_file(str(path / TRAINER_FILE))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is damaged ({TRAINER_FILE}: {exc}); resume from another "
-                              "checkpoint or start again") from None
+    tensors = _trainer_tensors(path)
     if optimizer is not None:
-        if "optimizer" not in state:
-            raise CheckpointError(f"checkpoint {path} holds no optimizer state (a best-model checkpoint?); "
-                                  "resume from checkpoints/last")
-        optimizer.load_state_dict(_unflatten_optimizer(state["optimizer"], tensors))
+        optimizer.load_state_dict(_optimizer_state(path, state, tensors))
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng:
@@ -156,11 +162,32 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     return state
 
 
+def read_optimizer_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's optimizer state in torch's ``state_dict`` layout (full tensors, on the CPU)."""
+    state = read_state(directory)
+    path = resolve_checkpoint(directory)
+    return _optimizer_state(path, state, _trainer_tensors(path))
+
+
+def _trainer_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / TRAINER_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged ({TRAINER_FILE}: {exc}); resume from another "
+                              "checkpoint or start again") from None
+
+
+def _optimizer_state(path: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    if "optimizer" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no optimizer state (a best-model checkpoint?); "
+                              "resume from checkpoints/last")
+    return _unflatten_optimizer(state["optimizer"], tensors)
+
+
 # ---------------------------------------------------------------- optimizer state <-> tensors + JSON
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state -> tensors (safetensors) + everything else (JSON); combined optimizers part by part."""
-    sd = optimizer.state_dict()
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state dict -> tensors (safetensors) + everything else (JSON); combined optimizers part by part."""
     parts = sd.get("optimizers", [sd])
     tensors: dict[str, torch.Tensor] = {}
     parts_json = []

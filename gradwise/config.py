@@ -171,6 +171,9 @@ class TrainConfig:
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
     peak_tflops: float | None = None  # the device's peak for MFU (default on CUDA: a measured bf16 matmul)
+    # Under torchrun (WORLD_SIZE > 1): ddp replicates the model on every rank (auto), fsdp shards it (FSDP2)
+    # for models that do not fit one device. One process ignores it. See docs/scaling.md.
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
 
 
 @dataclass

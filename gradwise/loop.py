@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradwise.checkpoint import save_checkpoint
 from gradwise.config import Config, parse_duration
+from gradwise.distributed import Distributed
 from gradwise.progress import TrainingProgress
 from gradwise.rundir import MetricsWriter, RunDir
 from gradwise.step import OptimizationStep, StepResult
@@ -115,7 +115,8 @@ class TrainLoop:
     def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
                  device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
                  metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None,
-                 on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
+                 on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None,
+                 flops: FlopsMeter | None = None):
         self.cfg = cfg
         self.flops = flops  # model TFLOP/s and MFU on the log lines (GPT language models)
         self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
@@ -132,11 +133,13 @@ class TrainLoop:
         self.max_time = parse_duration(cfg.train.max_time)
         t = cfg.train
         self.checkpoint_every = t.checkpoint_every or t.eval_every
+        # Ranks under torchrun: this rank's micro-batches, agreed decisions, rank 0 writes (one process: no-ops)
+        self.dist = dist or Distributed(device=device)
 
     # ------------------------------------------------------------ batches
     def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
-        for micro in range(self.cfg.train.grad_accum):
+        for micro in self.dist.micro_indices(self.cfg.train.grad_accum):  # one process: all of them
             x, y = self.task.micro_batch(step, micro)
             out.append((self._to_device(x), self._to_device(y)))
         return out
@@ -149,8 +152,12 @@ class TrainLoop:
 
     # ------------------------------------------------------------ evaluation
     def evaluate_val(self) -> EvalReport:
-        """The fixed validation set (LM: the same windows every time; classification: every record)."""
-        return self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
+        """The fixed validation set (LM: the same windows every time; classification: every record).
+
+        With ranks every rank evaluates it (FSDP needs all of them in each forward) and rank 0's report is
+        taken by all, so the best checkpoint and early stopping are decided alike everywhere."""
+        res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
+        return self.dist.broadcast_object(res)
 
     def _eval_and_track(self) -> bool:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""
@@ -162,8 +169,8 @@ class TrainLoop:
         improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
         if improved:
             st.best_val_loss, st.best_step, st.evals_since_best = res.loss, st.step, 0
-            save_checkpoint(self.run_dir.best, self.raw_model,
-                            {"step": st.step, "val_loss": res.loss, "kind": "best"})
+            self.dist.save_checkpoint(self.run_dir.best, self.raw_model,
+                                      {"step": st.step, "val_loss": res.loss, "kind": "best"})
         else:
             st.evals_since_best += 1
         self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss,
@@ -177,8 +184,9 @@ class TrainLoop:
     def save_last(self) -> None:
         st = self.state
         st.stepper = self.stepper.state_dict()
-        save_checkpoint(self.run_dir.last, self.raw_model, {"step": st.step, "kind": "last", "loop": st.to_json()},
-                        optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler)
+        self.dist.save_checkpoint(self.run_dir.last, self.raw_model,  # rank 0 writes (FSDP: all gather first)
+                                  {"step": st.step, "kind": "last", "loop": st.to_json()},
+                                  optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler)
         self._saved_step = st.step
 
     # ------------------------------------------------------------ logging
@@ -233,10 +241,13 @@ class TrainLoop:
                 self._eval_and_track()  # the untrained baseline: the curve starts at step 0
             while st.step < t.max_steps:
                 tick()
-                if stop.requested:
+                # Ranks stop together: a signal to any rank, or any rank over the time budget, stops all.
+                interrupted, out_of_time = self.dist.agree(
+                    stop.requested, self.max_time is not None and st.train_seconds >= self.max_time)
+                if interrupted:
                     stopped_because = "interrupted"
                     break
-                if self.max_time is not None and st.train_seconds >= self.max_time:
+                if out_of_time:
                     stopped_because = "time_budget"
                     break
                 measure = (st.step + 1) % t.log_every == 0

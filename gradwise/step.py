@@ -14,12 +14,16 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from gradwise.errors import TrainingStopped
 from gradwise.objectives import LossTerms
+
+if TYPE_CHECKING:
+    from gradwise.distributed import Distributed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 # An objective returns LossTerms (total + named parts) or just the loss tensor.
@@ -54,7 +58,7 @@ class OptimizationStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
                  autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm",
-                 penalty: Penalty | None = None):
+                 penalty: Penalty | None = None, dist: Distributed | None = None):
         self.model = model
         self.optimizer = optimizer
         self.objective = objective
@@ -69,6 +73,9 @@ class OptimizationStep:
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        # Data-parallel ranks (torchrun): ``model`` is DDP/FSDP-wrapped, each rank gets its share of the
+        # micro-batches and reports the global step. None (or one rank): the single-process step, unchanged.
+        self.dist = dist if dist is not None and dist.enabled else None
 
     def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False, profile: bool = False,
                  on_grads: Callable[[], None] | None = None) -> StepResult:
@@ -85,21 +92,28 @@ class OptimizationStep:
         loss_sum = torch.zeros((), device=device)
         part_sums: dict[str, torch.Tensor] = {}
         tokens = 0
-        for inputs, targets in micro_batches:
-            with autocast_context(device, self.autocast_dtype):
-                out = self.objective(self.model, inputs, targets)
-            loss = out.total if isinstance(out, LossTerms) else out
-            if clock:
-                clock.lap("forward")
-            (loss / n).backward()
-            if clock:
-                clock.lap("backward")
+        for i, (inputs, targets) in enumerate(micro_batches):
+            # Ranks: gradients are averaged across ranks on the last micro-batch only (no_sync before it).
+            with self._grad_sync(last=i == n - 1):
+                with autocast_context(device, self.autocast_dtype):
+                    out = self.objective(self.model, inputs, targets)
+                loss = out.total if isinstance(out, LossTerms) else out
+                if clock:
+                    clock.lap("forward")
+                (loss / n).backward()
+                if clock:
+                    clock.lap("backward")
             loss_sum += loss.detach()
             if isinstance(out, LossTerms) and len(out.parts) > 1:
                 for name, value in out.parts.items():
                     part_sums[name] = part_sums.get(name, 0.0) + value.detach() / n
             counter = getattr(self.objective, "tokens_in", None)  # e.g. a classifier: its non-padding inputs
             tokens += counter(inputs, targets) if counter else targets.numel()
+        n_total = n
+        if self.dist is not None:  # every rank reports the global step: loss and tokens summed over ranks
+            loss_sum, part_sums, tokens = self.dist.sum_step(loss_sum, part_sums, tokens)
+            n_total = n * self.dist.world_size
+            part_sums = {k: v / self.dist.world_size for k, v in part_sums.items()}
         if self.penalty is not None:  # once per step, on the weights as they are
             terms = self.penalty()
             if terms:
@@ -115,8 +129,10 @@ class OptimizationStep:
         grad_norm_t, max_abs_t = self._clip()
         if clock:
             clock.lap("clip")
-        loss_value = loss_sum.item() / n
-        grad_norm = grad_norm_t.item()
+        loss_value = loss_sum.item() / n_total
+        # The norm is global: DDP's gradients are already averaged, FSDP's norm is reduced over shards. With the
+        # all-reduced loss, every rank sees the same numbers and skips a non-finite step together.
+        grad_norm = _item(grad_norm_t)
         lr = self.optimizer.param_groups[0]["lr"]
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         update_ratio = None
@@ -129,7 +145,7 @@ class OptimizationStep:
             if clock:
                 clock.lap("optimizer")
             if before is not None:
-                update_ratio = _relative_update(before, self.params)
+                update_ratio = _relative_update(before, self.params, self.dist)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_streak += 1
@@ -143,10 +159,13 @@ class OptimizationStep:
         return StepResult(loss=loss_value, grad_norm=grad_norm, lr=lr, tokens=tokens,
                           seconds=time.perf_counter() - t0, skipped=not finite,
                           clipped=finite and self.grad_clip > 0 and (
-                              max_abs_t.item() > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
+                              _item(max_abs_t) > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
                           update_ratio=update_ratio,
                           parts={k: float(v) for k, v in part_sums.items()} if part_sums else None,
                           timings=clock.times if clock else None)
+
+    def _grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        return self.dist.grad_sync(self.model, last) if self.dist is not None else contextlib.nullcontext()
 
     def _clip(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Clip in place; return the global norm before clipping (and, by value, the largest |element|)."""
@@ -190,8 +209,22 @@ class _PhaseClock:
         self._last = now
 
 
+def _item(t: torch.Tensor) -> float:
+    """A scalar as a float; FSDP's norms are DTensors (replicated on every rank)."""
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).item()
+
+
 @torch.no_grad()
-def _relative_update(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+def _relative_update(before: list[torch.Tensor], after: list[torch.Tensor],
+                     dist: Distributed | None = None) -> float:
+    if dist is not None and dist.sharded:  # FSDP: each rank holds a shard; sum the squares over ranks
+        sums = torch.zeros(2, dtype=torch.float64, device=dist.device)
+        for a, b in zip(after, before, strict=True):
+            a, b = a.to_local(), b.to_local()
+            sums[0] += (a - b).double().square().sum()
+            sums[1] += b.double().square().sum()
+        delta_sq, weight_sq = dist.sum_tensor(sums).tolist()
+        return delta_sq ** 0.5 / max(weight_sq ** 0.5, 1e-12)
     deltas = torch._foreach_sub([p.detach() for p in after], before)
     delta_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas)))
     weight_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))

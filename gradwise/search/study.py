@@ -166,7 +166,11 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
     from gradwise.api import resolve_train_config, train
+    from gradwise.distributed import torchrun_world_size
 
+    if torchrun_world_size() > 1:  # every rank would run its own search on the one study
+        raise GradwiseError("gradwise tune runs each trial in one process; start it without torchrun (--workers N "
+                            "on one machine, the same command with --storage URL on several)")
     base, _, stem = resolve_train_config(config, overrides)
     params = load_space(space, base)
     if sampler == "grid":

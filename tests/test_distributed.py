@@ -1,0 +1,245 @@
+"""Data-parallel training under torchrun, on CPU with gloo and 2 processes.
+
+Two ranks taking one micro-batch each must train like one process taking both (same global batch, same
+micro-batch indices), only rank 0 may write, checkpoints must resume on any number of ranks, FSDP2 must give
+DDP's numbers, and a stop signal to one rank must stop them all. Measured on torch 2.13 CPU: DDP and Muon
+runs are bit-identical to the one-process run; FSDP2 differs by at most ~2e-7 relative in the losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gradwise.config import build_config
+from gradwise.distributed import Distributed
+from gradwise.errors import ConfigError
+from gradwise.rundir import read_metrics
+
+pytestmark = pytest.mark.slow
+
+RTOL = 1e-5  # measured: 0 for DDP (bit-identical), ~2e-7 for FSDP2
+
+# A tiny GPT; decay_steps pins the schedule, so a run stopped at 10 and extended to 20 is the 20-step run.
+ARGS = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=8",
+        "train.grad_accum=2", "train.max_steps=20", "train.eval_every=10", "train.eval_batches=4",
+        "train.log_every=5", "schedule.warmup_steps=5", "schedule.decay_steps=20", "data.split_chunks=1",
+        "optim.name=adamw", "data.check=false"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(nproc: int, *args: str) -> list[str]:
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                                      "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    return [sys.executable, *launcher, "-m", "gradwise", "train", *args]
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def train(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command(nproc, "--no-bar", *args), env=env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def new_run(out: Path, name: str, corpus: Path, *extra: str) -> list[str]:
+    sets = [*ARGS, f"out_dir={out}", f"name={name}", *extra]
+    return ["--data", str(corpus), *sum((["--set", s] for s in sets), [])]
+
+
+def records(run: Path) -> dict[tuple[str, int], dict]:
+    recs = read_metrics(run / "metrics.jsonl")
+    keyed = {(r["kind"], r["step"]): r for r in recs}
+    assert len(keyed) == len(recs), "a metrics line was written twice (by two ranks?)"
+    return keyed
+
+
+def assert_close_runs(a: Path, b: Path, rtol: float = RTOL, steps: range | None = None) -> float:
+    """Same records with losses within ``rtol``; returns the largest relative difference seen."""
+    ra, rb = records(a), records(b)
+    keys = [k for k in ra if k[0] in ("train", "eval") and (steps is None or k[1] in steps)]
+    assert keys and all(k in rb for k in keys), (sorted(ra), sorted(rb))
+    worst = 0.0
+    for k in keys:
+        for field in ("train_loss", "val_loss", "val_bits_per_byte"):
+            if ra[k].get(field) is not None:
+                x, y = ra[k][field], rb[k][field]
+                worst = max(worst, abs(x - y) / abs(x))
+                assert y == pytest.approx(x, rel=rtol), (k, field)
+    return worst
+
+
+def assert_close_weights(a: Path, b: Path, rtol: float = RTOL) -> None:
+    wa = load_file(str(a / "checkpoints" / "last" / "model.safetensors"))
+    wb = load_file(str(b / "checkpoints" / "last" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=rtol, atol=1e-6, msg=key)
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One process with grad_accum 2, two DDP ranks with one micro-batch each, and two ranks stopped at 10."""
+    from pydoc_data.topics import topics
+
+    out = tmp_path_factory.mktemp("ddp")
+    corpus = out / "corpus.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)[:12]), encoding="utf-8")
+    train(1, *new_run(out, "one", corpus))
+    two = train(2, *new_run(out, "two", corpus))
+    train(2, *new_run(out, "stopped", corpus, "train.max_steps=10"))
+    return {"out": out, "corpus": corpus, "one": out / "one", "two": out / "two", "stopped": out / "stopped",
+            "two_stdout": two.stdout}  # type: ignore[dict-item]
+
+
+def resumed_copy(runs: dict[str, Path], name: str) -> Path:
+    copy = runs["out"] / name
+    shutil.copytree(runs["stopped"], copy)
+    return copy
+
+
+# ---------------------------------------------------------------- without launching anything
+
+def test_each_rank_takes_its_micro_batches_and_bad_setups_are_refused() -> None:
+    assert list(Distributed(rank=0, world_size=2).micro_indices(4)) == [0, 2]
+    assert list(Distributed(rank=1, world_size=2).micro_indices(4)) == [1, 3]
+    assert list(Distributed().micro_indices(3)) == [0, 1, 2]  # one process: all of them
+
+    def check(world: int, parallel: str, *sets: str) -> None:
+        data = {"train": {}, "optim": {}, "regularization": {}}
+        for s in sets:
+            key, value = s.split("=")
+            section, name = key.split(".")
+            data[section][name] = json.loads(value) if value[0].isdigit() else value
+        Distributed(world_size=world, parallel=parallel).check(build_config(data))
+
+    with pytest.raises(ConfigError, match=r"train.grad_accum \(3\) must be a multiple of the number of ranks \(2\)"
+                                          r".*--set train.grad_accum=4"):
+        check(2, "ddp", "train.grad_accum=3")
+    with pytest.raises(ConfigError, match="cannot run Muon.*use --set optim.name=adamw"):
+        check(2, "fsdp", "train.grad_accum=2")  # optim.name auto is Muon for a GPT
+    with pytest.raises(ConfigError, match="regularization.l1/l2 are not supported"):
+        check(2, "fsdp", "train.grad_accum=2", "optim.name=adamw", "regularization.l2=0.01")
+    check(2, "ddp", "train.grad_accum=2", "optim.name=muon")  # DDP: Muon runs on every rank alike
+    check(1, "none", "train.grad_accum=3")  # one process: nothing to divide
+
+    one = Distributed()
+    assert one.agree(True, False) == (True, False) and one.broadcast_object("x") == "x"
+    assert one.in_turn(lambda: 7) == 7
+
+
+# ---------------------------------------------------------------- torchrun, 2 CPU ranks (gloo)
+
+def test_two_ranks_train_like_one_process_and_only_rank_0_writes(runs: dict[str, Path]) -> None:
+    one, two = runs["one"], runs["two"]
+    assert_close_runs(one, two)
+    assert_close_weights(one, two)
+    s1, s2 = summary(one), summary(two)
+    for key in ("best_step", "steps", "tokens_seen", "stopped_because"):
+        assert s1[key] == s2[key], key
+    assert s2["test_loss"] == pytest.approx(s1["test_loss"], rel=RTOL)
+
+    stdout = str(runs["two_stdout"])
+    assert stdout.count("parallel 2 ranks (ddp, gloo) | each rank 1 of 2 micro-batches per step") == 1
+    assert stdout.count("saved    ") == 1  # rank 1 prints nothing
+    left = [p.name for p in two.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]
+    assert not left, left
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["best", "last"]
+    assert {"config.yaml", "tokenizer.json", "metrics.jsonl", "summary.json", "loss.png"} <= {
+        p.name for p in two.iterdir()}
+
+
+def test_resume_on_one_or_two_ranks_continues_the_run(runs: dict[str, Path]) -> None:
+    stopped = runs["stopped"]
+    assert summary(stopped)["steps"] == 10
+    assert json.loads((stopped / "checkpoints" / "last" / "state.json").read_text())["step"] == 10
+    for nproc in (1, 2):
+        run = resumed_copy(runs, f"resumed-on-{nproc}")
+        train(nproc, "--resume", str(run), "--set", "train.max_steps=20")
+        assert_close_runs(runs["two"], run)
+        assert_close_weights(runs["two"], run)
+        assert summary(run)["test_loss"] == pytest.approx(summary(runs["two"])["test_loss"], rel=RTOL)
+
+
+def test_fsdp2_gives_ddp_losses_and_its_checkpoints_resume_anywhere(runs: dict[str, Path]) -> None:
+    fsdp = ["train.parallel=fsdp"]
+    train(2, *new_run(runs["out"], "fsdp-stopped", runs["corpus"], "train.max_steps=10", *fsdp))
+    fsdp_run = runs["out"] / "fsdp-stopped"
+    assert_close_runs(runs["two"], fsdp_run, steps=range(0, 11))
+    # The FSDP checkpoint is full, unsharded state: one process continues it.
+    train(1, "--resume", str(fsdp_run), "--set", "train.max_steps=20")
+    assert_close_runs(runs["two"], fsdp_run)
+    assert_close_weights(runs["two"], fsdp_run)
+    # And FSDP loads a DDP run's checkpoint into its shards (weights and optimizer state).
+    run = resumed_copy(runs, "resumed-fsdp")
+    train(2, "--resume", str(run), "--set", "train.max_steps=20", "--set", "train.parallel=fsdp")
+    assert_close_runs(runs["two"], run)
+    assert_close_weights(runs["two"], run)
+    # The final test: rank 0 reads the best weights and FSDP scatters them to the shards.
+    assert summary(run)["test_loss"] == pytest.approx(summary(runs["two"])["test_loss"], rel=RTOL)
+
+
+def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> None:
+    muon = ["optim.name=muon", "train.max_steps=10", "schedule.decay_steps=10"]
+    train(1, *new_run(runs["out"], "muon-1", runs["corpus"], *muon))
+    train(2, *new_run(runs["out"], "muon-2", runs["corpus"], *muon))
+    assert_close_runs(runs["out"] / "muon-1", runs["out"] / "muon-2")
+    assert_close_weights(runs["out"] / "muon-1", runs["out"] / "muon-2")
+
+
+def worker_pids(launcher: int) -> dict[int, int]:
+    """RANK -> pid of torchrun's worker processes."""
+    pids: dict[int, int] = {}
+    for task in Path(f"/proc/{launcher}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rank = [e for e in environ if e.startswith(b"RANK=")]
+            if rank:
+                pids[int(rank[0][5:])] = int(pid)
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(runs: dict[str, Path]) -> None:
+    out, name = runs["out"], "signalled"
+    cmd = command(2, "--no-bar", *new_run(out, name, runs["corpus"], "train.max_steps=100000",
+                                          "train.eval_every=100000", "train.checkpoint_every=5"))
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        last = out / name / "checkpoints" / "last" / "state.json"
+        deadline = time.time() + 120
+        while not last.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert last.is_file(), "no checkpoint came"
+        os.kill(worker_pids(proc.pid)[1], signal.SIGTERM)  # rank 1 only: rank 0 must hear of it
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    s = summary(out / name)
+    assert s["stopped_because"] == "interrupted", stderr[-3000:]
+    assert 5 <= s["steps"] < 100000
+    assert json.loads(last.read_text())["step"] == s["steps"]  # the stop step was saved
+    assert f"gradwise train --resume {out / name}" in stdout
