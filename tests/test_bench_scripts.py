@@ -1,4 +1,5 @@
-"""The GPU benchmark runs end to end (a tiny CPU smoke run), so it works the day a GPU is lent."""
+"""The benchmarks run end to end (small CPU smoke runs): the GPU one works the day a GPU is lent, and the data
+check one finds what it plants."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ def test_gpu_throughput_without_a_gpu_says_so():
     proc = subprocess.run([sys.executable, "gpu_throughput.py"], cwd=BENCH, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+@pytest.mark.slow
+def test_data_check_bench_finds_its_planted_copies_on_a_small_corpus():
+    proc = subprocess.run([sys.executable, "data_check.py", "--mb", "2"], cwd=BENCH, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 2 MB generated |" in proc.stdout and "have a copy in train" in proc.stdout

@@ -333,3 +333,63 @@ def test_short_documents_templates_and_full_leaks_are_handled(tmp_path):
                                                     f"data.cache_dir={json.dumps(str(tmp_path / 'c'))}"])
     assert report["exact"]["duplicate_units"] == 0 and report["near"]["pairs"] == 0  # Jaccard 4/6 < 0.8
     assert _pct(210, 210) == "100%" and _pct(5, 210) == "2.4%" and _pct(1, 2000) == "0.05%"
+
+
+def test_contamination_in_a_second_process_gives_the_same_report(tmp_path, monkeypatch):
+    """The check's contamination half runs in a child process on large corpora: its answer must equal the
+    in-process one (char and BPE tokenizers), and a child that fails must not change the report."""
+    import sys
+
+    from gradwise.data import check_params, contamination
+    from gradwise.data.check import check_lm
+
+    path, _ = lm_corpus(tmp_path, plant=True)
+    for tokenizer in ("char", "bpe"):
+        over = lm_overrides(path, tmp_path, f"data.tokenizer={tokenizer}", "data.vocab_size=300")
+        from gradwise.api import resolve_train_config
+
+        cfg, _, _ = resolve_train_config(None, over)
+        corpus, params = prepare_corpus(cfg.data), check_params(cfg.data)
+        inline = check_lm(corpus, 64, params, parallel=False)
+        child = contamination.start(corpus, 64, params.ngram, parallel=True)
+        assert child is not None
+        assert child.result() == inline["contamination"] and child.ran_in_child
+        assert inline["contamination"]["val"]["contaminated"] > 0
+        both = check_lm(corpus, 64, params, parallel=True)
+        assert {**both, "seconds": 0} == {**inline, "seconds": 0}
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the child cannot run: computed here instead
+    broken = contamination.start(corpus, 64, params.ngram, parallel=True)
+    assert broken.result() == inline["contamination"] and not broken.ran_in_child
+
+
+def test_lsh_candidate_pairs_match_a_brute_force_banding():
+    """Vectorised bucket pairing equals the plain definition, big buckets (capped pairing) included."""
+    from gradwise.data.minhash import MAX_BUCKET, MinHasher
+
+    rng = np.random.default_rng(0)
+    hasher = MinHasher(8, 4)
+    sig = rng.integers(0, 3, size=(300, 8)).astype(np.uint32)  # few values: buckets of every size
+    sig[:40, :2] = 7  # one bucket of 40 (> MAX_BUCKET) in band 0
+    expected = set()
+    for band in range(4):
+        buckets: dict[tuple, list[int]] = {}
+        for i, row in enumerate(sig[:, band * 2:band * 2 + 2].tolist()):
+            buckets.setdefault(tuple(row), []).append(i)
+        for members in buckets.values():
+            for a in range(min(len(members), MAX_BUCKET)):
+                expected.update((members[a], b) for b in members[a + 1:])
+    got = hasher.candidate_pairs(sig)
+    assert [tuple(p) for p in got.tolist()] == sorted(expected)
+
+
+def test_find_words_equals_the_word_regex():
+    """The ASCII fast path of word finding gives exactly what \\w+ gives (punctuation, digits, underscores,
+    control characters), and non-ASCII text goes through the regex itself."""
+    from gradwise.data.textunits import WORD, find_words
+
+    rng = random.Random(3)
+    alphabet = [chr(i) for i in range(128)] + ["é", "ß", "—", "日", "\u00a0", "\u2028"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert find_words(text) == WORD.findall(text)
+    assert find_words("it's a_b--c9 (x)\x1cy") == ["it", "s", "a_b", "c9", "x", "y"]

@@ -19,95 +19,44 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradwise.data.textunits import WORD, LocalWordHasher, ngram_hashes, split_paragraphs
-from gradwise.data.units import MAX_EXAMPLES, SPLITS, CheckParams, UnitTable, analyse_units
+from gradwise.data import contamination
+from gradwise.data.textunits import split_paragraphs
+from gradwise.data.units import SPLITS, CheckParams, UnitTable, analyse_units
 from gradwise.rundir import write_json
 
 REPORT_FORMAT = 2  # bump whenever what a report holds or how it is computed changes: old cache entries die
-SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice edge becomes two units)
 
 
 # ---------------------------------------------------------------- language-model corpora
 
-def check_lm(corpus: Any, block_size: int, params: CheckParams) -> dict[str, Any]:
-    """Check a prepared LM corpus (``gradwise.data.Corpus``) as training would split it."""
+def check_lm(corpus: Any, block_size: int, params: CheckParams, parallel: bool | None = None) -> dict[str, Any]:
+    """Check a prepared LM corpus (``gradwise.data.Corpus``) as training would split it.
+
+    The contamination half runs in a second process while this one builds the unit table (``parallel``:
+    None decides by corpus size and CPUs); the report is the same either way."""
     t0 = time.perf_counter()
-    table = UnitTable("token")  # its word hashes are stable across processes: they decide near copies
-    local = LocalWordHasher()  # the n-gram table is built and looked up in this process only
-    train_ngrams: list[np.ndarray] = []
-    for split_index, name in enumerate(SPLITS):
-        for start, text, token_ratio in _decoded_slices(corpus, name):
-            for offset, paragraph in split_paragraphs(text):
-                if len(paragraph.strip()) >= params.min_chars:
-                    table.add(paragraph, split_index, start + int(offset * token_ratio))
-            if name == "train":
-                train_ngrams.append(ngram_hashes(local.hashes(WORD.findall(text.casefold())), params.ngram))
-    seen = np.sort(np.concatenate(train_ngrams)) if train_ngrams else np.zeros(0, np.uint64)  # for searchsorted
-    del train_ngrams
-    report = analyse_units(table, params)
-    report["unit"] = "paragraph"
-    report["contamination"] = {name: _contamination(corpus, name, block_size, params.ngram, seen, local)
-                               for name in ("val", "test")}
+    background = contamination.start(corpus, block_size, params.ngram, parallel)
+    try:
+        table = UnitTable("token")  # its word hashes are stable across processes: they decide near copies
+        for split_index, name in enumerate(SPLITS):
+            for start, text, token_ratio in contamination.decoded_slices(corpus, name):
+                for offset, paragraph in split_paragraphs(text):
+                    if len(paragraph.strip()) >= params.min_chars:
+                        table.add(paragraph, split_index, start + int(offset * token_ratio))
+        report = analyse_units(table, params)
+        report["unit"] = "paragraph"
+        report["contamination"] = (background.result() if background else
+                                   contamination.contamination(corpus, block_size, params.ngram))
+    finally:
+        if background:
+            background.close()
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
-
-
-def _decoded_slices(corpus: Any, split: str) -> Iterator[tuple[int, str, float]]:
-    """(first token, text, tokens per character) of each document piece of a split, slice by slice."""
-    tok, store = corpus.tokenizer, corpus.store
-    for start, end in corpus.split(split).ranges:
-        for s in range(start, end, SLICE_TOKENS):
-            ids = store.read(s, min(SLICE_TOKENS, end - s))
-            cuts = np.flatnonzero(ids == tok.eot_id)
-            bounds = np.concatenate([[0], cuts + 1, [len(ids)]])
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                if b > a:
-                    text = tok.decode(ids[a:b])
-                    yield s + int(a), text, (b - a) / max(1, len(text))
-
-
-def _contamination(corpus: Any, split: str, block: int, n: int, train_ngrams: np.ndarray,
-                   words: LocalWordHasher) -> dict[str, Any]:
-    """Windows of ``split`` (as evaluation tiles it) that hold an n-word run also found in train."""
-    tok, part = corpus.tokenizer, corpus.split(split)
-    starts = part.eval_starts(block)
-    total, flagged, examples = len(starts), 0, []
-    if not len(train_ngrams):  # no training document is n words long: nothing to share
-        return {"windows": total, "contaminated": 0, "percent": 0.0, "examples": []}
-    # Windows in one range are contiguous: decode them one by one, join, find n-grams across window edges.
-    range_of = np.searchsorted(np.array([s for s, _ in part.ranges]), starts, side="right") - 1
-    for r in np.unique(range_of):
-        win = starts[range_of == r]
-        texts = [tok.decode(part.store.read(int(s), block)).casefold() for s in win]
-        edges = np.cumsum([0] + [len(t) for t in texts])
-        text = "".join(texts)
-        matches = [(m.start(), m.group()) for m in WORD.finditer(text)]
-        if len(matches) < n:
-            continue
-        hashes = ngram_hashes(words.hashes([w for _, w in matches]), n)
-        pos = np.searchsorted(train_ngrams, hashes)
-        hit = (pos < len(train_ngrams)) & (train_ngrams[np.minimum(pos, len(train_ngrams) - 1)] == hashes)
-        if not hit.any():
-            continue
-        covered = np.zeros(len(matches) + 1, dtype=np.int64)  # words inside any matching n-gram
-        np.add.at(covered, np.flatnonzero(hit), 1)
-        np.add.at(covered, np.flatnonzero(hit) + n, -1)
-        covered = np.cumsum(covered)[:-1] > 0
-        word_starts = np.array([p for p, _ in matches])
-        windows = np.unique(np.searchsorted(edges, word_starts[covered], side="right") - 1)
-        flagged += len(windows)
-        for i in np.flatnonzero(hit)[:MAX_EXAMPLES - len(examples)]:
-            w = int(np.searchsorted(edges, matches[i][0], side="right") - 1)
-            examples.append({"split": split, "token": int(win[w]),
-                             "ngram": " ".join(word for _, word in matches[i:i + n])})
-    return {"windows": total, "contaminated": flagged, "percent": round(100 * flagged / total, 3) if total else 0.0,
-            "examples": examples}
 
 
 # ---------------------------------------------------------------- labelled records

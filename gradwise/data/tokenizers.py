@@ -52,13 +52,25 @@ def load_tokenizer(path: Path) -> Tokenizer:
         data = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read tokenizer {path}: {exc}; is the run directory complete?") from None
-    if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
-        return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
     if isinstance(data, dict) and data.get("format") == HF_FORMAT:  # a Hugging Face model's own tokenizer
         from gradwise.hf.auto_tokenizer import load_run_tokenizer
 
         return load_run_tokenizer(Path(path), data)
+    return tokenizer_from_json(text)
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    """A character or BPE tokenizer from its ``to_json`` text (a Hugging Face one needs its files: see
+    :func:`load_tokenizer`)."""
+    data = json.loads(text)
+    if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
+        return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
     return BPETokenizer.from_json(text)
+
+
+def portable(tok: Tokenizer) -> bool:
+    """Whether ``tokenizer_from_json(tok.to_json())`` rebuilds it (another process can use it from its JSON)."""
+    return isinstance(tok, (CharTokenizer, BPETokenizer))
 
 
 # ---------------------------------------------------------------- characters

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gradwise.data.minhash import MinHasher, ShingleSets, batch_shingles, near_duplicate_pairs
-from gradwise.data.textunits import WORD, WordHasher, normalize, text_hash
+from gradwise.data.textunits import WordHasher, find_words, normalize, text_hash
 
 SPLITS = ("train", "val", "test")
 SNIPPET = 80
@@ -81,7 +81,7 @@ class UnitTable:
         if not self._pending:
             return
         first = self.n_groups - len(self._pending)
-        words = [WORD.findall(t) for t in self._pending]
+        words = [find_words(t) for t in self._pending]
         lengths = np.array([len(w) for w in words], dtype=np.int64)
         values, owner = batch_shingles(self.words.hashes(list(itertools.chain.from_iterable(words))), lengths)
         self._shingles.append(values)
