@@ -29,7 +29,7 @@ from gradwise.config import Config, load_config
 from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.runtime import seed_everything, select_dtype
+from gradwise.runtime import seed_everything, select_dtype, synchronize
 from gradwise.step import OptimizationStep
 from gradwise.throughput import measure_matmul_peak, model_flops_per_token
 
@@ -65,11 +65,6 @@ def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Modul
     return model, stepper
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(lever: str, overrides: list[str], batch: int, args: argparse.Namespace, device: torch.device,
             peak: float | None) -> Measured:
     cfg = load_config("gpt2-124m", [*overrides, f"train.batch_size={batch}", *(SMOKE if args.smoke else [])])
@@ -80,14 +75,14 @@ def measure(lever: str, overrides: list[str], batch: int, args: argparse.Namespa
     pairs = [(b[:, :-1].to(device), b[:, 1:].to(device)) for b in batches]
     for i in range(args.warmup):
         stepper([pairs[i % len(pairs)]])
-    sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(args.steps):
         t0 = time.perf_counter()
         stepper([pairs[i % len(pairs)]])
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     per_step = statistics.median(times)
     tok_s = batch * cfg.model.block_size / per_step

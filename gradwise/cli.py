@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradwise import __version__
+from gradwise.cli_args import config_and_overrides, hf_model_overrides
 from gradwise.cli_data import add_data_parser, cmd_data
 from gradwise.cli_export import add_export_parser, cmd_export
 from gradwise.cli_fit import add_fit_parsers, cmd_diagnose, cmd_lr_find
@@ -157,10 +158,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from gradwise.search import tune
     from gradwise.search.report import read_trials, trials_table
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.path={json.dumps(args.data)}")
-    result = tune(args.config, args.space, trials=args.trials, timeout=parse_duration(args.timeout, "--timeout"),
+    config, overrides = config_and_overrides(args)
+    result = tune(config, args.space, trials=args.trials, timeout=parse_duration(args.timeout, "--timeout"),
                   sampler=args.sampler, pruner=args.pruner, storage=args.storage, study_name=args.study,
                   out_dir=args.out_dir, overrides=overrides, seed=args.seed, resume=args.resume, final=args.final,
                   quiet=not args.verbose, workers=args.workers, max_tokens=args.max_tokens,
@@ -196,9 +195,7 @@ def cmd_tune_report(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from gradwise.api import train
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.path={json.dumps(args.data)}")
+    config, overrides = config_and_overrides(args)
     if args.name:
         overrides.append(f"name={json.dumps(args.name)}")
     if args.init_from:
@@ -207,17 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append("data.dedupe=true")
     if args.tensorboard:
         overrides.append("train.tensorboard=true")
-    config = args.config
     if args.model or args.lora:
-        from gradwise.cli_args import hf_model_overrides
-
         overrides += hf_model_overrides(args.model, args.lora)
-        if args.model and config is None and args.resume is None:
+        if args.model and args.config is None and args.resume is None:
             config = "hf-finetune"
-    if args.task:
-        overrides.append(f"task={args.task}")
-        if args.task == "classify" and config is None and args.resume is None:
-            config = "classify-lstm"
     result = train(config, overrides=overrides, resume=args.resume,
                    live_progress=False if args.no_bar else None, quiet=args.quiet)
     return 130 if result.summary["stopped_because"] == "interrupted" else 0

@@ -8,14 +8,14 @@ import json
 
 def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """(config, overrides) from ``config``, ``--set``, ``--data`` and ``--task``; classify without a config file
-    means the 'classify-lstm' preset, as for ``train``."""
+    (and not resuming a run, whose config is its own) means the 'classify-lstm' preset."""
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.path={json.dumps(args.data)}")
     config = args.config
     if getattr(args, "task", None):
         overrides.append(f"task={args.task}")
-        if args.task == "classify" and config is None:
+        if args.task == "classify" and config is None and getattr(args, "resume", None) is None:
             config = "classify-lstm"
     return config, overrides
 

@@ -40,7 +40,7 @@ from gradwise.plan import (
     tokens_per_step,
 )
 from gradwise.regularization import Penalties
-from gradwise.runtime import backends_for_training, select_dtype
+from gradwise.runtime import backends_for_training, select_dtype, synchronize
 from gradwise.step import OptimizationStep, autocast_context
 from gradwise.tasks import classifier
 
@@ -104,7 +104,7 @@ def _timed_steps(stepper: Any, batches: Batches, accum: int, device: torch.devic
     for i in range(WARMUP_STEPS + MAX_TIMED_STEPS):
         t0 = time.perf_counter()
         stepper([batches(i, m) for m in range(accum)])
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - t0
         if i >= WARMUP_STEPS:
             samples.append(seconds)
@@ -178,11 +178,6 @@ def _time_checkpoints(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         t1 = time.perf_counter()
         save_checkpoint(Path(tmp) / "best", model, {"step": 0, "kind": "best"})
         return t1 - t0, time.perf_counter() - t1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- wall time of the loop

@@ -33,6 +33,13 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): a no-op elsewhere. Timers call it so that
+    GPU time lands in the interval that queued it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def select_dtype(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: bf16 on CUDA by default, none (fp32) elsewhere unless asked."""
     if name == "float32":

@@ -21,6 +21,7 @@ from torch import nn
 
 from gradwise.errors import TrainingStopped
 from gradwise.objectives import LossTerms
+from gradwise.runtime import synchronize
 
 if TYPE_CHECKING:
     from gradwise.distributed import Distributed
@@ -195,15 +196,11 @@ class _PhaseClock:
     def __init__(self, device: torch.device):
         self.device = device
         self.times: dict[str, float] = {}
-        self._sync()
+        synchronize(device)
         self._last = time.perf_counter()
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def lap(self, phase: str) -> None:
-        self._sync()
+        synchronize(self.device)
         now = time.perf_counter()
         self.times[phase] = self.times.get(phase, 0.0) + now - self._last
         self._last = now

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gradwise.config import Config
+from gradwise.runtime import synchronize
 
 
 def model_flops_per_token(cfg: Config, vocab_size: int) -> float:
@@ -31,14 +32,14 @@ def measure_matmul_peak(device: torch.device, n: int = 8192, dtype: torch.dtype 
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(device)
+    synchronize(device)
     best, spent = 0.0, 0.0
     reps = 10
     while spent < seconds:
         t0 = time.perf_counter()
         for _ in range(reps):
             a @ b
-        _sync(device)
+        synchronize(device)
         dt = time.perf_counter() - t0
         spent += dt
         best = max(best, 2.0 * n ** 3 * reps / dt)
@@ -80,8 +81,3 @@ class FlopsMeter:
         if self.peak:
             out["mfu"] = round(flops / self.peak, 4)
         return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

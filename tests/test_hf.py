@@ -30,6 +30,7 @@ from gradwise.hf.convert import export_hf, gpt_from_hf, hf_config, verify_export
 from gradwise.inference import load_run  # noqa: E402
 from gradwise.rundir import read_metrics  # noqa: E402
 from gradwise.tasks import adopt_init_run, classifier, load_init_weights, prepare_task  # noqa: E402
+from tests.hf_models import byte_level_bpe, english_paragraphs, make_gpt2  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
@@ -56,9 +57,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(workdir: Path) -> Path:
     """English-like paragraphs plus the test texts, so a char tokenizer knows every character in TEXTS."""
-    words = ["the", "of", "and", "model", "token", "layer", "train", "loss", "value", "step", "weight", "data"]
-    paras = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12 + i % 9)) + "." for i in range(400)]
-    paras += TEXTS[:-1] * 20
+    paras = english_paragraphs(400) + TEXTS[:-1] * 20
     path = workdir / "corpus.txt"
     path.write_text("\n\n".join(paras), encoding="utf-8")
     return path
@@ -79,34 +78,9 @@ def char_run(corpus: Path, workdir: Path) -> Path:
                  quiet=True).run_dir
 
 
-def train_hf_tokenizer(corpus: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([corpus.read_text(encoding="utf-8")], trainer=trainer)
-    return tok
-
-
 def make_hf_gpt2(directory: Path, corpus: Path, activation: str = "gelu", seed: int = 0) -> Path:
-    """A tiny random GPT2LMHeadModel (every weight and bias perturbed) and its tokenizer, saved to ``directory``."""
-    tok = train_hf_tokenizer(corpus)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, unk_token=EOT)
-    eot = tok.token_to_id(EOT)
-    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                                     activation_function=activation, bos_token_id=eot, eos_token_id=eot)
-    torch.manual_seed(seed)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)  # non-zero biases, LayerNorm weights away from 1
-    model.save_pretrained(directory)
-    fast.save_pretrained(directory)
-    return directory
+    """A tiny random GPT-2 with every weight and bias perturbed, so a conversion that drops one shows."""
+    return make_gpt2(directory, corpus, n_embd=64, n_head=4, activation=activation, perturb=0.05, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +198,7 @@ def test_import_reads_gpt2_vocab_and_merges_files(hf_dir: Path, workdir: Path) -
     old.mkdir()
     for f in ("config.json", "model.safetensors"):
         (old / f).write_bytes((hf_dir / f).read_bytes())
-    train_hf_tokenizer(workdir / "corpus.txt").model.save(str(old))  # vocab.json + merges.txt
+    byte_level_bpe((workdir / "corpus.txt").read_text(encoding="utf-8")).model.save(str(old))  # vocab.json + merges.txt
     _, _, tok = gpt_from_hf(old)
     _, _, ref = gpt_from_hf(hf_dir)
     for text in TEXTS:

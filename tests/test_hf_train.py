@@ -30,11 +30,11 @@ from gradwise.inference import evaluate_run, generate_text, load_run  # noqa: E4
 from gradwise.objectives import CausalLMObjective  # noqa: E402
 from gradwise.optim.optimizers import classify_params  # noqa: E402
 from gradwise.rundir import read_metrics  # noqa: E402
+from tests.hf_models import english_paragraphs, make_gpt2, make_llama  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
-EOT = "<|endoftext|>"
 TINY = ["train.batch_size=4", "train.max_steps=8", "train.eval_every=4", "train.eval_batches=2",
         "train.log_every=1", "data.split_chunks=1", "data.check=false", "data.dedupe=false", "schedule.warmup_steps=1",
         "optim.lr=3e-3", "schedule.min_lr=1e-4"]
@@ -50,58 +50,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(workdir: Path) -> Path:
-    words = ["the", "of", "and", "model", "token", "layer", "train", "loss", "value", "step", "weight", "data"]
-    paras = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12 + i % 9)) + "." for i in range(300)]
+    paras = english_paragraphs(300)
     path = workdir / "corpus.txt"
     path.write_text("\n\n".join(paras) + "\n\nnaïve café ✓\n", encoding="utf-8")
     return path
-
-
-def byte_level_bpe(text: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([text], trainer=trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[EOT], show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
-
-
-def metaspace_bpe(text: str):
-    """SentencePiece-style: spaces become '▁', its own <s>/</s>/<unk> (not GPT-2's end-of-text token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator([text], trainer=trainers.BpeTrainer(
-        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-
-
-def make_gpt2(directory: Path, corpus: Path) -> Path:
-    """A tiny random GPT-2 (tied head, Conv1D layers, its default dropout 0.1)."""
-    tok = byte_level_bpe(corpus.read_text(encoding="utf-8"))
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
-
-
-def make_llama(directory: Path, corpus: Path) -> Path:
-    """A tiny random Llama (untied head, grouped-query attention, rotary positions, attention dropout on)."""
-    tok = metaspace_bpe(corpus.read_text(encoding="utf-8"))
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48,
-                                      attention_dropout=0.1, tie_word_embeddings=False,
-                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

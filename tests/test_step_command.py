@@ -102,11 +102,11 @@ def test_a_step_that_blows_up_stops_with_status_3(lm_run: Path, capsys):
 
 def test_hugging_face_model_step_and_save_in_its_own_format(tmp_path: Path, capsys):
     transformers = pytest.importorskip("transformers")
-    from tests.test_hf import make_hf_gpt2
+    from tests.hf_models import make_gpt2
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text((TEXT + ". Sphinx of black quartz, judge my vow.\n") * 50, encoding="utf-8")
-    src = make_hf_gpt2(tmp_path / "hf", corpus)
+    src = make_gpt2(tmp_path / "hf", corpus, n_embd=64, n_head=4, perturb=0.05)
     hf = transformers.AutoModelForCausalLM.from_pretrained(src).float().eval()
     tok = transformers.AutoTokenizer.from_pretrained(src)
     ids = torch.tensor([tok(TEXT, add_special_tokens=False)["input_ids"]])
