@@ -40,6 +40,10 @@ LEVERS = [
     ("eager bf16 autocast", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false"]),
     ("bf16 + fused AdamW", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=true"]),
     ("bf16 + fused AdamW + compile", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true"]),
+    ("bf16 + chunked CE (eager)", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false",
+                                   "train.fused_ce=true"]),
+    ("bf16 + fused AdamW + compile + chunked CE", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
+                                                   "train.fused_ce=true"]),
 ]
 SMOKE = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64", "train.device=cpu"]
 
@@ -60,7 +64,7 @@ def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Modul
     model = build_model(cfg.model, vocab).to(device)
     compiled = torch.compile(model) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim, device)
-    stepper = OptimizationStep(compiled, optimizer, CausalLMObjective(), grad_clip=cfg.train.grad_clip,
+    stepper = OptimizationStep(compiled, optimizer, CausalLMObjective(fused=cfg.train.fused_ce), grad_clip=cfg.train.grad_clip,
                                autocast_dtype=select_dtype(cfg.train.dtype, device))
     return model, stepper
 

@@ -167,6 +167,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False  # torch.compile the model
+    fused_ce: bool = False  # GPT LM: loss through the output layer in chunks, never all logits (chunked_ce.py)
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
@@ -430,6 +431,9 @@ def validate(cfg: Config) -> None:
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
     _require(cfg.task != "lm" or m.arch in ("gpt", "hf"), f"task lm needs model.arch gpt or hf; got {m.arch}")
+    _require(not cfg.train.fused_ce or (cfg.task == "lm" and m.arch == "gpt"),
+             "train.fused_ce works with gradwise's GPT language model (task lm, model.arch gpt); "
+             "set train.fused_ce=false")
     _validate_hf(cfg)
     _validate_terms(cfg)
     if o.name == "auto":  # resolved here so the saved config names the optimizer that really ran

@@ -33,11 +33,16 @@ class CausalLMObjective:
 
     name = "lm"
 
-    def __init__(self, label_smoothing: float = 0.0, z_loss_weight: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, z_loss_weight: float = 0.0, fused: bool = False):
         self.label_smoothing = label_smoothing
         self.z_loss_weight = z_loss_weight
+        self.fused = fused  # the model computes the loss itself, in chunks (GPT: chunked_ce.py)
 
     def __call__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> LossTerms:
+        if self.fused:
+            total, ce, z = model(inputs, loss_targets=targets, label_smoothing=self.label_smoothing,
+                                 z_loss=self.z_loss_weight)
+            return LossTerms(total, {"lm": ce, "z_loss": z} if self.z_loss_weight else {"lm": ce})
         logits = model(inputs)  # (B, T, V)
         flat_logits, flat_targets = logits.flatten(0, 1).float(), targets.flatten()
         ce = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX,

@@ -105,7 +105,8 @@ class LMTask:
         return build_model(self.cfg.model, self.tokenizer.vocab_size)
 
     def objective(self) -> CausalLMObjective:
-        return CausalLMObjective(self.cfg.objective.label_smoothing, self.cfg.objective.z_loss)
+        return CausalLMObjective(self.cfg.objective.label_smoothing, self.cfg.objective.z_loss,
+                                 fused=self.cfg.train.fused_ce)
 
     def micro_batch(self, step: int, micro: int) -> tuple[np.ndarray, np.ndarray]:
         c = self.cfg

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradwise.chunked_ce import linear_cross_entropy
+
 
 @dataclass
 class GPTConfig:
@@ -116,9 +118,15 @@ class GPT(nn.Module):
                 n -= self.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> logits (B, T, V)."""
-        return self.lm_head(self.hidden(idx))  # (B, T, V)
+    def forward(self, idx: torch.Tensor, loss_targets: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                z_loss: float = 0.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids (B, T) -> logits (B, T, V); or, given ``loss_targets``, the loss (total, cross-entropy,
+        z-loss) computed through the output layer in chunks, without all the logits (chunked_ce.py). The loss
+        is computed here, inside forward, so DDP/FSDP and torch.compile wrappers see one ordinary call."""
+        if loss_targets is None:
+            return self.lm_head(self.hidden(idx))  # (B, T, V)
+        return linear_cross_entropy(self.hidden(idx), self.lm_head.weight, loss_targets,
+                                    label_smoothing=label_smoothing, z_weight=z_loss)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> final normalised hidden states (B, T, C): what heads read."""

@@ -1,0 +1,115 @@
+"""train.fused_ce: the loss computed through the output layer in chunks must be the plain loss, with the same
+gradients, for every option the objective has (ignored targets, label smoothing, z-loss), and train the same."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradwise.api import train
+from gradwise.chunked_ce import IGNORE_INDEX, chunk_rows, linear_cross_entropy
+from gradwise.errors import GradwiseError
+from gradwise.objectives import z_loss
+from gradwise.rundir import read_metrics
+from tests.conftest import TINY
+
+
+def plain(hidden, weight, targets, smoothing, z_weight):
+    logits = (hidden @ weight.T).float()
+    ce = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, label_smoothing=smoothing)
+    z = z_loss(logits, targets)
+    return ce + z_weight * z, ce, z
+
+
+def inputs(n=37, width=16, vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, width, generator=g, requires_grad=True)
+    weight = (torch.randn(vocab, width, generator=g) * 0.3).requires_grad_()
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[[3, 10, 11]] = IGNORE_INDEX  # padding
+    return hidden, weight, targets
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 37, 64])
+@pytest.mark.parametrize(("smoothing", "z_weight"), [(0.0, 0.0), (0.1, 0.0), (0.0, 1e-2), (0.2, 0.5)])
+def test_loss_and_gradients_equal_the_plain_path(chunk, smoothing, z_weight):
+    h1, w1, t = inputs()
+    h2, w2 = h1.detach().clone().requires_grad_(), w1.detach().clone().requires_grad_()
+    want = plain(h1, w1, t, smoothing, z_weight)
+    got = linear_cross_entropy(h2, w2, t, label_smoothing=smoothing, z_weight=z_weight, chunk=chunk)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    (3.0 * want[0]).backward()  # a non-unit incoming gradient is applied too
+    (3.0 * got[0]).backward()
+    torch.testing.assert_close(h2.grad, h1.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-5, atol=1e-7)
+    assert not got[1].requires_grad and not got[2].requires_grad  # the parts are for logging only
+
+
+def test_without_gradients_and_all_ignored():
+    h, w, t = inputs()
+    with torch.no_grad():
+        want, got = plain(h, w, t, 0.1, 0.1), linear_cross_entropy(h, w, t, label_smoothing=0.1, z_weight=0.1)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+    total, _, _ = linear_cross_entropy(h, w, torch.full_like(t, IGNORE_INDEX))
+    total.backward()
+    assert total.item() == 0.0 and h.grad.abs().max() == 0  # nothing to learn from padding
+
+
+def test_bf16_autocast_stays_within_bf16_noise():
+    h, w, t = inputs(n=64, width=32, vocab=100)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = F.cross_entropy(F.linear(h, w).float(), t, ignore_index=IGNORE_INDEX)
+        got, _, _ = linear_cross_entropy(h, w, t, chunk=16)
+    assert abs(got.item() - want.item()) < 1e-2 * want.item()
+
+
+def test_chunk_rows_keeps_chunk_logits_near_the_hidden_size():
+    assert chunk_rows(32 * 1024, 768, 50304) == 512  # 512 x 50304 logits ~ 32768 x 768 hidden
+    assert chunk_rows(10, 64, 65) == 8 and chunk_rows(1, 8, 8) == 1  # 2 chunks: 65 logits per 64 hidden
+
+
+def test_gpt_gradients_through_the_fused_loss_equal_the_plain_ones():
+    """The whole model, tied embeddings included: one backward each way, every parameter's gradient."""
+    from gradwise.config import load_config
+    from gradwise.models import build_model
+    from gradwise.objectives import CausalLMObjective
+
+    cfg = load_config("default", ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 70)
+    x, y = torch.randint(0, 70, (8, 32)), torch.randint(0, 70, (8, 32))
+    grads, losses = [], []
+    for fused in (False, True):
+        model.zero_grad()
+        out = CausalLMObjective(0.05, 1e-3, fused=fused)(model, x, y)
+        out.total.backward()
+        losses.append(out.total.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_training_with_fused_ce_matches_the_plain_loss(tmp_path, corpus_file):
+    over = [*TINY, f"data.path={json.dumps(str(corpus_file))}", "data.tokenizer=char", f"out_dir={tmp_path}",
+            "train.max_steps=20", "train.eval_every=10", "train.log_every=5", "objective.z_loss=1e-3",
+            "objective.label_smoothing=0.05", "data.check=false"]
+    runs = [train("default", overrides=[*over, f"name=fused-{f}", f"train.fused_ce={f}"], quiet=True).run_dir
+            for f in ("false", "true")]
+    logs = [[r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "train"] for run in runs]
+    assert len(logs[0]) == len(logs[1]) == 4
+    for a, b in zip(*logs, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["train_z_loss"] == pytest.approx(a["train_z_loss"], rel=1e-4)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)  # Adam amplifies 1e-9 differences
+    evals = [[r["val_loss"] for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "eval"] for run in runs]
+    assert evals[1] == pytest.approx(evals[0], rel=1e-4)
+
+
+def test_fused_ce_refused_where_it_cannot_work(tmp_path):
+    with pytest.raises(GradwiseError, match="train.fused_ce works with gradwise's GPT language model"):
+        train("classify-lstm", overrides=["train.fused_ce=true", f"out_dir={tmp_path}"], quiet=True)
