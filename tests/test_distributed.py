@@ -209,6 +209,15 @@ def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> 
     assert_close_weights(runs["out"] / "muon-1", runs["out"] / "muon-2")
 
 
+def test_fused_ce_under_ddp_and_fsdp_gives_the_plain_losses(runs: dict[str, Path]) -> None:
+    """train.fused_ce computes the loss inside the model's forward, so the wrappers see one ordinary call."""
+    for parallel in ("ddp", "fsdp"):
+        name = f"fused-{parallel}"
+        train(2, *new_run(runs["out"], name, runs["corpus"], "train.max_steps=10", "train.fused_ce=true",
+                          f"train.parallel={parallel}"))
+        assert_close_runs(runs["two"], runs["out"] / name, rtol=1e-4, steps=range(0, 11))  # measured 4.5e-8
+
+
 def worker_pids(launcher: int) -> dict[int, int]:
     """RANK -> pid of torchrun's worker processes."""
     pids: dict[int, int] = {}
