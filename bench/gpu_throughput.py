@@ -29,7 +29,7 @@ from gradwise.config import Config, load_config
 from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.runtime import seed_everything, select_dtype, synchronize
+from gradwise.runtime import compiled, seed_everything, select_dtype, synchronize
 from gradwise.step import OptimizationStep
 from gradwise.throughput import measure_matmul_peak, model_flops_per_token
 
@@ -42,6 +42,8 @@ LEVERS = [
     ("bf16 + fused AdamW + compile", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true"]),
     ("bf16 + chunked CE (eager)", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false",
                                    "train.fused_ce=true"]),
+    ("bf16 + fused AdamW + compile max-autotune", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
+                                                   "train.compile_mode=max-autotune-no-cudagraphs"]),
     ("bf16 + fused AdamW + compile + chunked CE", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
                                                    "train.fused_ce=true"]),
 ]
@@ -62,9 +64,9 @@ class Measured:
 def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Module, OptimizationStep]:
     seed_everything(cfg.seed)
     model = build_model(cfg.model, vocab).to(device)
-    compiled = torch.compile(model) if cfg.train.compile else model
+    step_model = compiled(model, cfg.train.compile_mode) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim, device)
-    stepper = OptimizationStep(compiled, optimizer, CausalLMObjective(fused=cfg.train.fused_ce), grad_clip=cfg.train.grad_clip,
+    stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce), grad_clip=cfg.train.grad_clip,
                                autocast_dtype=select_dtype(cfg.train.dtype, device))
     return model, stepper
 

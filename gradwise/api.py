@@ -35,7 +35,7 @@ from gradwise.plots import plot_losses
 from gradwise.progress import TrainingProgress, format_seconds
 from gradwise.regularization import Penalties
 from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
-from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
+from gradwise.runtime import backends_for_training, compiled, seed_everything, select_device, select_dtype
 from gradwise.step import OptimizationStep
 from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
 from gradwise.throughput import FlopsMeter, device_peak, model_flops_per_token
@@ -159,7 +159,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     # train.compile compiles what the step runs (the DDP wrapper included), so training is what gets faster.
     trained = dist.wrap(model)
     if t.compile:
-        trained = torch.compile(trained)
+        trained = compiled(trained, t.compile_mode)
     stepper = OptimizationStep(trained, optimizer, task.objective(),
                                scheduler=scheduler, grad_clip=t.grad_clip, autocast_dtype=autocast_dtype,
                                max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
@@ -188,7 +188,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
                          f"{t.grad_accum} micro-batches per step")
     for line in data_warnings(data_report):
         progress.message(f"data     warning: {line}")
-    compiled = torch.compile(model) if t.compile else model
+    eval_model = compiled(model, t.compile_mode) if t.compile else model
     mirror = None
     if t.tensorboard and dist.is_main:
         from gradwise.tensorboard import TensorBoardMirror
@@ -197,7 +197,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     metrics = (MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
                if dist.is_main else NoMetrics())  # ranks: rank 0 alone writes metrics
     try:
-        loop = TrainLoop(cfg, compiled, stepper, task, run, device, autocast_dtype, state, metrics, progress,
+        loop = TrainLoop(cfg, eval_model, stepper, task, run, device, autocast_dtype, state, metrics, progress,
                          raw_model=model, on_eval=on_eval, dist=dist,
                          flops=_flops_meter(cfg, task, device, dist.world_size))
         stopped: TrainingStopped | None = None

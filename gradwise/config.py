@@ -167,6 +167,9 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool = False  # torch.compile the model
+    # torch.compile's mode: max-autotune searches matmul kernels (minutes of compile time), reduce-overhead
+    # replays CUDA graphs (fewer launches); default compiles fastest.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     fused_ce: bool = False  # GPT LM: loss through the output layer in chunks, never all logits (chunked_ce.py)
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end

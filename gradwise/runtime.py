@@ -33,6 +33,12 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def compiled(module: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
+    """``torch.compile(module)`` in ``train.compile_mode`` (one place, so training, evaluation and the
+    benchmark compile alike)."""
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): a no-op elsewhere. Timers call it so that
     GPU time lands in the interval that queued it."""

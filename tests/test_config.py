@@ -43,6 +43,7 @@ def test_dotted_overrides_parse_values_as_yaml() -> None:
     (["model.n_embd=100", "model.n_head=3"], "model.n_embd (100) must be divisible by model.n_head (3)"),
     (["model.n_layer=two"], "model.n_layer must be a whole number"),
     (["train.compile=yes please"], "train.compile must be true or false"),
+    (["train.compile_mode=fastest"], "train.compile_mode must be one of default, reduce-overhead, max-autotune"),
     (["optim.name=adamax"], "optim.name must be one of auto, adamw, adam, sgd"),
     (["data.split=[0.5, 0.5]"], "data.split must be three positive fractions"),
     (["train.max_time=soon"], "train.max_time must be a duration"),

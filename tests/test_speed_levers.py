@@ -1,5 +1,6 @@
-"""train.fused_ce: the loss computed through the output layer in chunks must be the plain loss, with the same
-gradients, for every option the objective has (ignored targets, label smoothing, z-loss), and train the same."""
+"""Speed levers change speed, never results. train.fused_ce: the loss computed through the output layer in
+chunks must be the plain loss, with the same gradients, for every option the objective has (ignored targets,
+label smoothing, z-loss), and train the same. train.compile_mode reaches torch.compile."""
 
 from __future__ import annotations
 
@@ -113,3 +114,19 @@ def test_training_with_fused_ce_matches_the_plain_loss(tmp_path, corpus_file):
 def test_fused_ce_refused_where_it_cannot_work(tmp_path):
     with pytest.raises(GradwiseError, match="train.fused_ce works with gradwise's GPT language model"):
         train("classify-lstm", overrides=["train.fused_ce=true", f"out_dir={tmp_path}"], quiet=True)
+
+
+def test_compile_mode_reaches_torch_compile(tmp_path, corpus_file, monkeypatch):
+    """train.compile_mode is the mode the training step's and evaluation's torch.compile get."""
+    modes = []
+
+    def fake_compile(module, mode=None):  # records the call; runs the module as it is (a real compile is slow)
+        modes.append(mode)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    over = [*TINY, f"data.path={json.dumps(str(corpus_file))}", "data.tokenizer=char", f"out_dir={tmp_path}",
+            "train.max_steps=2", "train.eval_every=2", "data.check=false", "train.compile=true"]
+    train("default", overrides=[*over, "name=autotune", "train.compile_mode=max-autotune"], quiet=True)
+    train("default", overrides=[*over, "name=plain"], quiet=True)
+    assert modes == ["max-autotune", "max-autotune", None, None]
