@@ -48,12 +48,18 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, An
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        base = getattr(model, "frozen_base", None)  # frozen pretrained weights (LoRA): saved once, at their source
+        if base is not None:
+            frozen = model.frozen_keys()
+            model_state = {k: v for k, v in (model_state or model.state_dict()).items() if k not in frozen}
         if model_state is None:
             save_model(model, str(tmp / MODEL_FILE))
         else:
             save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / MODEL_FILE),
                       metadata={"format": "pt"})
         full_state = {"format": FORMAT, **state, "rng": _rng_json()}
+        if base is not None:
+            full_state["frozen_base"] = base
         tensors = _rng_tensors()
         if optimizer is not None:
             opt_tensors, opt_json = _flatten_optimizer(optimizer_state or optimizer.state_dict())
@@ -133,15 +139,33 @@ def load_weights(directory: Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load a checkpoint's weights into ``model``; returns its state.json."""
     state = read_state(directory)
     path = resolve_checkpoint(directory)
+    allowed_missing = check_frozen_base(path, state, model)
     try:
         missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({MODEL_FILE}: {str(exc).splitlines()[0]}); "
                               "it is damaged or from a different model config") from None
+    missing = [k for k in missing if k not in allowed_missing]
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not match the model (missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(unexpected)[:3]}); use the config the run was trained with")
     return state
+
+
+def check_frozen_base(path: Path, state: dict[str, Any], model: torch.nn.Module) -> set[str]:
+    """The keys a checkpoint may leave out: for one saved without its frozen base (LoRA), that base's, once
+    the model is known to hold that very base."""
+    saved = state.get("frozen_base")
+    if saved is None:
+        return set()
+    held = getattr(model, "frozen_base", None)
+    if held is None:
+        raise CheckpointError(f"checkpoint {path} holds only the trained (LoRA) weights; its frozen base model "
+                              f"hf:{saved['path']} is not there: put the base model back at that path")
+    if held["fingerprint"] != saved["fingerprint"]:
+        raise CheckpointError(f"checkpoint {path} was trained on a base model whose weights differ from those now "
+                              f"at hf:{held['path']} (SHA-256 of the weight files); restore the original base model")
+    return model.frozen_keys()
 
 
 def load_checkpoint(directory: Path, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None = None,

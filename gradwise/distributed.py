@@ -27,9 +27,11 @@ from torch import nn
 
 from gradwise.checkpoint import (
     MODEL_FILE,
+    check_frozen_base,
     load_checkpoint,
     load_weights,
     read_optimizer_state,
+    read_state,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -252,7 +254,7 @@ class Distributed:
 
         saved = load_checkpoint(directory, None, None, scheduler)  # state.json, scheduler and RNG
         set_model_state_dict(model, _with_tied_names(model, _read_model_file(directory)),
-                             options=StateDictOptions(full_state_dict=True))
+                             options=StateDictOptions(full_state_dict=True, strict=_complete(directory, model)))
         by_index = read_optimizer_state(directory)
         set_optimizer_state_dict(model, optimizer, _index_to_names(by_index, model, optimizer),
                                  options=StateDictOptions(full_state_dict=True))
@@ -272,7 +274,8 @@ class Distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         full = _with_tied_names(model, _read_model_file(directory)) if self.is_main else {}
-        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
+                                                                   strict=_complete(directory, model)))
 
 
 class NoMetrics:
@@ -345,6 +348,11 @@ def _index_to_names(by_index: dict[str, Any], model: nn.Module, optimizer: torch
         raise CheckpointError("the checkpoint's optimizer state does not match this model's parameters")
     return {"state": {names[i]: s for i, s in by_index["state"].items()},
             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in by_index["param_groups"]]}
+
+
+def _complete(directory: Path, model: nn.Module) -> bool:
+    """Whether the checkpoint holds every weight (not only what trained on a frozen base it has checked)."""
+    return not check_frozen_base(resolve_checkpoint(directory), read_state(directory), model)
 
 
 def _read_model_file(directory: Path) -> dict[str, torch.Tensor]:

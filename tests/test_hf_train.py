@@ -214,6 +214,13 @@ def test_lora_trains_adapters_only_and_exports_merged(gpt2_dir: Path, corpus: Pa
     # the base weights in the checkpoint are exactly the pretrained ones
     ckpt = model.state_dict()  # the last checkpoint's weights (tied names included)
     base = load_file(str(gpt2_dir / "model.safetensors"))
+    # ...which the checkpoint itself leaves out: it holds the adapters, and names the base it needs
+    last = run / "checkpoints" / "last"
+    saved = load_file(str(last / "model.safetensors"))
+    assert saved and all("lora_" in k for k in saved), sorted(saved)[:5]
+    assert sum(v.numel() for v in saved.values()) == expected
+    frozen = json.loads((last / "state.json").read_text())["frozen_base"]
+    assert frozen["path"] == str(gpt2_dir.resolve()) and len(frozen["fingerprint"]) == 64
     compared = 0
     for key, value in base.items():
         stem, leaf = key.rsplit(".", 1)
@@ -232,6 +239,30 @@ def test_lora_trains_adapters_only_and_exports_merged(gpt2_dir: Path, corpus: Pa
         diff = (hf(input_ids=ids).logits - model(ids)).abs().max().item()
     assert diff < MAX_LOGIT_DIFF, diff
     assert not torch.equal(exported["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_lora_checkpoint_refuses_a_changed_or_missing_base(gpt2_dir: Path, corpus: Path, tmp_path: Path) -> None:
+    """A LoRA checkpoint keeps only the adapters, so loading it checks the base is the one it was trained on."""
+    pytest.importorskip("peft")
+    from safetensors.torch import save_file
+
+    from gradwise.errors import CheckpointError
+
+    base = tmp_path / "base"
+    shutil.copytree(gpt2_dir, base)
+    run = hf_train(base, corpus, tmp_path, "lora", "model.lora={r: 2, alpha: 4}", "train.max_steps=2",
+                   "train.eval_every=2").run_dir
+    assert evaluate_run(run, "val").loss > 0  # the base is there and unchanged: the run loads
+    hashes = json.loads((Path(os.environ["GRADWISE_CACHE"]) / "hf-weight-hashes.json").read_text())
+    assert any(k.startswith(f"{(base / 'model.safetensors').resolve()}|") for k in hashes)  # hashed once, cached
+    weights = load_file(str(base / "model.safetensors"))
+    weights["transformer.h.0.mlp.c_fc.weight"] = weights["transformer.h.0.mlp.c_fc.weight"] * 1.01
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="trained on a base model whose weights differ"):
+        load_run(run)
+    base.rename(tmp_path / "moved")
+    with pytest.raises(CheckpointError, match=r"holds only the trained \(LoRA\) weights; .* put the base model back"):
+        load_run(run)
 
 
 def test_lora_default_targets_are_peft_defaults_for_the_architecture(llama_dir: Path) -> None:

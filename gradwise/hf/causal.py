@@ -7,12 +7,16 @@ fits the model's positions, and errors are one line. Weights are loaded in fp32 
 checkpoint's dtype unless told otherwise); bf16 autocast on CUDA happens in the step as for any model.
 
 A run keeps ``RUN/hf/`` (config.json, generation_config.json and the tokenizer files), so resume, eval,
-generate and export rebuild the model from the run alone and then load its checkpoint.
+generate and export rebuild the model from the run alone and then load its checkpoint. A LoRA run's
+checkpoints hold only what trains (the adapters): its frozen base is read again from ``model.hf_path``,
+checked against the SHA-256 of its weight files recorded at training time (:func:`weights_fingerprint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +125,47 @@ def from_run(run_dir: Path) -> Any:
     return model.float().eval()
 
 
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files holding a model directory's weights (one file, or the shards of an index)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise GradwiseError(f"hf:{directory}: cannot read {index.name} ({exc}); is the model directory complete?") \
+                from None
+        return [directory / name for name in shards]
+    return [directory / "model.safetensors"]
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the directory's weight files, cached by (file, size, mtime) so a 14 GB base is hashed
+    once, not at every resume: what a LoRA checkpoint records to know its base has not changed."""
+    from gradwise.data.sources import hash_file
+    from gradwise.data.store import default_cache_dir
+    from gradwise.rundir import write_json
+
+    directory = model_dir(path, weights=True)
+    cache_path = default_cache_dir() / "hf-weight-hashes.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    total, changed = hashlib.sha256(), False
+    for f in weight_files(directory):
+        if not f.is_file():
+            raise GradwiseError(f"hf:{directory} lacks the weight file {f.name}; is the model directory complete?")
+        st = f.stat()
+        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in cache:
+            cache[key], changed = hash_file(hashlib.sha256(), f).hexdigest(), True
+        total.update(f"{f.name}:{cache[key]};".encode())
+    if changed:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache_path, cache)
+    return total.hexdigest()
+
+
 def save_run_files(source: str | Path, run_dir: Path) -> None:
     """Copy the model's config and tokenizer files into ``RUN/hf/`` (what rebuilding the run needs)."""
     source, out = model_dir(source), Path(run_dir) / RUN_MODEL_DIR
@@ -137,4 +182,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["fit_hf_model", "from_run", "load_pretrained", "max_positions", "model_config", "model_dir",
-           "quiet_transformers", "save_run_files"]
+           "quiet_transformers", "save_run_files", "weight_files", "weights_fingerprint"]

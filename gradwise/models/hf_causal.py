@@ -23,10 +23,18 @@ from gradwise.models.gpt import sample_tokens
 class HFCausalLM(nn.Module):
     """``hf``: the transformers model (or the peft model wrapping it with LoRA adapters)."""
 
-    def __init__(self, hf: nn.Module, block_size: int):
+    def __init__(self, hf: nn.Module, block_size: int, frozen_base: dict[str, str] | None = None):
         super().__init__()
         self.hf = hf
         self.block_size = block_size
+        # {"path", "fingerprint"} of the pretrained weights this model holds frozen (LoRA): checkpoints then
+        # save only the rest, and loading one checks that this base is the one it was trained on.
+        self.frozen_base = frozen_base
+
+    def frozen_keys(self) -> set[str]:
+        """State-dict keys of the frozen parameters (tied names included): what a checkpoint can leave out."""
+        return {k for k, v in self.state_dict(keep_vars=True).items()
+                if isinstance(v, nn.Parameter) and not v.requires_grad}
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, V)."""
@@ -64,19 +72,25 @@ def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None)
     """The ``model.hf_path`` model with its trained weights, or (``run_dir``) rebuilt from a run's copy of its
     config for a checkpoint to fill; with ``model.lora``, wrapped with adapters (the targets used are recorded
     in ``m.lora.targets`` so the saved config names them)."""
-    from gradwise.hf.causal import from_run, load_pretrained
+    from gradwise.hf.causal import from_run, load_pretrained, weights_fingerprint
 
-    base = from_run(run_dir) if run_dir is not None else load_pretrained(m.hf_path)
+    # A LoRA run's checkpoints hold only the adapters: its frozen base comes from model.hf_path (when it is
+    # still there; otherwise loading a checkpoint says what is missing). A full fine-tune's hold everything.
+    pretrained = run_dir is None or (m.lora is not None and Path(m.hf_path).expanduser().is_dir())
+    base = load_pretrained(m.hf_path) if pretrained else from_run(run_dir)
     rows = base.get_input_embeddings().weight.shape[0]
     if vocab_size > rows:
         raise GradwiseError(f"hf:{m.hf_path}: the tokenizer has {vocab_size} tokens but the model embeds only {rows}; "
                             "resize the model's embeddings to the tokenizer first (resize_token_embeddings)")
     model: nn.Module = base
+    frozen = None
     if m.lora is not None:
         from gradwise.hf.lora import apply_lora
 
         model, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
-    return HFCausalLM(model, m.block_size)
+        if pretrained:
+            frozen = {"path": str(m.hf_path), "fingerprint": weights_fingerprint(m.hf_path)}
+    return HFCausalLM(model, m.block_size, frozen)
 
 
 __all__ = ["HFCausalLM", "build_hf_model"]
