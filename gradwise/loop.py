@@ -24,6 +24,7 @@ from gradwise.config import Config, parse_duration
 from gradwise.distributed import Distributed
 from gradwise.progress import TrainingProgress
 from gradwise.rundir import MetricsWriter, RunDir
+from gradwise.runtime import micro_batch_seed
 from gradwise.step import OptimizationStep, StepResult
 from gradwise.throughput import FlopsMeter
 
@@ -252,7 +253,9 @@ class TrainLoop:
                     break
                 measure = (st.step + 1) % t.log_every == 0
                 t_iter = time.perf_counter()
-                result = self.stepper(self.micro_batches(st.step), measure_update=measure)
+                seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
+                         for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
+                result = self.stepper(self.micro_batches(st.step), measure_update=measure, seeds=seeds)
                 st.step += 1
                 st.tokens_seen += result.tokens
                 st.step_seconds += result.seconds

@@ -94,6 +94,12 @@ def tune_allocator() -> None:
     _allocator_tuned = True
 
 
+def micro_batch_seed(seed: int, step: int, micro: int) -> int:
+    """The RNG seed of one micro-batch's forward (dropout masks): a pure function of (seed, step, micro-batch),
+    so a resumed run and every rank of a data-parallel run draw the masks one process would have drawn."""
+    return int(np.random.SeedSequence([seed % 2**32, step, micro, 0x6D61736B]).generate_state(1)[0])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

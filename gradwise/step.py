@@ -79,9 +79,11 @@ class OptimizationStep:
         self.dist = dist if dist is not None and dist.enabled else None
 
     def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False, profile: bool = False,
-                 on_grads: Callable[[], None] | None = None) -> StepResult:
+                 on_grads: Callable[[], None] | None = None, seeds: Sequence[int] | None = None) -> StepResult:
         """One step. ``profile`` times each phase (synchronizing the device: slower, for study only);
-        ``on_grads`` is called once the gradients are complete, before clipping (to read them per layer)."""
+        ``on_grads`` is called once the gradients are complete, before clipping (to read them per layer);
+        ``seeds`` (one per micro-batch) seed the RNG before each forward, so dropout masks do not depend on
+        which process runs the micro-batch or what ran before it."""
         if not micro_batches:
             raise ValueError("a step needs at least one micro-batch")
         t0 = time.perf_counter()
@@ -95,6 +97,8 @@ class OptimizationStep:
         tokens = 0
         for i, (inputs, targets) in enumerate(micro_batches):
             # Ranks: gradients are averaged across ranks on the last micro-batch only (no_sync before it).
+            if seeds is not None:
+                torch.manual_seed(seeds[i])
             with self._grad_sync(last=i == n - 1):
                 with autocast_context(device, self.autocast_dtype):
                     out = self.objective(self.model, inputs, targets)

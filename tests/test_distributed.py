@@ -209,6 +209,15 @@ def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> 
     assert_close_weights(runs["out"] / "muon-1", runs["out"] / "muon-2")
 
 
+def test_dropout_under_ddp_draws_the_one_process_masks(runs: dict[str, Path]) -> None:
+    """Each micro-batch's dropout masks come from (seed, step, micro-batch): two ranks make one process's run."""
+    drop = ["model.dropout=0.2", "train.max_steps=10", "schedule.decay_steps=10"]
+    train(1, *new_run(runs["out"], "dropout-1", runs["corpus"], *drop))
+    train(2, *new_run(runs["out"], "dropout-2", runs["corpus"], *drop))
+    assert_close_runs(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
+    assert_close_weights(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
+
+
 def test_fused_ce_under_ddp_and_fsdp_gives_the_plain_losses(runs: dict[str, Path]) -> None:
     """train.fused_ce computes the loss inside the model's forward, so the wrappers see one ordinary call."""
     for parallel in ("ddp", "fsdp"):
