@@ -157,6 +157,8 @@ def check_frozen_base(path: Path, state: dict[str, Any], model: torch.nn.Module)
     the model is known to hold that very base."""
     saved = state.get("frozen_base")
     if saved is None:
+        if getattr(model, "frozen_base", None) is not None:  # a full checkpoint (a run from before adapter-only
+            model.frozen_base = None  # saving): the model now holds its weights, so its checkpoints stay full
         return set()
     held = getattr(model, "frozen_base", None)
     if held is None:

@@ -81,8 +81,8 @@ def _forward(h: torch.Tensor, weight: torch.Tensor, t: torch.Tensor, rows: int, 
         row_loss = lse - logits.gather(1, safe_t[:, None]).squeeze(1)
         if smoothing:
             row_loss = (1 - smoothing) * row_loss + smoothing * (lse - logits.mean(dim=-1))
-        ce_sum += (row_loss * mc).sum()
-        z_sum += (lse.square() * mc).sum()
+        ce_sum += torch.where(mc, row_loss, 0.0).sum()  # where, not *: an ignored row's inf stays out
+        z_sum += torch.where(mc, lse.square(), 0.0).sum()
         if grads:
             # d(row loss + z_weight·lse²)/d logits = softmax·(1 + 2·z_weight·lse) - (1-ε)·onehot - ε/V
             g = logits.sub_(lse[:, None]).exp_()  # the softmax, in the logits' memory
@@ -91,7 +91,7 @@ def _forward(h: torch.Tensor, weight: torch.Tensor, t: torch.Tensor, rows: int, 
             g[torch.arange(len(tc), device=g.device), safe_t] -= 1 - smoothing
             if smoothing:
                 g.sub_(smoothing / vocab)
-            g.mul_((mc / count)[:, None])
+            g = torch.where(mc[:, None], g / count, 0.0)
             gd = g.to(dtype)
             grad_h[s:s + rows] = (gd @ w).to(h.dtype)
             grad_w += (gd.T @ hc).float()

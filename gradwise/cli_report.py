@@ -24,8 +24,8 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--prompt", default="", help="text the samples continue (default: start of a document)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0), so the report is repeatable")
     p.add_argument("--device", default="auto", help="device for sampling: auto, cpu, cuda, cuda:N")
-    p.add_argument("--data-stats", action="store_true", help="also compute corpus statistics (length histogram, "
-                   "labels) from each run's config; reads the corpus again")
+    p.add_argument("--data-stats", action="store_true", help="also compute the full corpus statistics (tokens, "
+                   "labels; the length histogram comes from the data check) from each run's config; reads the corpus again")
     p.add_argument("--no-diagnosis", action="store_true", help="leave the diagnosis out")
 
 

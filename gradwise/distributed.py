@@ -253,8 +253,11 @@ class Distributed:
         )
 
         saved = load_checkpoint(directory, None, None, scheduler)  # state.json, scheduler and RNG
-        set_model_state_dict(model, _with_tied_names(model, _read_model_file(directory)),
-                             options=StateDictOptions(full_state_dict=True, strict=_complete(directory, model)))
+        complete = _complete(directory, model)
+        keys = set_model_state_dict(model, _with_tied_names(model, _read_model_file(directory)),
+                                    options=StateDictOptions(full_state_dict=True, strict=complete))
+        if not complete:
+            _check_partial_keys(keys, model, directory)
         by_index = read_optimizer_state(directory)
         set_optimizer_state_dict(model, optimizer, _index_to_names(by_index, model, optimizer),
                                  options=StateDictOptions(full_state_dict=True))
@@ -274,8 +277,12 @@ class Distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         full = _with_tied_names(model, _read_model_file(directory)) if self.is_main else {}
-        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
-                                                                   strict=_complete(directory, model)))
+        # Only rank 0 reads the checkpoint (no shared filesystem needed): it says whether it holds every weight.
+        complete = self.broadcast_object(_complete(directory, model) if self.is_main else None)
+        keys = set_model_state_dict(model, full, options=StateDictOptions(
+            full_state_dict=True, broadcast_from_rank0=True, strict=bool(complete)))
+        if not complete and self.is_main:
+            _check_partial_keys(keys, model, directory)
 
 
 class NoMetrics:
@@ -353,6 +360,15 @@ def _index_to_names(by_index: dict[str, Any], model: nn.Module, optimizer: torch
 def _complete(directory: Path, model: nn.Module) -> bool:
     """Whether the checkpoint holds every weight (not only what trained on a frozen base it has checked)."""
     return not check_frozen_base(resolve_checkpoint(directory), read_state(directory), model)
+
+
+def _check_partial_keys(keys: Any, model: nn.Module, directory: Path) -> None:
+    """A checkpoint without its frozen base may lack that base's weights, and nothing else."""
+    missing = sorted(set(keys.missing_keys) - model.frozen_keys())
+    if missing or keys.unexpected_keys:
+        raise CheckpointError(f"checkpoint {resolve_checkpoint(directory)} does not match the model (missing "
+                              f"{missing[:3]}, unexpected {sorted(keys.unexpected_keys)[:3]}); use the config the run "
+                              "was trained with")
 
 
 def _read_model_file(directory: Path) -> dict[str, torch.Tensor]:

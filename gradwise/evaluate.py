@@ -29,11 +29,12 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, block_size: int, batch_size: int, device: torch.device,
              byte_lengths: np.ndarray, max_windows: int | None = None,
-             autocast_dtype: torch.dtype | None = None) -> EvalResult:
+             autocast_dtype: torch.dtype | None = None, fused: bool = False) -> EvalResult:
     """Evaluate on non-overlapping windows tiling the split (all of them, or a fixed evenly spaced subset).
 
     Sums the loss over every target token and divides once, so the result does not depend on the
-    batch size; bits per byte divides the summed nats by the UTF-8 bytes the targets stand for.
+    batch size; bits per byte divides the summed nats by the UTF-8 bytes the targets stand for. ``fused``
+    (train.fused_ce): the loss goes through the output layer in chunks, as in training, never all logits.
     """
     was_training = model.training
     model.eval()
@@ -47,7 +48,7 @@ def evaluate(model: nn.Module, split: Split, block_size: int, batch_size: int, d
         inputs = torch.from_numpy(windows[:, :-1]).to(device, non_blocking=True)
         targets = torch.from_numpy(targets_np).to(device, non_blocking=True)
         with autocast_context(device, autocast_dtype):
-            total_nats += CausalLMObjective.summed(model, inputs, targets).item()
+            total_nats += CausalLMObjective.summed(model, inputs, targets, fused=fused).item()
         total_tokens += targets_np.size
         total_bytes += int(byte_lengths[targets_np].sum())
     model.train(was_training)

@@ -53,8 +53,10 @@ class CausalLMObjective:
         return LossTerms(ce + self.z_loss_weight * z, {"lm": ce, "z_loss": z})
 
     @staticmethod
-    def summed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def summed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, fused: bool = False) -> torch.Tensor:
         """Plain summed cross-entropy (no smoothing): the honest evaluation number, exact over many batches."""
+        if fused:  # the model's chunked loss is a mean over the non-ignored targets: back to a sum
+            return model(inputs, loss_targets=targets)[1] * (targets != IGNORE_INDEX).sum()
         logits = model(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")

@@ -125,7 +125,8 @@ def _model_and_batches(cfg: Config, spec: ModelSpec, device: torch.device, micro
             x = torch.randint(0, V, (micro, T + 1), generator=gen)
             return x[:, :-1].to(device), x[:, 1:].to(device)
 
-        return model, CausalLMObjective(cfg.objective.label_smoothing, cfg.objective.z_loss), lm_batch
+        return model, CausalLMObjective(cfg.objective.label_smoothing, cfg.objective.z_loss,
+                                 fused=cfg.train.fused_ce), lm_batch
     pad = task.pad_id if task is not None else V - 1
     model = classifier(cfg, V, spec.n_classes, pad).to(device)
     objective = task.objective() if task is not None else ClassificationObjective(

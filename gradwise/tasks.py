@@ -117,7 +117,7 @@ class LMTask:
         t = self.cfg.train
         res = evaluate(model, self.corpus.split(split), self.cfg.model.block_size, t.batch_size, device,
                        self.byte_lengths, max_windows=t.eval_batches * t.batch_size if fixed_subset else None,
-                       autocast_dtype=autocast_dtype)
+                       autocast_dtype=autocast_dtype, fused=t.fused_ce)
         return EvalReport(res.loss, {"perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte},
                           {"tokens": res.tokens, "bytes": res.bytes})
 

@@ -243,6 +243,10 @@ def check_against_brute_force(path: Path, tmp_path: Path) -> dict:
         assert report["exact"]["cross"][key] == exact, key
         assert report["near"]["cross"][key] == near, key
     assert report["labels"]["exact_conflict_texts"] == expected["conflict_texts"]
+    lengths = sorted(len(t) for t in texts)  # the length histogram the run report draws
+    hist = report["stats"]["lengths"]
+    assert report["stats"]["records"] == hist["count"] == sum(b["count"] for b in hist["buckets"]) == len(texts)
+    assert (hist["min"], hist["max"]) == (lengths[0], lengths[-1])
     return report
 
 

@@ -265,6 +265,28 @@ def test_lora_checkpoint_refuses_a_changed_or_missing_base(gpt2_dir: Path, corpu
         load_run(run)
 
 
+def test_a_full_lora_checkpoint_keeps_its_run_saving_full_ones(gpt2_dir: Path, tmp_path: Path) -> None:
+    """Runs from before adapter-only checkpoints saved everything: loading one puts those weights in the model,
+    so the model no longer stands for the base on disk, and its next checkpoints stay full."""
+    pytest.importorskip("peft")
+    from gradwise.checkpoint import load_weights, save_checkpoint
+    from gradwise.config import LoraSettings, ModelConfig
+    from gradwise.models.hf_causal import build_hf_model
+
+    m = ModelConfig(arch="hf", hf_path=str(gpt2_dir), lora=LoraSettings(r=2, alpha=4))
+    old = build_hf_model(m, 10)
+    base, old.frozen_base = old.frozen_base, None  # what an older gradwise wrote: every weight, no base record
+    save_checkpoint(tmp_path / "old", old, {"step": 1})
+    assert "frozen_base" not in json.loads((tmp_path / "old" / "state.json").read_text())
+    model = build_hf_model(m, 10)
+    assert model.frozen_base == base
+    load_weights(tmp_path / "old", model)
+    assert model.frozen_base is None
+    save_checkpoint(tmp_path / "next", model, {"step": 2})
+    saved = set(load_file(str(tmp_path / "next" / "model.safetensors")))
+    assert saved == set(load_file(str(tmp_path / "old" / "model.safetensors"))) and any("lora_" not in k for k in saved)
+
+
 def test_lora_default_targets_are_peft_defaults_for_the_architecture(llama_dir: Path) -> None:
     pytest.importorskip("peft")
     from gradwise.config import LoraSettings, ModelConfig

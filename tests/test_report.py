@@ -110,6 +110,7 @@ def test_lm_report_has_every_section_and_escapes_what_it_reads(pages: dict[str, 
     assert section(page, "samples").count("<pre>") == 2
     assert "<details><summary>config.yaml" in section(page, "config") and "n_layer: 2" in page
     assert "no duplicates or leakage" in section(page, "data")
+    assert "length histogram of paragraphs" in section(page, "data")  # from the data check, no --data-stats
 
 
 @pytest.mark.slow
@@ -252,8 +253,9 @@ def test_report_pages_load_in_headless_chromium_without_console_errors(chromium:
     exe = chromium
     lm = check_page(pages["lm"], exe)
     assert_clean(lm, 4)
-    assert {c["id"] for c in lm.charts} == {"chart-loss", "chart-lr", "chart-grad-norm", "chart-throughput"}
-    assert all(c["width"] == 640 and c["height"] == 340 for c in lm.charts)
+    curves = {"chart-loss", "chart-lr", "chart-grad-norm", "chart-throughput"}
+    assert {c["id"] for c in lm.charts} == curves | {"hist-lm"}  # the histogram from the run's data check
+    assert all(c["width"] == 640 and c["height"] == 340 for c in lm.charts if c["id"] in curves)
     assert lm.sections == ["summary", "diagnosis", "curves", "samples", "data", "config"]
     cls = check_page(pages["cls"], exe)
     assert_clean(cls, 6)

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from gradwise.data import contamination
+from gradwise.data.stats import length_histogram
 from gradwise.data.textunits import split_paragraphs
 from gradwise.data.units import SPLITS, CheckParams, UnitTable, analyse_units
 from gradwise.rundir import write_json
 
-REPORT_FORMAT = 2  # bump whenever what a report holds or how it is computed changes: old cache entries die
+REPORT_FORMAT = 3  # bump whenever what a report holds or how it is computed changes: old cache entries die
 
 
 # ---------------------------------------------------------------- language-model corpora
@@ -40,16 +41,20 @@ def check_lm(corpus: Any, block_size: int, params: CheckParams, parallel: bool |
     The contamination half runs in a second process while this one builds the unit table (``parallel``:
     None decides by corpus size and CPUs); the report is the same either way."""
     t0 = time.perf_counter()
-    background = contamination.start(corpus, block_size, params.ngram, parallel)
+    background = None
     try:
+        background = contamination.start(corpus, block_size, params.ngram, parallel)
         table = UnitTable("token")  # its word hashes are stable across processes: they decide near copies
+        lengths: list[int] = []
         for split_index, name in enumerate(SPLITS):
             for start, text, token_ratio in contamination.decoded_slices(corpus, name):
                 for offset, paragraph in split_paragraphs(text):
+                    lengths.append(len(paragraph))
                     if len(paragraph.strip()) >= params.min_chars:
                         table.add(paragraph, split_index, start + int(offset * token_ratio))
         report = analyse_units(table, params)
         report["unit"] = "paragraph"
+        report["stats"] = {"paragraphs": len(lengths), "lengths_of": "paragraphs", "lengths": length_histogram(lengths)}
         report["contamination"] = (background.result() if background else
                                    contamination.contamination(corpus, block_size, params.ngram))
     finally:
@@ -73,6 +78,8 @@ def check_records(texts: list[str], labels: list[Any], index: dict[str, np.ndarr
         table.add(text, int(split_of[r]), lines[r], labels[r])
     report = analyse_units(table, params)
     report["unit"] = "record"
+    report["stats"] = {"records": len(texts), "lengths_of": "records",
+                       "lengths": length_histogram([len(t) for t in texts])}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gradwise.data.textunits import WORD, LocalWordHasher, find_words, ngram_hashes
+from gradwise.data.textunits import WORD, LocalWordHasher, available_cpus, find_words, ngram_hashes
 
 SLICE_TOKENS = 1 << 22  # tokens decoded at a time (a paragraph cut at a slice edge becomes two units)
 MAX_EXAMPLES = 5
@@ -95,30 +95,35 @@ class Background:
     def __init__(self, corpus: Any, block: int, n: int):
         self.corpus, self.block, self.n = corpus, block, n
         self.ran_in_child = False  # set by result(): whether the child's answer was used
-        request = {"store": str(corpus.store.path), "tokenizer": corpus.tokenizer.to_json(),
+        request = {"store": str(Path(corpus.store.path).resolve()), "tokenizer": corpus.tokenizer.to_json(),
                    "ranges": {name: corpus.split(name).ranges for name in ("train", "val", "test")},
                    "block": block, "n": n}
-        package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very gradwise
+        package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very gradwise (run there)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH"))
                                                            if p)}
         self._proc: subprocess.Popen | None = None
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "gradwise.data.contamination"], env=env,
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(json.dumps(request).encode())
-            self._proc.stdin.close()
+                                          cwd=package_root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL)
+            stdin, self._proc.stdin = self._proc.stdin, None  # written and closed here; communicate() reads only
+            assert stdin is not None
+            with stdin:
+                stdin.write(json.dumps(request).encode())
         except OSError:
             self.close()
 
     def result(self) -> dict[str, dict[str, Any]]:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            assert proc.stdout is not None
-            out = proc.stdout.read()
-            if proc.wait() == 0:
+        if self._proc is not None:
+            out, _ = self._proc.communicate()  # interrupted here, the child stays known to close(), which kills it
+            code, self._proc = self._proc.returncode, None
+            try:
+                answer = json.loads(out) if code == 0 else None
+            except ValueError:
+                answer = None
+            if answer is not None:
                 self.ran_in_child = True
-                return json.loads(out)
+                return answer
         return contamination(self.corpus, self.block, self.n)
 
     def close(self) -> None:
@@ -134,8 +139,7 @@ def start(corpus: Any, block: int, n: int, parallel: bool | None = None) -> Back
     from gradwise.data.tokenizers import portable
 
     if parallel is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        parallel = cpus >= 2 and corpus.split("train").n_tokens >= PARALLEL_MIN_TOKENS
+        parallel = available_cpus() >= 2 and corpus.split("train").n_tokens >= PARALLEL_MIN_TOKENS
     if not parallel or not portable(corpus.tokenizer):
         return None
     return Background(corpus, block, n)

@@ -14,13 +14,12 @@ Jaccard similarity on the shingle sets, so reported similarities are exact, not 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from gradwise.data.textunits import mix64
+from gradwise.data.textunits import available_cpus, mix64
 
 SHINGLE_WORDS = 3
 MAX_BUCKET = 32  # a bucket bigger than this pairs each member with its first MAX_BUCKET members only
@@ -70,10 +69,10 @@ class MinHasher:
 
     def signatures(self, sets: ShingleSets) -> np.ndarray:
         """(units, num_perm) uint32 signatures; every unit must have at least one shingle. Two threads share
-        the permutations where two CPUs are free (numpy releases the GIL in these loops: 1.5x measured)."""
+        the permutations where the process may use two CPUs (numpy releases the GIL in these loops: 1.5x measured)."""
         n = len(sets)
         sig = np.empty((n, self.num_perm), dtype=np.uint32)
-        workers = min(2, _cpus(), self.num_perm)
+        workers = min(2, available_cpus(), self.num_perm)
         start = 0
         with ThreadPoolExecutor(workers) as pool:
             while start < n:  # blocks of whole units, about _BLOCK shingles each
@@ -110,10 +109,6 @@ class MinHasher:
             return np.zeros((0, 2), dtype=np.int64)
         codes = np.unique(np.concatenate(found))  # i * n + j: sorts as (i, j) does, and dedupes in one pass
         return np.stack([codes // n, codes % n], axis=1)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _bucket_pairs(order: np.ndarray, sorted_key: np.ndarray) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ and the same deduplication.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 
@@ -29,6 +30,11 @@ _NGRAM_BASE = np.uint64(0x100000001B3)
 # ASCII characters \w does not match, mapped to a space: for ASCII text, ``text.translate(_NOT_WORD).split()``
 # gives what ``WORD.findall(text)`` does, 2.5x as fast.
 _NOT_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def find_words(text: str) -> list[str]:

@@ -9,7 +9,7 @@ checkpoint's dtype unless told otherwise); bf16 autocast on CUDA happens in the 
 A run keeps ``RUN/hf/`` (config.json, generation_config.json and the tokenizer files), so resume, eval,
 generate and export rebuild the model from the run alone and then load its checkpoint. A LoRA run's
 checkpoints hold only what trains (the adapters): its frozen base is read again from ``model.hf_path``,
-checked against the SHA-256 of its weight files recorded at training time (:func:`weights_fingerprint`).
+checked against the SHA-256 of its config and weight files recorded at training time (:func:`base_fingerprint`).
 """
 
 from __future__ import annotations
@@ -138,9 +138,10 @@ def weight_files(directory: Path) -> list[Path]:
     return [directory / "model.safetensors"]
 
 
-def weights_fingerprint(path: str | Path) -> str:
-    """SHA-256 over the directory's weight files, cached by (file, size, mtime) so a 14 GB base is hashed
-    once, not at every resume: what a LoRA checkpoint records to know its base has not changed."""
+def base_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the directory's config.json and weight files, cached by (file, size, inode, mtime, ctime) so
+    a 14 GB base is hashed once, not at every resume: what a LoRA checkpoint records to know its frozen base
+    (architecture settings included) has not changed."""
     from gradwise.data.sources import hash_file
     from gradwise.data.store import default_cache_dir
     from gradwise.rundir import write_json
@@ -152,11 +153,11 @@ def weights_fingerprint(path: str | Path) -> str:
     except (OSError, ValueError):
         cache = {}
     total, changed = hashlib.sha256(), False
-    for f in weight_files(directory):
+    for f in [directory / CONFIG_FILE, *weight_files(directory)]:
         if not f.is_file():
             raise GradwiseError(f"hf:{directory} lacks the weight file {f.name}; is the model directory complete?")
         st = f.stat()
-        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        key = f"{f.resolve()}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}|{st.st_ctime_ns}"
         if key not in cache:
             cache[key], changed = hash_file(hashlib.sha256(), f).hexdigest(), True
         total.update(f"{f.name}:{cache[key]};".encode())
@@ -182,4 +183,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["fit_hf_model", "from_run", "load_pretrained", "max_positions", "model_config", "model_dir",
-           "quiet_transformers", "save_run_files", "weight_files", "weights_fingerprint"]
+           "quiet_transformers", "save_run_files", "weight_files", "base_fingerprint"]

@@ -72,7 +72,7 @@ def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None)
     """The ``model.hf_path`` model with its trained weights, or (``run_dir``) rebuilt from a run's copy of its
     config for a checkpoint to fill; with ``model.lora``, wrapped with adapters (the targets used are recorded
     in ``m.lora.targets`` so the saved config names them)."""
-    from gradwise.hf.causal import from_run, load_pretrained, weights_fingerprint
+    from gradwise.hf.causal import base_fingerprint, from_run, load_pretrained
 
     # A LoRA run's checkpoints hold only the adapters: its frozen base comes from model.hf_path (when it is
     # still there; otherwise loading a checkpoint says what is missing). A full fine-tune's hold everything.
@@ -89,7 +89,7 @@ def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None)
 
         model, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
         if pretrained:
-            frozen = {"path": str(m.hf_path), "fingerprint": weights_fingerprint(m.hf_path)}
+            frozen = {"path": str(Path(m.hf_path).expanduser().resolve()), "fingerprint": base_fingerprint(m.hf_path)}
     return HFCausalLM(model, m.block_size, frozen)
 
 

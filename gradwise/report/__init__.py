@@ -45,7 +45,7 @@ def build_report(run_dirs: Sequence[str | Path] | str | Path, *,
             run.diagnosis = diagnosis.get(str(given), diagnosis.get(run.name))
         elif diagnosis is not None:
             run.diagnosis = list(diagnosis)
-        if data_stats and run.data_stats is None:
+        if data_stats and (run.data_stats is None or run.data_stats.get("from_data_check")):
             add_data_stats(run)
         add_samples(run, count=samples, max_new_tokens=max_new_tokens, prompt=prompt, seed=seed, device=device)
     return render_page(runs, curve_charts(runs), title=title)

@@ -170,7 +170,7 @@ def load_run_data(path: str | Path) -> RunData:
     data_check = _read_json(run.path / "data_check.json", notes)
     stats = _read_json(run.path / "data_stats.json", notes)
     if stats is None and data_check is not None and isinstance(data_check.get("stats"), dict):
-        stats = data_check["stats"]
+        stats = {**data_check["stats"], "from_data_check": True}  # lengths only: --data-stats adds the rest
     status, note = run_status(run, metrics, summary)
     name = run.path.resolve().name
     return RunData(run.path, name, config_text, config if isinstance(config, dict) else {}, metrics, summary,

@@ -210,7 +210,8 @@ def data_html(run: RunData, prefix: str = "") -> str:
     stats = run.data_stats
     if stats:
         out += "<h3>Data statistics</h3><dl class=nums>"
-        for key in ("corpus", "chars", "documents", "records", "tokens", "label_counts", "imbalance_ratio"):
+        for key in ("corpus", "chars", "documents", "paragraphs", "records", "tokens", "label_counts",
+                    "imbalance_ratio"):
             if stats.get(key) is not None:
                 out += f"<dt>{e(key.replace('_', ' '))}</dt><dd>{e(fmt(stats[key]))}</dd>"
         out += "</dl>"
