@@ -22,10 +22,14 @@ import torch
 IGNORE_INDEX = -100
 
 
+MIN_CHUNK_ROWS = 256  # fewer rows make the output layer's matmuls too small to run at speed (on a CPU: 1.4x slower)
+
+
 def chunk_rows(n_rows: int, width: int, vocab: int) -> int:
-    """Rows per chunk: logits of a chunk about as big as the hidden states of all rows (a power of two)."""
+    """Rows per chunk: logits of a chunk about as big as the hidden states of all rows (a power of two), but
+    at least MIN_CHUNK_ROWS (or all rows, when fewer)."""
     rows = max(1, math.ceil(n_rows / max(1, math.ceil(vocab / width))))
-    return 1 << (rows - 1).bit_length()
+    return min(n_rows, max(MIN_CHUNK_ROWS, 1 << (rows - 1).bit_length()))
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,

@@ -71,7 +71,8 @@ def test_bf16_autocast_stays_within_bf16_noise():
 
 def test_chunk_rows_keeps_chunk_logits_near_the_hidden_size():
     assert chunk_rows(32 * 1024, 768, 50304) == 512  # 512 x 50304 logits ~ 32768 x 768 hidden
-    assert chunk_rows(10, 64, 65) == 8 and chunk_rows(1, 8, 8) == 1  # 2 chunks: 65 logits per 64 hidden
+    assert chunk_rows(2048, 256, 50304) == 256  # the floor: 16 rows would make tiny matmuls
+    assert chunk_rows(10, 64, 65) == 10 and chunk_rows(1, 8, 8) == 1  # fewer rows than the floor: one chunk
 
 
 def test_gpt_gradients_through_the_fused_loss_equal_the_plain_ones():

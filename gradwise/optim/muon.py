@@ -43,6 +43,15 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
     return x[0] if squeeze else x
 
 
+def _ns_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The Newton-Schulz precision. ``auto``: bf16 on GPUs (tensor cores; what Muon is tuned for), fp32 on CPUs,
+    where bf16 matmuls are emulated without AVX-512 BF16/AMX: 45x slower measured on an AVX2 EPYC (4 x 256 x 768
+    batch: 2.33 s vs 0.05 s), and fp32 is the more exact of the two."""
+    if name == "auto":
+        return torch.bfloat16 if device.type in ("cuda", "xpu") else torch.float32
+    return getattr(torch, name)
+
+
 def lr_scale(shape: torch.Size, adjust: str) -> float:
     """Per-matrix lr factor. ``match_rms_adamw`` makes the update's RMS match a typical AdamW update, so
     AdamW's learning rate carries over; ``original`` is the first Muon's sqrt(max(1, rows / cols))."""
@@ -62,13 +71,13 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
-                 adjust_lr: str = "match_rms_adamw", ns_dtype: str = "bfloat16"):
+                 adjust_lr: str = "match_rms_adamw", ns_dtype: str = "auto"):
         if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1 or ns_steps < 1:
             raise ValueError(f"invalid Muon hyperparameters: lr={lr}, weight_decay={weight_decay}, "
                              f"momentum={momentum}, ns_steps={ns_steps}")
         lr_scale(torch.Size([1, 1]), adjust_lr)  # validates the name
-        if ns_dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"ns_dtype must be 'bfloat16' or 'float32', not {ns_dtype!r}")
+        if ns_dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"ns_dtype must be 'auto', 'bfloat16' or 'float32', not {ns_dtype!r}")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         adjust_lr=adjust_lr, ns_dtype=ns_dtype)
         super().__init__(params, defaults)
@@ -104,6 +113,6 @@ class Muon(torch.optim.Optimizer):
         for index in by_shape.values():
             tall = [params[i].shape[0] > params[i].shape[1] for i in index]
             stacked = torch.stack([updates[i].mT if t else updates[i] for i, t in zip(index, tall, strict=True)])
-            ortho = orthogonalize(stacked, group["ns_steps"], dtype=getattr(torch, group["ns_dtype"]))
+            ortho = orthogonalize(stacked, group["ns_steps"], dtype=_ns_dtype(group["ns_dtype"], stacked.device))
             for j, (i, t) in enumerate(zip(index, tall, strict=True)):
                 params[i].add_(ortho[j].mT if t else ortho[j], alpha=-lr * lr_scale(params[i].shape, group["adjust_lr"]))
