@@ -111,14 +111,9 @@ class Distributed:
             raise ConfigError(f"train.grad_accum ({t.grad_accum}) must be a multiple of the number of ranks ({w}): "
                               f"each rank takes grad_accum / {w} of a step's micro-batches; "
                               f"set --set train.grad_accum={w * -(-t.grad_accum // w)}")
-        if self.parallel == "fsdp":
-            if cfg.optim.name == "muon":
-                raise ConfigError("train.parallel=fsdp cannot run Muon (it orthogonalizes whole matrices; FSDP "
-                                  "keeps shards); use --set optim.name=adamw, or train.parallel=ddp")
-            r = cfg.regularization
-            if r.l1 or r.l2:
-                raise ConfigError("regularization.l1/l2 are not supported with train.parallel=fsdp; use "
-                                  "optim.weight_decay, or train.parallel=ddp")
+        if self.parallel == "fsdp" and cfg.optim.name == "muon":
+            raise ConfigError("train.parallel=fsdp cannot run Muon (it orthogonalizes whole matrices; FSDP "
+                              "keeps shards); use --set optim.name=adamw, or train.parallel=ddp")
 
     # ------------------------------------------------------------ work sharing
     def micro_indices(self, grad_accum: int) -> range:

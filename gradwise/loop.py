@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -226,6 +227,13 @@ class TrainLoop:
 
     # ------------------------------------------------------------ the loop
     def run(self) -> str:
+        prefetch = BatchPrefetcher(self.micro_batches, self.cfg.train.max_steps)
+        try:
+            return self._run(prefetch)
+        finally:
+            prefetch.close()
+
+    def _run(self, prefetch: BatchPrefetcher) -> str:
         st, t = self.state, self.cfg.train
         self._last_lr = self.stepper.optimizer.param_groups[0]["lr"]
         self._last_update_ratio: float | None = None
@@ -255,7 +263,7 @@ class TrainLoop:
                 t_iter = time.perf_counter()
                 seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
                          for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
-                result = self.stepper(self.micro_batches(st.step), measure_update=measure, seeds=seeds)
+                result = self.stepper(prefetch.get(st.step), measure_update=measure, seeds=seeds)
                 st.step += 1
                 st.tokens_seen += result.tokens
                 st.step_seconds += result.seconds
@@ -288,3 +296,26 @@ class TrainLoop:
                 self.save_last()
             tick()
         return stopped_because
+
+
+class BatchPrefetcher:
+    """The next step's micro-batches read and sent to the device by a background thread while this step runs.
+
+    A batch is a pure function of (seed, step, micro-batch), so reading it early changes nothing but the wait:
+    the device is not left idle while the host gathers, pins and copies the next batch. A step asked for out of
+    order (the first one, a resumed one) is made on the spot."""
+
+    def __init__(self, make: Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]], max_steps: int):
+        self.make, self.max_steps = make, max_steps
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="gradwise-batches")
+        self.pending: tuple[int, Future] | None = None
+
+    def get(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        pending, self.pending = self.pending, None
+        batches = pending[1].result() if pending is not None and pending[0] == step else self.make(step)
+        if step + 1 < self.max_steps:
+            self.pending = (step + 1, self.pool.submit(self.make, step + 1))
+        return batches
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -38,7 +38,13 @@ class Penalties:
         """The weighted penalty terms (``reg_l1``, ``reg_l2``); empty when both weights are 0."""
         terms: dict[str, torch.Tensor] = {}
         if self.l1:
-            terms["reg_l1"] = self.l1 * torch.stack([p.abs().sum() for p in self.params]).sum()
+            terms["reg_l1"] = self.l1 * torch.stack([_local(p).abs().sum() for p in self.params]).sum()
         if self.l2:
-            terms["reg_l2"] = self.l2 * torch.stack([p.square().sum() for p in self.params]).sum()
+            terms["reg_l2"] = self.l2 * torch.stack([_local(p).square().sum() for p in self.params]).sum()
         return terms
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """The part of ``p`` this process holds: an FSDP shard's own elements (each rank penalises its shard, the
+    gradient lands on that shard, and the logged value is summed over ranks), or ``p`` itself."""
+    return p.to_local() if hasattr(p, "to_local") else p

@@ -123,6 +123,8 @@ class OptimizationStep:
             terms = self.penalty()
             if terms:
                 sum(terms.values()).backward()
+                if self.dist is not None and self.dist.sharded:  # FSDP: each rank penalised its own shard
+                    terms = {name: self.dist.sum_tensor(value.detach().clone()) for name, value in terms.items()}
                 part_sums.update({name: value.detach() for name, value in terms.items()})
 
         if clock:

@@ -140,8 +140,7 @@ def test_each_rank_takes_its_micro_batches_and_bad_setups_are_refused() -> None:
         check(2, "ddp", "train.grad_accum=3")
     with pytest.raises(ConfigError, match="cannot run Muon.*use --set optim.name=adamw"):
         check(2, "fsdp", "train.grad_accum=2")  # optim.name auto is Muon for a GPT
-    with pytest.raises(ConfigError, match="regularization.l1/l2 are not supported"):
-        check(2, "fsdp", "train.grad_accum=2", "optim.name=adamw", "regularization.l2=0.01")
+    check(2, "fsdp", "train.grad_accum=2", "optim.name=adamw", "regularization.l2=0.01")  # penalties: per shard
     check(2, "ddp", "train.grad_accum=2", "optim.name=muon")  # DDP: Muon runs on every rank alike
     check(1, "none", "train.grad_accum=3")  # one process: nothing to divide
 
@@ -216,6 +215,20 @@ def test_dropout_under_ddp_draws_the_one_process_masks(runs: dict[str, Path]) ->
     train(2, *new_run(runs["out"], "dropout-2", runs["corpus"], *drop))
     assert_close_runs(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
     assert_close_weights(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
+
+
+def test_l1_l2_penalties_under_fsdp_give_the_ddp_run(runs: dict[str, Path]) -> None:
+    """Each rank penalises its own shard; the logged penalty is summed over ranks: the DDP numbers."""
+    reg = ["train.max_steps=10", "schedule.decay_steps=10", "regularization.l1=1e-5", "regularization.l2=1e-3"]
+    train(2, *new_run(runs["out"], "reg-ddp", runs["corpus"], *reg))
+    train(2, *new_run(runs["out"], "reg-fsdp", runs["corpus"], *reg, "train.parallel=fsdp"))
+    ddp, fsdp = runs["out"] / "reg-ddp", runs["out"] / "reg-fsdp"
+    assert_close_runs(ddp, fsdp)
+    a, b = records(ddp), records(fsdp)
+    logged = [k for k in a if k[0] == "train"]
+    assert logged and all(b[k][f"train_{t}"] == pytest.approx(a[k][f"train_{t}"], rel=RTOL)
+                          for k in logged for t in ("reg_l1", "reg_l2"))
+    assert_close_weights(ddp, fsdp)
 
 
 def test_fused_ce_under_ddp_and_fsdp_gives_the_plain_losses(runs: dict[str, Path]) -> None:

@@ -131,3 +131,28 @@ def test_compile_mode_reaches_torch_compile(tmp_path, corpus_file, monkeypatch):
     train("default", overrides=[*over, "name=autotune", "train.compile_mode=max-autotune"], quiet=True)
     train("default", overrides=[*over, "name=plain"], quiet=True)
     assert modes == ["max-autotune", "max-autotune", None, None]
+
+
+def test_batch_prefetcher_gives_each_step_its_own_batches_in_any_order():
+    """The next step's batches are made in a background thread; asked out of order, a step is made on the
+    spot. Either way each step gets exactly make(step)."""
+    import threading
+
+    from gradwise.loop import BatchPrefetcher
+
+    made: list[tuple[int, str]] = []
+
+    def make(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        made.append((step, threading.current_thread().name))
+        return [(torch.full((2,), step), torch.full((2,), -step))]
+
+    prefetch = BatchPrefetcher(make, max_steps=6)
+    try:
+        for step in (0, 1, 2, 4, 5):  # 3 skipped: a step asked out of order
+            (x, y), = prefetch.get(step)
+            assert x.tolist() == [step, step] and y.tolist() == [-step, -step]
+    finally:
+        prefetch.close()
+    by_worker = {s for s, name in made if name.startswith("gradwise-batches")}
+    assert {1, 2, 5} <= by_worker and 0 not in by_worker  # 1, 2 and 5 were ready before they were asked for
+    assert 6 not in {s for s, _ in made}  # nothing past the last step
