@@ -70,6 +70,7 @@ class ModelSpec:
     n_classes: int = 0  # classify only
     with_lm: bool = True  # the LM head is computed (task lm, or a classifier with an lm objective term)
     drop: dict[str, float] = field(default_factory=dict)  # embd / attn / resid (GPT), between (LSTM layers)
+    fused_ce: bool = False  # train.fused_ce: the loss goes through the output layer in chunks (chunked_ce.py)
 
     @property
     def directions(self) -> int:
@@ -88,7 +89,8 @@ def model_spec(cfg: Config, vocab_size: int, n_classes: int = 0) -> ModelSpec:
                      hidden=m.hidden or m.n_embd, bidirectional=m.bidirectional, bias=m.bias,
                      tie_embeddings=m.tie_embeddings, n_classes=n_classes, with_lm=with_lm,
                      drop={"embd": rate(m.embd_dropout), "attn": rate(m.attn_dropout),
-                           "resid": rate(m.resid_dropout), "between": m.dropout})
+                           "resid": rate(m.resid_dropout), "between": m.dropout},
+                     fused_ce=cfg.train.fused_ce and with_lm and m.arch == "gpt")
 
 
 # ---------------------------------------------------------------- parameters
@@ -220,7 +222,9 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     log-sum-exp (H fp32). CPU attention dropout takes PyTorch's math kernel, which keeps three T x T maps per
     head instead; each other dropout keeps its mask (act_bytes each on CPU, one byte on CUDA). Then per token:
     ids and targets (int64), the final norm (C fp32 + C), and the log-softmax over the vocabulary (V fp32).
-    Measured on torch 2.13 CPU this is within 0.2% (dropout or not); the LSTM: :func:`_lstm_bytes_per_token`.
+    With ``train.fused_ce`` the head keeps instead the gradient of the final norm's output (C fp32 per token)
+    and of the output weight (V x C fp32, once). Measured on torch 2.13 CPU this is within 0.2% (dropout or
+    not); the LSTM: :func:`_lstm_bytes_per_token`.
     """
     tokens = batch * spec.block_size
     if spec.arch == "lstm":
@@ -229,9 +233,14 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     mask = 1 if device_type == "cuda" else a
     attention = 3 * H * T * a if spec.drop["attn"] > 0 and device_type != "cuda" else H * FP32
     block = 2 * C * FP32 + 4 * FP32 + 14 * C * a + attention + (2 * C * mask if spec.drop["resid"] > 0 else 0)
-    head = C * FP32 + 2 * FP32 + C * a + (spec.vocab_size * FP32 + 8 if spec.with_lm else 0)
+    if spec.fused_ce:
+        head = C * FP32 + 2 * FP32 + C * FP32
+        once = spec.vocab_size * C * FP32
+    else:
+        head = C * FP32 + 2 * FP32 + C * a + (spec.vocab_size * FP32 + 8 if spec.with_lm else 0)
+        once = 0
     embed = 8 + (C * (1 if device_type == "cuda" else FP32) if spec.drop["embd"] > 0 else 0)
-    return tokens * (spec.n_layer * block + head + embed)
+    return tokens * (spec.n_layer * block + head + embed) + once
 
 
 def _lstm_bytes_per_token(s: ModelSpec, a: int) -> int:
@@ -257,10 +266,16 @@ def autocast_weight_bytes(spec: ModelSpec) -> int:
 
 
 def logits_working_bytes(spec: ModelSpec, batch: int) -> int:
-    """Around the loss two (B, T, V) fp32 tensors live at once (the logits, then their gradient)."""
+    """Around the loss two (B, T, V) fp32 tensors live at once (the logits, then their gradient); with
+    ``train.fused_ce`` two (chunk, V) ones."""
     if not spec.with_lm or spec.arch == "lstm":
         return 0
-    return 2 * batch * spec.block_size * spec.vocab_size * FP32
+    rows = batch * spec.block_size
+    if spec.fused_ce:
+        from gradwise.chunked_ce import chunk_rows
+
+        rows = chunk_rows(rows, spec.n_embd, spec.vocab_size)
+    return 2 * rows * spec.vocab_size * FP32
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:

@@ -143,13 +143,15 @@ def saved_bytes(model: torch.nn.Module, forward, bf16: bool = False) -> int:
 
 @pytest.mark.parametrize(("case", "extra", "bf16"), [
     ("gpt tied", [], False), ("gpt tied", [], True), ("gpt untied, bias", ["model.dropout=0.1"], False),
-    ("gpt tied", ["model.resid_dropout=0.1"], True),
+    ("gpt tied", ["model.resid_dropout=0.1"], True), ("gpt tied", ["train.fused_ce=true"], False),
+    ("gpt untied, bias", ["train.fused_ce=true"], True),
 ])
 def test_gpt_activation_estimate_matches_saved_tensors(case: str, extra: list[str], bf16: bool) -> None:
     cfg, spec, model = built(GPT_CASES[case] + extra)
     batch = 4
     x = torch.randint(0, VOCAB, (batch, spec.block_size))
-    measured = saved_bytes(model, lambda: CausalLMObjective()(model, x, x).total, bf16)
+    objective = CausalLMObjective(fused=cfg.train.fused_ce)
+    measured = saved_bytes(model, lambda: objective(model, x, x).total, bf16)
     estimate = activation_bytes(spec, batch, 2 if bf16 else 4) + (autocast_weight_bytes(spec) if bf16 else 0)
     assert estimate == pytest.approx(measured, rel=ACTIVATION_TOLERANCE)
 
