@@ -139,7 +139,7 @@ def load_weights(directory: Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load a checkpoint's weights into ``model``; returns its state.json."""
     state = read_state(directory)
     path = resolve_checkpoint(directory)
-    allowed_missing = check_frozen_base(path, state, model)
+    allowed_missing = reconcile_frozen_base(path, state, model)
     try:
         missing, unexpected = load_model(model, str(path / MODEL_FILE), strict=False)
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -152,9 +152,11 @@ def load_weights(directory: Path, model: torch.nn.Module) -> dict[str, Any]:
     return state
 
 
-def check_frozen_base(path: Path, state: dict[str, Any], model: torch.nn.Module) -> set[str]:
-    """The keys a checkpoint may leave out: for one saved without its frozen base (LoRA), that base's, once
-    the model is known to hold that very base."""
+def reconcile_frozen_base(path: Path, state: dict[str, Any], model: torch.nn.Module) -> set[str]:
+    """The keys a checkpoint may leave out, and the model's base record made true: a checkpoint saved without
+    its frozen base (LoRA) may leave out that base's keys once the model is known to hold that very base
+    (otherwise one line says what is wrong); a full checkpoint clears the record, since its weights replace
+    the base's (an older run keeps saving full checkpoints)."""
     saved = state.get("frozen_base")
     if saved is None:
         if getattr(model, "frozen_base", None) is not None:  # a full checkpoint (a run from before adapter-only

@@ -27,11 +27,11 @@ from torch import nn
 
 from gradwise.checkpoint import (
     MODEL_FILE,
-    check_frozen_base,
     load_checkpoint,
     load_weights,
     read_optimizer_state,
     read_state,
+    reconcile_frozen_base,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -354,7 +354,7 @@ def _index_to_names(by_index: dict[str, Any], model: nn.Module, optimizer: torch
 
 def _complete(directory: Path, model: nn.Module) -> bool:
     """Whether the checkpoint holds every weight (not only what trained on a frozen base it has checked)."""
-    return not check_frozen_base(resolve_checkpoint(directory), read_state(directory), model)
+    return not reconcile_frozen_base(resolve_checkpoint(directory), read_state(directory), model)
 
 
 def _check_partial_keys(keys: Any, model: nn.Module, directory: Path) -> None:

@@ -200,21 +200,22 @@ def test_fsdp2_gives_ddp_losses_and_its_checkpoints_resume_anywhere(runs: dict[s
     assert summary(run)["test_loss"] == pytest.approx(summary(runs["two"])["test_loss"], rel=RTOL)
 
 
+def assert_two_ranks_make_one_process(runs: dict[str, Path], name: str, *extra: str) -> None:
+    """A 10-step run on 1 process and on 2 DDP ranks with ``extra`` settings: same losses and weights."""
+    sets = [*extra, "train.max_steps=10", "schedule.decay_steps=10"]
+    for nproc in (1, 2):
+        train(nproc, *new_run(runs["out"], f"{name}-{nproc}", runs["corpus"], *sets))
+    assert_close_runs(runs["out"] / f"{name}-1", runs["out"] / f"{name}-2")
+    assert_close_weights(runs["out"] / f"{name}-1", runs["out"] / f"{name}-2")
+
+
 def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> None:
-    muon = ["optim.name=muon", "train.max_steps=10", "schedule.decay_steps=10"]
-    train(1, *new_run(runs["out"], "muon-1", runs["corpus"], *muon))
-    train(2, *new_run(runs["out"], "muon-2", runs["corpus"], *muon))
-    assert_close_runs(runs["out"] / "muon-1", runs["out"] / "muon-2")
-    assert_close_weights(runs["out"] / "muon-1", runs["out"] / "muon-2")
+    assert_two_ranks_make_one_process(runs, "muon", "optim.name=muon")
 
 
 def test_dropout_under_ddp_draws_the_one_process_masks(runs: dict[str, Path]) -> None:
     """Each micro-batch's dropout masks come from (seed, step, micro-batch): two ranks make one process's run."""
-    drop = ["model.dropout=0.2", "train.max_steps=10", "schedule.decay_steps=10"]
-    train(1, *new_run(runs["out"], "dropout-1", runs["corpus"], *drop))
-    train(2, *new_run(runs["out"], "dropout-2", runs["corpus"], *drop))
-    assert_close_runs(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
-    assert_close_weights(runs["out"] / "dropout-1", runs["out"] / "dropout-2")
+    assert_two_ranks_make_one_process(runs, "dropout", "model.dropout=0.2")
 
 
 def test_l1_l2_penalties_under_fsdp_give_the_ddp_run(runs: dict[str, Path]) -> None:
