@@ -4,49 +4,71 @@ One call does the whole measurement (GPU time is scarce): it measures the device
 (8192³), then for each lever and batch size builds the preset's model, optimizer and gradwise's own
 ``OptimizationStep``, runs warm-up steps (compilation included) and times ``--steps`` steps on synthetic
 tokens (vocabulary 50,304), synchronizing the device. Each lever is measured on its own, in one process, side
-by side. Then it checks that the fast path learns like the eager fp32 path: the same short run on real text
-(the embedded corpus, character tokens, the same seed and batches) in both, per-step losses compared.
+by side, and compared with the reference figures of issue 7 (a minimal compiled trainer on an H100: 385k
+tokens/s at batch 12, 480k at batch 32). Then it checks that the fast path learns like the eager fp32 path:
+the same short run on real text (the embedded corpus, character tokens, the same seed and batches) in both,
+per-step losses compared.
 
-    python3 bench/gpu_throughput.py --record          # on a CUDA machine
+    python3 bench/gpu_throughput.py --record          # on a CUDA machine: every lever, the loss match
     python3 bench/gpu_throughput.py --smoke           # a tiny CPU run of the whole script (CI-sized)
+    python3 bench/gpu_throughput.py --list            # the levers and their numbers
 
-MFU = tokens/s x (6N + 12·L·H·Q·T) / measured peak, N the non-embedding parameters (the output head
-counted once), as in the PaLM paper's appendix B and nanoGPT.
+A device command may run 10 minutes; compiling takes about a minute per row, so the whole table can be split
+over calls that each write their rows as they finish (a killed call keeps what it measured), then merged:
+
+    python3 bench/gpu_throughput.py --levers 0-5 --no-match --jsonl $OUT/rows1.jsonl     # call 1
+    python3 bench/gpu_throughput.py --levers 6-10 --jsonl $OUT/rows2.jsonl              # call 2
+    python3 bench/gpu_throughput.py --merge rows1.jsonl rows2.jsonl --record            # here, afterwards
+
+MFU = tokens/s x (6N + 12·L·H·Q·T) / measured bf16 peak, N the non-embedding parameters (the output head
+counted once), as in the PaLM paper's appendix B and nanoGPT. fp8 rows are also divided by the bf16 peak,
+so their MFU compares with the others (fp8's own peak is twice that).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from benchrecord import append_record
 
 from gradwise.config import Config, load_config
+from gradwise.fp8 import convert_to_fp8
 from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.runtime import compiled, seed_everything, select_dtype, synchronize
+from gradwise.runtime import compiled, seed_everything, select_dtype, synchronize, uses_cuda_graphs
 from gradwise.step import OptimizationStep
 from gradwise.throughput import measure_matmul_peak, model_flops_per_token
 
-VOCAB = 50304
-# Each lever on its own: (name, config overrides). Later levers add to the fast path as the code gains them.
+VOCAB = 50304  # GPT-2's 50,257 padded to a multiple of 128
+REFERENCE = {12: 385_000, 32: 480_000}  # issue 7: a minimal compiled trainer on one H100, tokens/s
+BF16_FAST = ["train.dtype=bfloat16", "optim.fused=true", "train.compile=true"]
+# Each lever on its own: (name, config overrides, batch sizes or None for all, vocabulary).
 LEVERS = [
-    ("eager fp32", ["train.dtype=float32", "train.compile=false", "optim.fused=false"]),
-    ("eager bf16 autocast", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false"]),
-    ("bf16 + fused AdamW", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=true"]),
-    ("bf16 + fused AdamW + compile", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true"]),
+    ("eager fp32", ["train.dtype=float32", "train.compile=false", "optim.fused=false"], None, VOCAB),
+    ("eager bf16 autocast", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false"], None, VOCAB),
+    ("bf16 + fused AdamW", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=true"], None, VOCAB),
+    ("bf16 + fused AdamW + compile", BF16_FAST, None, VOCAB),
     ("bf16 + chunked CE (eager)", ["train.dtype=bfloat16", "train.compile=false", "optim.fused=false",
-                                   "train.fused_ce=true"]),
-    ("bf16 + fused AdamW + compile max-autotune", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
-                                                   "train.compile_mode=max-autotune-no-cudagraphs"]),
-    ("bf16 + fused AdamW + compile + chunked CE", ["train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
-                                                   "train.fused_ce=true"]),
+                                   "train.fused_ce=true"], [32], VOCAB),
+    ("bf16 + fused AdamW + compile + chunked CE", [*BF16_FAST, "train.fused_ce=true"], None, VOCAB),
+    ("bf16 + fused AdamW + compile + fp8", [*BF16_FAST, "train.fp8=true"], None, VOCAB),
+    ("bf16 + fused AdamW + compile + chunked CE + fp8", [*BF16_FAST, "train.fused_ce=true", "train.fp8=true"],
+     None, VOCAB),
+    ("bf16 + fused AdamW + compile + CUDA graphs", [*BF16_FAST, "train.compile_mode=reduce-overhead"], [32], VOCAB),
+    ("bf16 + fused AdamW + compile max-autotune", [*BF16_FAST, "train.compile_mode=max-autotune-no-cudagraphs"],
+     [32], VOCAB),
+    ("bf16 + fused AdamW + compile, vocabulary 50,257 (unpadded)", BF16_FAST, [32], 50257),
 ]
+MATCH_LEVER = 5  # the fast path whose loss curve is compared with eager fp32
 SMOKE = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64", "train.device=cpu"]
 
 
@@ -54,27 +76,35 @@ SMOKE = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_si
 class Measured:
     lever: str
     batch: int
-    tokens_per_s: float
-    tflops: float
-    mfu: float | None
-    peak_mem_gib: float | None
-    ms_per_step: float
+    tokens_per_s: float | None = None
+    tflops: float | None = None
+    mfu: float | None = None
+    peak_mem_gib: float | None = None
+    ms_per_step: float | None = None
+    failed: str | None = None  # the error, in one line, when the lever did not run
+    device: str = ""
+    peak_tflops: float | None = None
 
 
 def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Module, OptimizationStep]:
+    """The model, optimizer and step as ``gradwise train`` builds them (fp8 swap, then compile)."""
+    torch._dynamo.reset()  # each row compiles afresh: no shapes or guards carried over from the last one
     seed_everything(cfg.seed)
     model = build_model(cfg.model, vocab).to(device)
+    if cfg.train.fp8:
+        convert_to_fp8(model, device)
     step_model = compiled(model, cfg.train.compile_mode) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim, device)
-    stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce), grad_clip=cfg.train.grad_clip,
-                               autocast_dtype=select_dtype(cfg.train.dtype, device))
+    stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce),
+                               grad_clip=cfg.train.grad_clip, autocast_dtype=select_dtype(cfg.train.dtype, device),
+                               cuda_graphs=uses_cuda_graphs(cfg.train.compile, cfg.train.compile_mode))
     return model, stepper
 
 
-def measure(lever: str, overrides: list[str], batch: int, args: argparse.Namespace, device: torch.device,
-            peak: float | None) -> Measured:
+def measure(lever: str, overrides: list[str], batch: int, vocab: int, args: argparse.Namespace,
+            device: torch.device, peak: float | None) -> Measured:
     cfg = load_config("gpt2-124m", [*overrides, f"train.batch_size={batch}", *(SMOKE if args.smoke else [])])
-    vocab = 512 if args.smoke else VOCAB
+    vocab = 512 if args.smoke else vocab
     model, stepper = build(cfg, vocab, device)
     g = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(0, vocab, (batch, cfg.model.block_size + 1), generator=g) for _ in range(4)]
@@ -94,22 +124,35 @@ def measure(lever: str, overrides: list[str], batch: int, args: argparse.Namespa
     tok_s = batch * cfg.model.block_size / per_step
     flops = tok_s * model_flops_per_token(cfg, vocab)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del model, stepper
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return Measured(lever, batch, tok_s, flops / 1e12, flops / peak if peak else None, mem, per_step * 1e3)
 
 
+def measure_or_say_why(lever: str, overrides: list[str], batch: int, vocab: int, args: argparse.Namespace,
+                       device: torch.device, peak: float | None) -> Measured:
+    """One row; a lever that fails (a compile mode this torch cannot do, say) becomes a row that says why."""
+    try:
+        row = measure(lever, overrides, batch, vocab, args, device, peak)
+    except Exception as exc:  # noqa: BLE001 - one lever's failure must not cost the others' GPU time
+        traceback.print_exc()
+        row = Measured(lever, batch, failed=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    row.device = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke run)"
+    row.peak_tflops = peak / 1e12 if peak else None
+    return row
+
+
 def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """Eager fp32 and the fastest path on the same real batches and seed: per-step losses side by side."""
+    """Eager fp32 and the fast path on the same real batches and seed: per-step losses side by side."""
     from gradwise.tasks import prepare_task
 
     steps = 5 if args.smoke else args.match_steps
     shape = [*SMOKE] if args.smoke else ["model.block_size=256"]
     curves = {}
-    for lever, overrides in (LEVERS[0], LEVERS[-1]):
-        if args.smoke and "compile=true" in " ".join(overrides):
-            overrides = [o for o in overrides if "compile" not in o] + ["train.compile=false"]
+    for name, overrides, _, _ in (LEVERS[0], LEVERS[args.match_lever]):
+        if args.smoke:
+            overrides = [*overrides, "train.compile=false"]
         cfg = load_config("gpt2-124m", [*overrides, "data.tokenizer=char", "data.check=false", "data.dedupe=false",
                                         "train.batch_size=8", *shape])
         task = prepare_task(cfg)
@@ -118,7 +161,7 @@ def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
         for step in range(steps):
             x, y = task.micro_batch(step, 0)
             losses.append(stepper([(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))]).loss)
-        curves[lever] = losses
+        curves[name] = losses
     (a, la), (b, lb) = curves.items()
     diffs = [abs(x - y) for x, y in zip(la, lb, strict=True)]
     rel = [d / x for d, x in zip(diffs, la, strict=True)]
@@ -127,27 +170,65 @@ def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
             f"({max(rel):.2%} of the fp32 loss)"]
 
 
-def table(rows: list[Measured], peak: float | None, device: torch.device) -> list[str]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke run)"
-    lines = [f"Device: {name}; measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s" if peak else f"Device: {name}",
-             "", "| lever | batch | ms/step | tokens/s | model TFLOP/s | MFU | peak memory |",
-             "|---|--:|--:|--:|--:|--:|--:|"]
+def table(rows: list[Measured]) -> list[str]:
+    ran = [r for r in rows if r.failed is None]
+    first = ran[0] if ran else rows[0]
+    head = f"Device: {first.device}" + (f"; measured bf16 matmul peak: {first.peak_tflops:.0f} TFLOP/s"
+                                        if first.peak_tflops else "")
+    lines = [head, "", "| lever | batch | ms/step | tokens/s | vs reference | model TFLOP/s | MFU | peak memory |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
-        lines.append(f"| {r.lever} | {r.batch} | {r.ms_per_step:.1f} | {r.tokens_per_s:,.0f} | {r.tflops:.1f} | "
-                     f"{f'{r.mfu:.1%}' if r.mfu is not None else '-'} | "
+        if r.failed is not None:
+            lines.append(f"| {r.lever} | {r.batch} | failed: {r.failed} | | | | | |")
+            continue
+        ref = REFERENCE.get(r.batch)
+        lines.append(f"| {r.lever} | {r.batch} | {r.ms_per_step:.1f} | {r.tokens_per_s:,.0f} | "
+                     f"{f'{r.tokens_per_s / ref:.2f}x' if ref and not first.device.startswith('cpu') else '-'} | "
+                     f"{r.tflops:.1f} | {f'{r.mfu:.1%}' if r.mfu is not None else '-'} | "
                      f"{f'{r.peak_mem_gib:.1f} GiB' if r.peak_mem_gib is not None else '-'} |")
+    lines += ["", "Reference (issue 7, one H100): a minimal compiled trainer, 385,000 tokens/s at batch 12 and "
+              "480,000 at batch 32; the target is 1.25x at batch 32 (600,000 tokens/s)."]
     return lines
+
+
+def parse_levers(spec: str | None) -> list[int]:
+    """``0-3,7`` → [0, 1, 2, 3, 7]; None → every lever."""
+    if not spec:
+        return list(range(len(LEVERS)))
+    chosen: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        chosen += range(int(lo), int(hi or lo) + 1)
+    bad = [i for i in chosen if not 0 <= i < len(LEVERS)]
+    if bad:
+        raise SystemExit(f"--levers: no lever {bad[0]}; there are {len(LEVERS)} (0-{len(LEVERS) - 1}, see --list)")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="12,32", help="micro-batch sizes (default 12,32)")
+    ap.add_argument("--levers", help="which levers, by number: e.g. 0-5 or 3,6 (default all; see --list)")
+    ap.add_argument("--list", action="store_true", help="print the levers with their numbers and stop")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first, compilation included (10)")
     ap.add_argument("--match-steps", type=int, default=100, help="steps of the loss comparison (default 100)")
+    ap.add_argument("--match-lever", type=int, default=MATCH_LEVER, help=f"the fast path compared with eager fp32 "
+                    f"in the loss match (default {MATCH_LEVER})")
+    ap.add_argument("--no-match", action="store_true", help="skip the loss comparison")
+    ap.add_argument("--jsonl", type=Path, help="append each row to this file as soon as it is measured")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSONL", help="no measuring: the table from rows "
+                    "written by earlier --jsonl runs (with their loss match lines)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU: checks the script, measures nothing")
     ap.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.list:
+        for i, (name, overrides, only, _) in enumerate(LEVERS):
+            print(f"{i:>2}  {name}  [{' '.join(overrides)}]" + (f"  batch {only[0]} only" if only else ""))
+        return 0
+    if args.merge:
+        return merged_table(args)
+    chosen = parse_levers(args.levers)
     if args.smoke:
         args.steps, args.warmup, batches = 2, 1, [2]
     else:
@@ -162,17 +243,47 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     peak = None if args.smoke else measure_matmul_peak(device)
     rows = []
-    for lever, overrides in LEVERS:
-        if args.smoke and "compile=true" in " ".join(overrides):
-            continue  # compiling on a CPU takes minutes and measures nothing here
+    for index in chosen:
+        lever, overrides, only, vocab = LEVERS[index]
+        if args.smoke:  # compiling on a CPU takes minutes and measures nothing: every other part of the row runs
+            overrides = [*overrides, "train.compile=false"]
         for batch in batches:
-            rows.append(measure(lever, overrides, batch, args, device, peak))
+            if only and batch not in only and not args.smoke:
+                continue
+            rows.append(measure_or_say_why(lever, overrides, batch, vocab, args, device, peak))
             r = rows[-1]
-            print(f"  {lever:<32} batch {batch:>3}: {r.tokens_per_s:>12,.0f} tokens/s"
-                  f"{f', MFU {r.mfu:.1%}' if r.mfu is not None else ''}", flush=True)
-    lines = table(rows, peak, device) + [""] + loss_match(args, device)
+            print(f"  {lever:<48} batch {batch:>3}: " + (f"failed: {r.failed}" if r.failed else
+                  f"{r.tokens_per_s:>12,.0f} tokens/s" + (f", MFU {r.mfu:.1%}" if r.mfu is not None else "")),
+                  flush=True)
+            if args.jsonl:
+                with args.jsonl.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(asdict(r)) + "\n")
+    match = [] if args.no_match else loss_match(args, device)
+    if args.jsonl and match:
+        with args.jsonl.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"match": match}) + "\n")
+    lines = table(rows) + [""] + match if rows else match
     print("\n".join(lines))
     if args.record and not args.smoke:
+        append_record("GPU throughput: gpt2-124m preset", "\n".join(lines))
+    return 0
+
+
+def merged_table(args: argparse.Namespace) -> int:
+    rows, match = [], []
+    for path in args.merge:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if "match" in record:
+                match += record["match"]
+            else:
+                rows.append(Measured(**record))
+    if not rows:
+        print(f"no measured rows in {', '.join(map(str, args.merge))}", file=sys.stderr)
+        return 2
+    lines = table(rows) + ([""] + match if match else [])
+    print("\n".join(lines))
+    if args.record and not rows[0].device.startswith("cpu"):
         append_record("GPU throughput: gpt2-124m preset", "\n".join(lines))
     return 0
 

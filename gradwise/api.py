@@ -27,6 +27,7 @@ from gradwise.data.tokenizers import fingerprint
 from gradwise.diagnose import diagnose, format_verdicts
 from gradwise.distributed import Distributed, NoMetrics, joined
 from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
+from gradwise.fp8 import convert_to_fp8, fp8_layers
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
 from gradwise.metrics import format_report
@@ -35,7 +36,14 @@ from gradwise.plots import plot_losses
 from gradwise.progress import TrainingProgress, format_seconds
 from gradwise.regularization import Penalties
 from gradwise.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
-from gradwise.runtime import backends_for_training, compiled, seed_everything, select_device, select_dtype
+from gradwise.runtime import (
+    backends_for_training,
+    compiled,
+    seed_everything,
+    select_device,
+    select_dtype,
+    uses_cuda_graphs,
+)
 from gradwise.step import OptimizationStep
 from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
 from gradwise.throughput import FlopsMeter, device_peak, model_flops_per_token
@@ -150,7 +158,10 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     model = task.build_model()
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)
-    model = dist.shard(model.to(device))  # FSDP2: sharded in place, before the optimizer sees the parameters
+    model = model.to(device)
+    if t.fp8:  # fp8 linear layers swapped in before sharding, wrapping and compiling see the model
+        convert_to_fp8(model, device)
+    model = dist.shard(model)  # FSDP2: sharded in place, before the optimizer sees the parameters
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
     r = cfg.regularization
@@ -163,7 +174,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     stepper = OptimizationStep(trained, optimizer, task.objective(),
                                scheduler=scheduler, grad_clip=t.grad_clip, autocast_dtype=autocast_dtype,
                                max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
-                               penalty=penalties if penalties.active else None, dist=dist)
+                               penalty=penalties if penalties.active else None, dist=dist,
+                               cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode))
     state = LoopState()
     if resumed:
         saved = dist.load_checkpoint(run.last, model, optimizer, scheduler)
@@ -317,6 +329,9 @@ def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Ta
     progress.message(f"model    {shape} | {params:,} parameters")
     per_step = f"{t.batch_size * t.grad_accum * m.block_size:,} tokens" if cfg.task == "lm" else \
         f"{t.batch_size * t.grad_accum:,} records"
+    if t.fp8:
+        emulated = " (emulated on the CPU: slow, for checks)" if device.type == "cpu" else ""
+        precision += f", fp8 matmuls in {sum(1 for _ in fp8_layers(model))} linear layers{emulated}"
     progress.message(f"train    {t.max_steps:,} steps x {per_step} | {cfg.optim.name} lr {cfg.optim.lr:g} "
                      f"{cfg.schedule.name} | {device.type} {precision}")
 

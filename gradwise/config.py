@@ -171,6 +171,7 @@ class TrainConfig:
     # replays CUDA graphs (fewer launches); default compiles fastest.
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     fused_ce: bool = False  # GPT LM: loss through the output layer in chunks, never all logits (chunked_ce.py)
+    fp8: bool = False  # LM: fp8 matmuls in the hidden layers through torchao (H100/H200/Ada; fp8.py)
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
@@ -437,6 +438,8 @@ def validate(cfg: Config) -> None:
     _require(not cfg.train.fused_ce or (cfg.task == "lm" and m.arch == "gpt"),
              "train.fused_ce works with gradwise's GPT language model (task lm, model.arch gpt); "
              "set train.fused_ce=false")
+    _require(not t.fp8 or (cfg.task == "lm" and m.lora is None),
+             "train.fp8 trains a language model's own weights (task lm, no model.lora); set train.fp8=false")
     _validate_hf(cfg)
     _validate_terms(cfg)
     if o.name == "auto":  # resolved here so the saved config names the optimizer that really ran

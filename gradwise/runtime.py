@@ -39,6 +39,11 @@ def compiled(module: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 
+def uses_cuda_graphs(compile: bool, mode: str) -> bool:
+    """Whether ``torch.compile`` in this mode replays CUDA graphs (on CUDA devices)."""
+    return compile and mode in ("reduce-overhead", "max-autotune")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): a no-op elsewhere. Timers call it so that
     GPU time lands in the interval that queued it."""

@@ -59,7 +59,7 @@ class OptimizationStep:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
                  autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm",
-                 penalty: Penalty | None = None, dist: Distributed | None = None):
+                 penalty: Penalty | None = None, dist: Distributed | None = None, cuda_graphs: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.objective = objective
@@ -77,6 +77,9 @@ class OptimizationStep:
         # Data-parallel ranks (torchrun): ``model`` is DDP/FSDP-wrapped, each rank gets its share of the
         # micro-batches and reports the global step. None (or one rank): the single-process step, unchanged.
         self.dist = dist if dist is not None and dist.enabled else None
+        # torch.compile's CUDA graphs (compile modes reduce-overhead, max-autotune) replay into buffers they own;
+        # marking each step's start tells them the previous step's outputs are no longer read.
+        self.cuda_graphs = cuda_graphs
 
     def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False, profile: bool = False,
                  on_grads: Callable[[], None] | None = None, seeds: Sequence[int] | None = None) -> StepResult:
@@ -91,6 +94,8 @@ class OptimizationStep:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         device = micro_batches[0][0].device
+        if self.cuda_graphs and device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
         n = len(micro_batches)
         loss_sum = torch.zeros((), device=device)
         part_sums: dict[str, torch.Tensor] = {}
