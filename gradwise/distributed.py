@@ -111,9 +111,6 @@ class Distributed:
             raise ConfigError(f"train.grad_accum ({t.grad_accum}) must be a multiple of the number of ranks ({w}): "
                               f"each rank takes grad_accum / {w} of a step's micro-batches; "
                               f"set --set train.grad_accum={w * -(-t.grad_accum // w)}")
-        if self.parallel == "fsdp" and cfg.optim.name == "muon":
-            raise ConfigError("train.parallel=fsdp cannot run Muon (it orthogonalizes whole matrices; FSDP "
-                              "keeps shards); use --set optim.name=adamw, or train.parallel=ddp")
 
     # ------------------------------------------------------------ work sharing
     def micro_indices(self, grad_accum: int) -> range:
@@ -254,8 +251,11 @@ class Distributed:
         if not complete:
             _check_partial_keys(keys, model, directory)
         by_index = read_optimizer_state(directory)
-        set_optimizer_state_dict(model, optimizer, _index_to_names(by_index, model, optimizer),
-                                 options=StateDictOptions(full_state_dict=True))
+        parts = getattr(optimizer, "optimizers", None)  # a CombinedOptimizer saves {"optimizers": [each part]}
+        pairs = zip(parts, by_index["optimizers"], strict=True) if parts is not None else [(optimizer, by_index)]
+        for part, part_state in pairs:
+            set_optimizer_state_dict(model, part, _index_to_names(part_state, model, part),
+                                     options=StateDictOptions(full_state_dict=True))
         return saved
 
     def load_weights(self, directory: Path, model: nn.Module) -> None:
@@ -314,11 +314,7 @@ def _tie_groups(model: nn.Module) -> list[list[str]]:
 def _gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
                        ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Full model and optimizer state on rank 0's CPU (other ranks get empty dicts); a collective."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_optimizer_state_dict,
-    )
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(model, options=options)
@@ -327,8 +323,18 @@ def _gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
             model_state.pop(name, None)
     if optimizer is None:
         return model_state, None
+    parts = getattr(optimizer, "optimizers", None)  # a CombinedOptimizer (Muon + AdamW): each part on its own
+    if parts is not None:
+        gathered = [_gather_optimizer(model, part, options) for part in parts]
+        return model_state, ({"optimizers": gathered} if all(g is not None for g in gathered) else None)
+    return model_state, _gather_optimizer(model, optimizer, options)
+
+
+def _gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, options: Any) -> dict[str, Any] | None:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
     by_name = get_optimizer_state_dict(model, optimizer, options=options)
-    return model_state, (_names_to_index(by_name, optimizer) if by_name else None)
+    return _names_to_index(by_name, optimizer) if by_name else None
 
 
 def _names_to_index(by_name: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -138,8 +138,7 @@ def test_each_rank_takes_its_micro_batches_and_bad_setups_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"train.grad_accum \(3\) must be a multiple of the number of ranks \(2\)"
                                           r".*--set train.grad_accum=4"):
         check(2, "ddp", "train.grad_accum=3")
-    with pytest.raises(ConfigError, match="cannot run Muon.*use --set optim.name=adamw"):
-        check(2, "fsdp", "train.grad_accum=2")  # optim.name auto is Muon for a GPT
+    check(2, "fsdp", "train.grad_accum=2", "optim.name=muon")  # FSDP: Muon gathers each update (muon.py)
     check(2, "fsdp", "train.grad_accum=2", "optim.name=adamw", "regularization.l2=0.01")  # penalties: per shard
     check(2, "ddp", "train.grad_accum=2", "optim.name=muon")  # DDP: Muon runs on every rank alike
     check(1, "none", "train.grad_accum=3")  # one process: nothing to divide
@@ -211,6 +210,20 @@ def assert_two_ranks_make_one_process(runs: dict[str, Path], name: str, *extra: 
 
 def test_muon_under_ddp_makes_the_one_process_updates(runs: dict[str, Path]) -> None:
     assert_two_ranks_make_one_process(runs, "muon", "optim.name=muon")
+
+
+def test_muon_under_fsdp_makes_the_one_process_updates_and_resumes(runs: dict[str, Path]) -> None:
+    """Each rank gathers the whole update, orthogonalizes it and keeps its own rows: one process's arithmetic.
+    The Muon + AdamW state is gathered into a full checkpoint and scattered back to the shards on resume."""
+    muon = ["optim.name=muon"]
+    train(1, *new_run(runs["out"], "muon-one", runs["corpus"], *muon))
+    train(2, *new_run(runs["out"], "muon-fsdp", runs["corpus"], *muon, "train.max_steps=10",
+                      "train.parallel=fsdp"))
+    one, fsdp = runs["out"] / "muon-one", runs["out"] / "muon-fsdp"
+    assert_close_runs(one, fsdp, steps=range(0, 11))
+    train(2, "--resume", str(fsdp), "--set", "train.max_steps=20", "--set", "train.parallel=fsdp")
+    assert_close_runs(one, fsdp)
+    assert_close_weights(one, fsdp)
 
 
 def test_dropout_under_ddp_draws_the_one_process_masks(runs: dict[str, Path]) -> None:

@@ -105,14 +105,52 @@ class Muon(torch.optim.Optimizer):
     def _apply(self, group: dict, params: list[torch.Tensor], updates: list[torch.Tensor]) -> None:
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for i, p in enumerate(params):
-            rows, cols = p.shape
+            rows, cols = p.shape  # FSDP's DTensors report the whole matrix's shape
             by_shape[(min(rows, cols), max(rows, cols), p.device, p.dtype)].append(i)
         lr, wd = group["lr"], group["weight_decay"]
         if wd:
             torch._foreach_mul_(params, 1 - lr * wd)
         for index in by_shape.values():
             tall = [params[i].shape[0] > params[i].shape[1] for i in index]
-            stacked = torch.stack([updates[i].mT if t else updates[i] for i, t in zip(index, tall, strict=True)])
+            whole = [_whole(updates[i]) for i in index]
+            stacked = torch.stack([u.mT if t else u for u, t in zip(whole, tall, strict=True)])
+            del whole
             ortho = orthogonalize(stacked, group["ns_steps"], dtype=_ns_dtype(group["ns_dtype"], stacked.device))
             for j, (i, t) in enumerate(zip(index, tall, strict=True)):
-                params[i].add_(ortho[j].mT if t else ortho[j], alpha=-lr * lr_scale(params[i].shape, group["adjust_lr"]))
+                p = params[i]
+                update = ortho[j].mT if t else ortho[j]
+                _local(p).add_(_my_rows(update, p), alpha=-lr * lr_scale(p.shape, group["adjust_lr"]))
+
+
+# Under FSDP2 (train.parallel=fsdp) each rank holds a block of rows of every matrix (a DTensor sharded on dim 0).
+# Newton-Schulz needs the whole matrix: each update is gathered, orthogonalized on every rank alike (the same
+# arithmetic as one process), and each rank applies its own rows. The gather costs one all-gather of the
+# updates, as FSDP's forward does for the weights; the orthogonalization is repeated on every rank.
+
+def _is_sharded(t: torch.Tensor) -> bool:
+    return hasattr(t, "full_tensor") and hasattr(t, "device_mesh")
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if _is_sharded(t) else t
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if _is_sharded(p) else p
+
+
+def _my_rows(update: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """This rank's block of ``update``: FSDP2 splits dim 0 as ``torch.chunk`` does."""
+    if not _is_sharded(p):
+        return update
+    mesh = p.device_mesh
+    if mesh.ndim != 1 or [type(pl).__name__ for pl in p.placements] != ["Shard"] or p.placements[0].dim != 0:
+        raise NotImplementedError(f"Muon updates FSDP parameters sharded by rows on one mesh dimension; "
+                                  f"this one is placed {p.placements}")
+    chunks = update.chunk(mesh.size(), dim=0)
+    rank = mesh.get_local_rank()
+    mine = chunks[rank] if rank < len(chunks) else update[:0]
+    local = p.to_local()
+    if mine.shape != local.shape:
+        raise RuntimeError(f"Muon: this rank's rows {tuple(mine.shape)} do not match its shard {tuple(local.shape)}")
+    return mine
