@@ -2,9 +2,11 @@
 
 One call does the whole measurement (GPU time is scarce): it measures the device's bf16 matmul peak itself
 (8192³), then for each lever and batch size builds the preset's model, optimizer and gradwise's own
-``OptimizationStep``, runs warm-up steps (compilation included) and times ``--steps`` steps on synthetic
-tokens (vocabulary 50,304), synchronizing the device. Each lever is measured on its own, in one process, side
-by side, and compared with the reference figures of issue 7 (a minimal compiled trainer on an H100: 385k
+``OptimizationStep`` as ``gradwise train`` does, runs warm-up steps (compilation included) and times windows
+of ``--steps`` steps on synthetic tokens (vocabulary 50,304), each window ended as a log line ends one: the
+steps' numbers read back and the device synchronized. With fused AdamW the steps are asynchronous, as in
+``gradwise train`` on CUDA (train.async_steps); one row syncs every step instead. Each lever is measured on
+its own, in one process, side by side, and compared with the reference figures of issue 7 (a minimal compiled trainer on an H100: 385k
 tokens/s at batch 12, 480k at batch 32). Then it checks that the fast path learns like the eager fp32 path:
 the same short run on real text (the embedded corpus, character tokens, the same seed and batches) in both,
 per-step losses compared.
@@ -17,7 +19,7 @@ A device command may run 10 minutes; compiling takes about a minute per row, so 
 over calls that each write their rows as they finish (a killed call keeps what it measured), then merged:
 
     python3 bench/gpu_throughput.py --levers 0-5 --no-match --jsonl $OUT/rows1.jsonl     # call 1
-    python3 bench/gpu_throughput.py --levers 6-10 --jsonl $OUT/rows2.jsonl              # call 2
+    python3 bench/gpu_throughput.py --levers 6-11 --jsonl $OUT/rows2.jsonl              # call 2
     python3 bench/gpu_throughput.py --merge rows1.jsonl rows2.jsonl --record            # here, afterwards
 
 MFU = tokens/s x (6N + 12·L·H·Q·T) / measured bf16 peak, N the non-embedding parameters (the output head
@@ -45,7 +47,7 @@ from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer
 from gradwise.runtime import compiled, seed_everything, select_dtype, synchronize, uses_cuda_graphs
-from gradwise.step import OptimizationStep
+from gradwise.step import OptimizationStep, asynchronous_steps
 from gradwise.throughput import measure_matmul_peak, model_flops_per_token
 
 VOCAB = 50304  # GPT-2's 50,257 padded to a multiple of 128
@@ -63,12 +65,13 @@ LEVERS = [
     ("bf16 + fused AdamW + compile + fp8", [*BF16_FAST, "train.fp8=true"], None, VOCAB),
     ("bf16 + fused AdamW + compile + chunked CE + fp8", [*BF16_FAST, "train.fused_ce=true", "train.fp8=true"],
      None, VOCAB),
+    ("bf16 + fused AdamW + compile, a host sync every step", [*BF16_FAST, "train.async_steps=false"], [32], VOCAB),
     ("bf16 + fused AdamW + compile + CUDA graphs", [*BF16_FAST, "train.compile_mode=reduce-overhead"], [32], VOCAB),
     ("bf16 + fused AdamW + compile max-autotune", [*BF16_FAST, "train.compile_mode=max-autotune-no-cudagraphs"],
      [32], VOCAB),
     ("bf16 + fused AdamW + compile, vocabulary 50,257 (unpadded)", BF16_FAST, [32], 50257),
 ]
-MATCH_LEVER = 5  # the fast path whose loss curve is compared with eager fp32
+MATCH_LEVERS = "5,7"  # the fast paths whose loss curves are compared with eager fp32 (bf16, and fp8)
 SMOKE = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64", "train.device=cpu"]
 
 
@@ -97,7 +100,8 @@ def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Modul
     optimizer = build_optimizer(model, cfg.optim, device)
     stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce),
                                grad_clip=cfg.train.grad_clip, autocast_dtype=select_dtype(cfg.train.dtype, device),
-                               cuda_graphs=uses_cuda_graphs(cfg.train.compile, cfg.train.compile_mode))
+                               cuda_graphs=uses_cuda_graphs(cfg.train.compile, cfg.train.compile_mode),
+                               asynchronous=asynchronous_steps(cfg.train.async_steps, device, optimizer))
     return model, stepper
 
 
@@ -109,18 +113,20 @@ def measure(lever: str, overrides: list[str], batch: int, vocab: int, args: argp
     g = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(0, vocab, (batch, cfg.model.block_size + 1), generator=g) for _ in range(4)]
     pairs = [(b[:, :-1].to(device), b[:, 1:].to(device)) for b in batches]
-    for i in range(args.warmup):
-        stepper([pairs[i % len(pairs)]])
+    stepper.settle([stepper([pairs[i % len(pairs)]]) for i in range(args.warmup)])
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(args.steps):
+    # Timed as the training loop runs: windows of steps, each ended by reading the steps' numbers (an
+    # asynchronous step is read only there, as at a log line); the median window, per step.
+    per_window = []
+    for _ in range(args.windows):
         t0 = time.perf_counter()
-        stepper([pairs[i % len(pairs)]])
+        results = [stepper([pairs[i % len(pairs)]]) for i in range(args.steps)]
+        stepper.settle(results)
         synchronize(device)
-        times.append(time.perf_counter() - t0)
-    per_step = statistics.median(times)
+        per_window.append((time.perf_counter() - t0) / args.steps)
+    per_step = statistics.median(per_window)
     tok_s = batch * cfg.model.block_size / per_step
     flops = tok_s * model_flops_per_token(cfg, vocab)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -144,30 +150,35 @@ def measure_or_say_why(lever: str, overrides: list[str], batch: int, vocab: int,
 
 
 def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """Eager fp32 and the fast path on the same real batches and seed: per-step losses side by side."""
+    """Eager fp32 and each fast path on the same real batches and seed: per-step losses side by side."""
     from gradwise.tasks import prepare_task
 
     steps = 5 if args.smoke else args.match_steps
     shape = [*SMOKE] if args.smoke else ["model.block_size=256"]
     curves = {}
-    for name, overrides, _, _ in (LEVERS[0], LEVERS[args.match_lever]):
+    for index in [0, *parse_levers(args.match_levers)]:
+        name, overrides, _, _ = LEVERS[index]
         if args.smoke:
             overrides = [*overrides, "train.compile=false"]
         cfg = load_config("gpt2-124m", [*overrides, "data.tokenizer=char", "data.check=false", "data.dedupe=false",
                                         "train.batch_size=8", *shape])
         task = prepare_task(cfg)
         model, stepper = build(cfg, task.tokenizer.vocab_size, device)
-        losses = []
+        results = []
         for step in range(steps):
             x, y = task.micro_batch(step, 0)
-            losses.append(stepper([(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))]).loss)
-        curves[name] = losses
-    (a, la), (b, lb) = curves.items()
-    diffs = [abs(x - y) for x, y in zip(la, lb, strict=True)]
-    rel = [d / x for d, x in zip(diffs, la, strict=True)]
-    return [f"Loss match over {steps} steps on the embedded corpus (char tokens, batch 8): '{a}' vs '{b}': "
-            f"first {la[0]:.4f} vs {lb[0]:.4f}, last {la[-1]:.4f} vs {lb[-1]:.4f}, max |diff| {max(diffs):.4f} "
-            f"({max(rel):.2%} of the fp32 loss)"]
+            results.append(stepper([(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))]))
+        stepper.settle(results)
+        curves[name] = [r.loss for r in results]
+    (a, la), *fast = curves.items()
+    lines = []
+    for b, lb in fast:
+        diffs = [abs(x - y) for x, y in zip(la, lb, strict=True)]
+        rel = [d / x for d, x in zip(diffs, la, strict=True)]
+        lines.append(f"Loss match over {steps} steps on the embedded corpus (char tokens, batch 8): '{a}' vs '{b}': "
+                     f"first {la[0]:.4f} vs {lb[0]:.4f}, last {la[-1]:.4f} vs {lb[-1]:.4f}, max |diff| "
+                     f"{max(diffs):.4f} ({max(rel):.2%} of the fp32 loss)")
+    return lines
 
 
 def table(rows: list[Measured]) -> list[str]:
@@ -210,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="12,32", help="micro-batch sizes (default 12,32)")
     ap.add_argument("--levers", help="which levers, by number: e.g. 0-5 or 3,6 (default all; see --list)")
     ap.add_argument("--list", action="store_true", help="print the levers with their numbers and stop")
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed window (default 10, a log line's)")
+    ap.add_argument("--windows", type=int, default=3, help="timed windows per row; the median is kept (3)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first, compilation included (10)")
     ap.add_argument("--match-steps", type=int, default=100, help="steps of the loss comparison (default 100)")
-    ap.add_argument("--match-lever", type=int, default=MATCH_LEVER, help=f"the fast path compared with eager fp32 "
-                    f"in the loss match (default {MATCH_LEVER})")
+    ap.add_argument("--match-levers", default=MATCH_LEVERS, help=f"the fast paths compared with eager fp32 in the "
+                    f"loss match (default {MATCH_LEVERS})")
     ap.add_argument("--no-match", action="store_true", help="skip the loss comparison")
     ap.add_argument("--jsonl", type=Path, help="append each row to this file as soon as it is measured")
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSONL", help="no measuring: the table from rows "
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return merged_table(args)
     chosen = parse_levers(args.levers)
     if args.smoke:
-        args.steps, args.warmup, batches = 2, 1, [2]
+        args.steps, args.windows, args.warmup, batches = 2, 1, 1, [2]
     else:
         batches = [int(b) for b in args.batches.split(",")]
         if not torch.cuda.is_available():

@@ -44,7 +44,7 @@ from gradwise.runtime import (
     select_dtype,
     uses_cuda_graphs,
 )
-from gradwise.step import OptimizationStep
+from gradwise.step import OptimizationStep, asynchronous_steps
 from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
 from gradwise.throughput import FlopsMeter, device_peak, model_flops_per_token
 
@@ -175,7 +175,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
                                scheduler=scheduler, grad_clip=t.grad_clip, autocast_dtype=autocast_dtype,
                                max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
                                penalty=penalties if penalties.active else None, dist=dist,
-                               cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode))
+                               cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode),
+                               asynchronous=asynchronous_steps(t.async_steps, device, optimizer))
     state = LoopState()
     if resumed:
         saved = dist.load_checkpoint(run.last, model, optimizer, scheduler)

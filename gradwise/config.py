@@ -172,6 +172,9 @@ class TrainConfig:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     fused_ce: bool = False  # GPT LM: loss through the output layer in chunks, never all logits (chunked_ce.py)
     fp8: bool = False  # LM: fp8 matmuls in the hidden layers through torchao (H100/H200/Ada; fp8.py)
+    # No host sync per step: loss and norms are read at log, eval and checkpoint steps, and a non-finite step
+    # is skipped on the device. Needs fused AdamW or Adam. None: on for CUDA wherever the optimizer can.
+    async_steps: bool | None = None
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard

@@ -137,6 +137,7 @@ class TrainLoop:
         self.checkpoint_every = t.checkpoint_every or t.eval_every
         # Ranks under torchrun: this rank's micro-batches, agreed decisions, rank 0 writes (one process: no-ops)
         self.dist = dist or Distributed(device=device)
+        self._unsettled: list[tuple[StepResult, float]] = []  # steps run, not yet in the log window (start times)
 
     # ------------------------------------------------------------ batches
     def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -184,6 +185,7 @@ class TrainLoop:
         return t.patience is not None and st.evals_since_best >= t.patience
 
     def save_last(self) -> None:
+        self._settle()  # the log window and the non-finite count go into the checkpoint
         st = self.state
         st.stepper = self.stepper.state_dict()
         self.dist.save_checkpoint(self.run_dir.last, self.raw_model,  # rank 0 writes (FSDP: all gather first)
@@ -192,7 +194,29 @@ class TrainLoop:
         self._saved_step = st.step
 
     # ------------------------------------------------------------ logging
+    def _reads_state(self, step: int) -> bool:
+        t = self.cfg.train
+        return (step % t.log_every == 0 or step % t.eval_every == 0 or step % self.checkpoint_every == 0
+                or step == t.max_steps)
+
+    def _settle(self) -> None:
+        """Count the steps not yet in the log window, reading asynchronous ones from the device first (one sync).
+        Each step's seconds run from its start to the next one's, the last to now: the sync's wait is counted."""
+        if not self._unsettled:
+            return
+        waiting, self._unsettled = self._unsettled, []
+        t_sync = time.perf_counter()
+        try:
+            self.stepper.settle([r for r, _ in waiting])
+        finally:
+            now = time.perf_counter()
+            self.state.step_seconds += now - t_sync
+            ends = [start for _, start in waiting[1:]] + [now]
+            for (result, start), end in zip(waiting, ends, strict=True):
+                self.state.window.add(result, end - start)
+
     def _log(self) -> None:
+        self._settle()
         st, w = self.state, self.state.window
         if w.steps == 0:
             return
@@ -267,11 +291,15 @@ class TrainLoop:
                 st.step += 1
                 st.tokens_seen += result.tokens
                 st.step_seconds += result.seconds
-                st.window.add(result, time.perf_counter() - t_iter)
                 self._last_lr = result.lr
                 self.progress.advance(st.step)
                 if measure:
                     self._last_update_ratio = result.update_ratio
+                self._unsettled.append((result, t_iter))
+                # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
+                # or a checkpoint (or the end). Until then the host queues the next step without waiting.
+                if result.pending is None or self._reads_state(st.step):
+                    self._settle()
                 tick()
                 if st.step % t.log_every == 0 or st.step == t.max_steps:
                     self._log()

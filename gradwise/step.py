@@ -13,13 +13,13 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from gradwise.errors import TrainingStopped
+from gradwise.errors import ConfigError, TrainingStopped
 from gradwise.objectives import LossTerms
 from gradwise.runtime import synchronize
 
@@ -44,6 +44,29 @@ class StepResult:
     update_ratio: float | None = None  # ||Δθ|| / ||θ|| when measured
     parts: dict[str, float] | None = None  # objective terms (mean over micro-batches) and penalties
     timings: dict[str, float] | None = None  # with profile=True: seconds in forward, backward, clip, optimizer
+    # An asynchronous step's numbers, still on the device (loss, grad_norm, skipped, clipped and parts are
+    # placeholders until OptimizationStep.settle reads them).
+    pending: _Pending | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Pending:
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    finite: torch.Tensor
+    max_abs: torch.Tensor | None
+    parts: dict[str, torch.Tensor]
+
+    def tensors(self) -> list[torch.Tensor]:
+        extra = [self.max_abs] if self.max_abs is not None else []
+        return [self.loss, self.grad_norm, self.finite, *extra, *self.parts.values()]
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every part of ``optimizer`` can skip an update on the device, given a ``found_inf`` tensor (the
+    fused Adam and AdamW kernels, as GradScaler uses them): a step then needs no host sync."""
+    parts = getattr(optimizer, "optimizers", None) or [optimizer]
+    return all(getattr(part, "_step_supports_amp_scaling", False) for part in parts)
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -53,13 +76,28 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> context
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def asynchronous_steps(asked: bool | None, device: torch.device, optimizer: torch.optim.Optimizer) -> bool:
+    """``train.async_steps``: None turns it on for CUDA (where the host can run ahead of the GPU) whenever the
+    optimizer can skip a step on the device; True insists, with one line if it cannot."""
+    if asked is None:
+        return device.type == "cuda" and skips_on_device(optimizer)
+    if asked and not skips_on_device(optimizer):
+        raise ConfigError("train.async_steps needs an optimizer that can skip a non-finite step on the device "
+                          "(optim.name adamw or adam, with optim.fused not false); set train.async_steps=false")
+    return asked
+
+
 class OptimizationStep:
     """One optimization step over a list of micro-batches; call it once per step."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective, *,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float = 1.0,
                  autocast_dtype: torch.dtype | None = None, max_nonfinite: int = 10, clip_mode: str = "norm",
-                 penalty: Penalty | None = None, dist: Distributed | None = None, cuda_graphs: bool = False):
+                 penalty: Penalty | None = None, dist: Distributed | None = None, cuda_graphs: bool = False,
+                 asynchronous: bool = False):
+        if asynchronous and not skips_on_device(optimizer):
+            raise ValueError("an asynchronous step needs an optimizer that skips on the device (fused AdamW "
+                             "or Adam)")
         self.model = model
         self.optimizer = optimizer
         self.objective = objective
@@ -80,6 +118,9 @@ class OptimizationStep:
         # torch.compile's CUDA graphs (compile modes reduce-overhead, max-autotune) replay into buffers they own;
         # marking each step's start tells them the previous step's outputs are no longer read.
         self.cuda_graphs = cuda_graphs
+        # Asynchronous (train.async_steps): no host sync per step. A non-finite step is skipped by the fused
+        # optimizer on the device, and loss, norm and the non-finite count are read later, by settle().
+        self.asynchronous = asynchronous
 
     def __call__(self, micro_batches: Sequence[Batch], measure_update: bool = False, profile: bool = False,
                  on_grads: Callable[[], None] | None = None, seeds: Sequence[int] | None = None) -> StepResult:
@@ -141,6 +182,9 @@ class OptimizationStep:
         grad_norm_t, max_abs_t = self._clip()
         if clock:
             clock.lap("clip")
+        if self.asynchronous:
+            return self._step_on_device(loss_sum / n_total, grad_norm_t, max_abs_t, part_sums, tokens, t0,
+                                        measure_update)
         loss_value = loss_sum.item() / n_total
         # The norm is global: DDP's gradients are already averaged, FSDP's norm is reduced over shards. With the
         # all-reduced loss, every rank sees the same numbers and skips a non-finite step together.
@@ -160,12 +204,7 @@ class OptimizationStep:
                 update_ratio = _relative_update(before, self.params, self.dist)
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_streak += 1
-            self.nonfinite_total += 1
-            if self.nonfinite_streak >= self.max_nonfinite:
-                raise TrainingStopped(
-                    f"{self.nonfinite_streak} non-finite steps in a row (loss {loss_value}, grad norm {grad_norm}); "
-                    "lower optim.lr, keep train.grad_clip on, or check the data for broken records")
+            self._count_nonfinite(loss_value, grad_norm)
         if self.scheduler is not None:
             self.scheduler.step()
         return StepResult(loss=loss_value, grad_norm=grad_norm, lr=lr, tokens=tokens,
@@ -175,6 +214,67 @@ class OptimizationStep:
                           update_ratio=update_ratio,
                           parts={k: float(v) for k, v in part_sums.items()} if part_sums else None,
                           timings=clock.times if clock else None)
+
+    def _count_nonfinite(self, loss: float, grad_norm: float) -> None:
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        if self.nonfinite_streak >= self.max_nonfinite:
+            raise TrainingStopped(
+                f"{self.nonfinite_streak} non-finite steps in a row (loss {loss}, grad norm {grad_norm}); "
+                "lower optim.lr, keep train.grad_clip on, or check the data for broken records")
+
+    def _step_on_device(self, loss: torch.Tensor, grad_norm: torch.Tensor, max_abs: torch.Tensor | None,
+                        part_sums: dict[str, torch.Tensor], tokens: int, t0: float,
+                        measure_update: bool) -> StepResult:
+        """The update without reading anything back: the fused optimizer skips it when ``found_inf`` is set."""
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        before = [p.detach().clone() for p in self.params] if measure_update else None
+        parts = getattr(self.optimizer, "optimizers", None) or [self.optimizer]
+        found_inf = (~finite).float()
+        for part in parts:
+            part.found_inf, part.grad_scale = found_inf, None
+        try:
+            self.optimizer.step()
+        finally:
+            for part in parts:
+                del part.found_inf, part.grad_scale
+        update_ratio = _relative_update(before, self.params, self.dist) if before is not None else None
+        if self.scheduler is not None:
+            self.scheduler.step()
+        nan = float("nan")
+        return StepResult(loss=nan, grad_norm=nan, lr=lr, tokens=tokens, seconds=time.perf_counter() - t0,
+                          update_ratio=update_ratio,
+                          pending=_Pending(loss.detach(), grad_norm.detach(), finite, max_abs, part_sums))
+
+    def settle(self, results: Sequence[StepResult]) -> None:
+        """Read asynchronous steps' numbers from the device (one transfer), in step order, and apply the
+        non-finite rule to them; synchronous results pass through. Raises TrainingStopped, once every result
+        is filled in, when too many non-finite steps came in a row."""
+        waiting = [r for r in results if r.pending is not None]
+        if not waiting:
+            return
+        flat = [t for r in waiting for t in r.pending.tensors()]
+        values = iter(torch.stack([t.detach().float().reshape(()) for t in flat]).tolist())
+        stop: TrainingStopped | None = None
+        for r in waiting:
+            pending, r.pending = r.pending, None
+            r.loss, r.grad_norm, finite = next(values), next(values), bool(next(values))
+            max_abs = next(values) if pending.max_abs is not None else None
+            r.parts = {name: next(values) for name in pending.parts} or None
+            r.skipped = not finite
+            r.clipped = finite and self.grad_clip > 0 and (
+                max_abs > self.grad_clip if max_abs is not None else r.grad_norm > self.grad_clip)
+            if finite:
+                self.nonfinite_streak = 0
+            elif stop is None:
+                try:
+                    self._count_nonfinite(r.loss, r.grad_norm)
+                except TrainingStopped as exc:
+                    stop = exc
+        if stop is not None:
+            raise stop
 
     def _grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
         return self.dist.grad_sync(self.model, last) if self.dist is not None else contextlib.nullcontext()

@@ -156,3 +156,29 @@ def test_batch_prefetcher_gives_each_step_its_own_batches_in_any_order():
     by_worker = {s for s, name in made if name.startswith("gradwise-batches")}
     assert {1, 2, 5} <= by_worker and 0 not in by_worker  # 1, 2 and 5 were ready before they were asked for
     assert 6 not in {s for s, _ in made}  # nothing past the last step
+
+
+def test_async_steps_train_exactly_as_synchronous_ones_and_resume_exactly(tmp_path, corpus_file):
+    """train.async_steps reads the numbers at log, eval and checkpoint steps only: the same run, the same log."""
+    over = [*TINY, f"data.path={json.dumps(str(corpus_file))}", "data.tokenizer=char", f"out_dir={tmp_path}",
+            "train.max_steps=20", "train.eval_every=10", "train.log_every=4", "data.check=false", "optim.name=adamw",
+            "schedule.name=constant", "train.test_eval=false"]
+    sync = train("default", overrides=[*over, "name=sync", "train.async_steps=false"], quiet=True).run_dir
+    lazy = train("default", overrides=[*over, "name=async", "train.async_steps=true"], quiet=True).run_dir
+    half = train("default", overrides=[*over, "name=half", "train.async_steps=true", "train.max_steps=10"],
+                 quiet=True).run_dir
+    train(resume=half, overrides=["train.max_steps=20"], quiet=True)
+    keys = ("step", "train_loss", "grad_norm", "train_loss_max", "grad_norm_max", "lr", "update_ratio", "val_loss")
+    logs = [[{k: r.get(k) for k in keys} for r in read_metrics(run / "metrics.jsonl") if r["kind"] in ("train", "eval")]
+            for run in (sync, lazy, half)]
+    assert len(logs[0]) == 5 + 3  # train lines at 4, 8, 12, 16, 20; evaluations at 0, 10, 20
+    assert logs[1] == logs[0]
+    # The stopped run logged at its step 10, so its line at 12 covers two steps; from 16 on the lines agree.
+    later = [[r for r in log if r["step"] >= 16 or r["val_loss"] is not None] for log in (logs[0], logs[2])]
+    assert len(later[0]) == 5 and later[1] == later[0]
+
+
+def test_async_steps_refused_where_the_optimizer_cannot_skip_on_the_device(tmp_path):
+    with pytest.raises(GradwiseError, match="train.async_steps needs an optimizer that can skip"):
+        train("default", overrides=[*TINY, "train.async_steps=true", "optim.name=muon", f"out_dir={tmp_path}",
+                                    "data.check=false"], quiet=True)

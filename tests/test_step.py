@@ -98,3 +98,77 @@ def test_scheduler_steps_once_per_step_and_update_ratio_is_measured() -> None:
     assert r1.lr == pytest.approx(3e-3) and r2.lr == pytest.approx(1.5e-3)
     assert r1.update_ratio is not None and 0 < r1.update_ratio < 0.1
     assert r2.update_ratio is None
+
+
+# ---------------------------------------------------------------- asynchronous steps (train.async_steps)
+
+def async_setup(asynchronous: bool, objective=None, max_nonfinite: int = 10):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=True)  # fused: it can skip on the device
+    step = OptimizationStep(model, opt, objective or CausalLMObjective(), grad_clip=0.5,
+                            max_nonfinite=max_nonfinite, asynchronous=asynchronous)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 30, (8, 17), generator=g)
+    return model, opt, step, (x[:, :-1], x[:, 1:])
+
+
+def poisonable():
+    """An objective whose loss turns NaN while ``flag['on']``."""
+    flag = {"on": False}
+    base = CausalLMObjective()
+
+    def objective(model, x, y):
+        loss = base(model, x, y).total
+        return loss * float("nan") if flag["on"] else loss
+
+    return objective, flag
+
+
+def test_an_asynchronous_step_trains_exactly_as_the_synchronous_one() -> None:
+    model_a, _, sync, batch = async_setup(False)
+    model_b, _, lazy, _ = async_setup(True)
+    want = [sync([batch]) for _ in range(6)]
+    got = [lazy([batch]) for _ in range(6)]
+    assert all(r.pending is not None and math.isnan(r.loss) for r in got)  # nothing read back yet
+    lazy.settle(got)
+    for a, b in zip(want, got, strict=True):
+        assert (b.loss, b.grad_norm, b.skipped, b.clipped, b.pending) == (a.loss, a.grad_norm, a.skipped, a.clipped,
+                                                                          None)
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_an_asynchronous_non_finite_step_is_skipped_on_the_device_and_counted_when_settled() -> None:
+    objective, flag = poisonable()
+    model, opt, step, batch = async_setup(True, objective=objective)
+    first = step([batch])
+    before = [p.detach().clone() for p in model.parameters()]
+    adam_steps = [opt.state[p]["step"].clone() for p in model.parameters()]
+    flag["on"] = True
+    bad = step([batch])
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # no update ...
+    assert all(torch.equal(opt.state[p]["step"], s) for p, s in zip(model.parameters(), adam_steps, strict=True))
+    flag["on"] = False
+    good = step([batch])
+    step.settle([first, bad, good])
+    assert (first.skipped, bad.skipped, good.skipped) == (False, True, False)
+    assert step.nonfinite_total == 1 and step.nonfinite_streak == 0
+    assert math.isnan(bad.loss) and good.loss < first.loss
+
+
+def test_too_many_asynchronous_non_finite_steps_stop_once_settled() -> None:
+    objective, flag = poisonable()
+    flag["on"] = True
+    _, _, step, batch = async_setup(True, objective=objective, max_nonfinite=3)
+    results = [step([batch]) for _ in range(4)]  # nothing stops while the numbers stay on the device
+    with pytest.raises(TrainingStopped, match="3 non-finite steps in a row.*lower optim.lr"):
+        step.settle(results)
+    assert all(r.skipped and r.pending is None for r in results)  # every step is filled in before the stop
+
+
+def test_an_asynchronous_step_needs_an_optimizer_that_skips_on_the_device() -> None:
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    with pytest.raises(ValueError, match="skips on the device"):
+        OptimizationStep(model, torch.optim.AdamW(model.parameters(), fused=False), CausalLMObjective(),
+                         asynchronous=True)
