@@ -59,6 +59,7 @@ class Distributed:
     parallel: str = "none"  # none (one process), ddp or fsdp
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # we called init_process_group, so we destroy it
+    fsdp_units: int = 0  # modules sharded as their own FSDP unit (each layer, then the whole model)
 
     # ------------------------------------------------------------ set-up
     @classmethod
@@ -100,7 +101,8 @@ class Distributed:
         return self.rank == 0
 
     def describe(self) -> str:
-        return f"{self.world_size} ranks ({self.parallel}, {'nccl' if self.device.type == 'cuda' else 'gloo'})"
+        units = f" over {self.fsdp_units} units" if self.sharded and self.fsdp_units else ""
+        return f"{self.world_size} ranks ({self.parallel}{units}, {'nccl' if self.device.type == 'cuda' else 'gloo'})"
 
     def check(self, cfg: Config) -> None:
         """Refuse, with one line, what cannot run on these ranks (before any work is done)."""
@@ -127,10 +129,27 @@ class Distributed:
             return fn()
         result: T | None = None
         for mine in (self.rank == 0, self.rank != 0 and self.local_rank == 0, self.local_rank != 0):
+            failure: GradwiseError | None = None
             if mine:
-                result = fn()
-            self.barrier()
+                try:
+                    result = fn()
+                except GradwiseError as exc:  # e.g. a corpus too small to split: every rank says so and stops
+                    failure = exc
+            self._stop_if_any_failed(failure)
         return result  # type: ignore[return-value]
+
+    def _stop_if_any_failed(self, failure: GradwiseError | None) -> None:
+        """A barrier that also carries a user error: the ranks that were waiting raise it too, with the same
+        message and exit code, instead of dying on a closed connection when the failing rank exits."""
+        said: list[Any] = [None] * self.world_size
+        tdist.all_gather_object(said, (str(failure), failure.exit_code) if failure is not None else None)
+        first = next((s for s in said if s is not None), None)
+        if failure is not None:
+            raise failure
+        if first is not None:
+            error = GradwiseError(first[0])
+            error.exit_code = first[1]
+            raise error
 
     # ------------------------------------------------------------ collectives
     def barrier(self) -> None:
@@ -187,16 +206,22 @@ class Distributed:
 
     # ------------------------------------------------------------ the model
     def shard(self, model: nn.Module) -> nn.Module:
-        """FSDP2: shard each transformer block, then the rest, in place; before the optimizer is built."""
+        """FSDP2: shard each transformer layer, then the rest, in place; before the optimizer is built.
+
+        Each layer is its own unit, so a rank holds one layer's full weights at a time, not the model's:
+        gradwise's GPT blocks, and a Hugging Face model's layers (the classes it names in
+        ``_no_split_modules``, e.g. LlamaDecoderLayer, GPT2Block)."""
         if not self.sharded:
             return model
         from torch.distributed.fsdp import fully_shard
 
-        for name, module in model.named_modules():
-            if name.split(".")[-1] == "blocks" and isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block)
+        hf_layers = _hf_layer_classes(model)
+        layers = [module for name, module in model.named_modules()
+                  if type(module).__name__ in hf_layers or name.split(".")[-2:-1] == ["blocks"]]
+        for layer in layers:
+            fully_shard(layer)
         fully_shard(model)
+        self.fsdp_units = len(layers) + 1
         return model
 
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -278,6 +303,14 @@ class Distributed:
             full_state_dict=True, broadcast_from_rank0=True, strict=bool(complete)))
         if not complete and self.is_main:
             _check_partial_keys(keys, model, directory)
+
+
+def _hf_layer_classes(model: nn.Module) -> set[str]:
+    """The layer classes a Hugging Face model says must not be split across devices (its decoder layers)."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    return names
 
 
 class NoMetrics:

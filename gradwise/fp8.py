@@ -13,7 +13,6 @@ emulated: correct, slow, for checking a configuration before it goes to a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -25,28 +24,34 @@ from gradwise.errors import ConfigError
 FP8_MIN_CAPABILITY = (8, 9)  # Ada (sm_89) and Hopper (sm_90) have fp8 tensor cores
 
 
-@contextlib.contextmanager
-def torchao_import_quiet() -> Iterator[None]:
-    """Silence what torchao logs while it is first imported: which of its optional CUDA kernels it could not
-    load, and torch's notes on how it registers types. Neither concerns gradwise; peft imports torchao too
-    (through transformers) wherever it is installed, so LoRA runs import under this as well."""
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(quiet, levels, strict=True):
-            log.setLevel(level)
+class _TorchaoImportNoise(logging.Filter):
+    """Drops what torchao's import logs where its build and torch's differ: which optional CUDA kernels it
+    could not load, and torch's deprecation note on how it registers enums. Neither concerns gradwise, and
+    transformers imports torchao wherever it is installed, so Hugging Face runs would show them too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("torchao" in message and message.startswith("Failed to load")
+                    or "is an Enum subclass and is now natively supported" in message)
+
+
+_NOISE = _TorchaoImportNoise()
+
+
+def quiet_torchao_import() -> None:
+    """Install the filter (once) on the loggers torchao's import writes to."""
+    for name in ("torchao", "torch.utils._pytree"):
+        log = logging.getLogger(name)
+        if _NOISE not in log.filters:
+            log.addFilter(_NOISE)
 
 
 def import_float8() -> tuple:
     """torchao's float8 training entry points, or a one-line error that says how to install them."""
+    quiet_torchao_import()
     try:
-        with torchao_import_quiet():
-            from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-            from torchao.float8.float8_linear import Float8Linear
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+        from torchao.float8.float8_linear import Float8Linear
     except ImportError:
         raise ConfigError("train.fp8 needs torchao: pip install 'gradwise[fp8]' (or set train.fp8=false)") from None
     return convert_to_float8_training, Float8LinearConfig, Float8Linear

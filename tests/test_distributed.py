@@ -226,6 +226,47 @@ def test_muon_under_fsdp_makes_the_one_process_updates_and_resumes(runs: dict[st
     assert_close_weights(one, fsdp)
 
 
+def test_lora_under_fsdp_gives_the_one_process_run_saves_only_adapters_and_resumes(runs: dict[str, Path]) -> None:
+    """The use FSDP is for: adapters on a Hugging Face model too big for one device. Two ranks train as one
+    process does, the checkpoint holds the adapters alone (tied to its frozen base), and FSDP resumes it."""
+    pytest.importorskip("peft")
+    from tests.hf_models import make_llama
+
+    base = make_llama(runs["out"] / "llama-base", runs["corpus"])
+    sets = ["train.batch_size=4", "train.grad_accum=2", "train.max_steps=8", "train.eval_every=4",
+            "train.eval_batches=4", "train.log_every=2", "model.block_size=32", "optim.lr=1e-3",
+            "schedule.warmup_steps=2", "schedule.decay_steps=8", "data.split_chunks=1", "data.check=false",
+            f"out_dir={runs['out']}"]
+
+    def lora_run(name: str, *extra: str) -> list[str]:
+        return ["--data", str(runs["corpus"]), "--model", f"hf:{base}", "--lora", "r=4",
+                *sum((["--set", s] for s in [*sets, f"name={name}", *extra]), [])]
+
+    train(1, *lora_run("lora-one"))
+    sharded = train(2, *lora_run("lora-fsdp", "train.parallel=fsdp", "train.max_steps=4"))
+    assert "2 ranks (fsdp over 3 units" in sharded.stdout  # each of the 2 decoder layers, then the rest
+    one, fsdp = runs["out"] / "lora-one", runs["out"] / "lora-fsdp"
+    saved = load_file(str(fsdp / "checkpoints" / "last" / "model.safetensors"))
+    assert saved and all("lora_" in k for k in saved), sorted(saved)[:5]
+    train(2, "--resume", str(fsdp), "--set", "train.max_steps=8", "--set", "train.parallel=fsdp")
+    assert_close_runs(one, fsdp)
+    assert_close_weights(one, fsdp)
+    evals = [r["val_loss"] for (kind, _), r in sorted(records(fsdp).items()) if kind == "eval"]
+    assert len(evals) == 3 and evals[-1] < evals[0]  # the adapters learned
+
+
+def test_a_user_error_on_rank_0_stops_every_rank_with_its_one_line(tmp_path: Path) -> None:
+    """Rank 0 prepares the data while the others wait: its error reaches them, not a closed connection."""
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("tiny\n", encoding="utf-8")
+    proc = subprocess.run(command(2, "--no-bar", *new_run(tmp_path, "tiny", tiny)), env=env(), capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode != 0
+    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("gradwise: error:")]
+    assert len(said) == 2 and all("too small to give the" in ln for ln in said), proc.stderr[-3000:]
+    assert "Connection closed" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
+
+
 def test_dropout_under_ddp_draws_the_one_process_masks(runs: dict[str, Path]) -> None:
     """Each micro-batch's dropout masks come from (seed, step, micro-batch): two ranks make one process's run."""
     assert_two_ranks_make_one_process(runs, "dropout", "model.dropout=0.2")

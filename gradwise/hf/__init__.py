@@ -49,11 +49,11 @@ def available(module: str = "transformers") -> bool:
 
 def require(module: str = "transformers", what: str = "this") -> ModuleType:
     """Import ``module`` or stop with one line that says how to install it."""
-    from gradwise.fp8 import torchao_import_quiet  # transformers' quantizers import torchao where installed
+    from gradwise.fp8 import quiet_torchao_import  # transformers imports torchao wherever it is installed
 
+    quiet_torchao_import()
     try:
-        with torchao_import_quiet():
-            return importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError:
         raise GradwiseError(f"{what} needs the Python package '{module}'; {INSTALL_HINT}") from None
 
