@@ -22,6 +22,8 @@ over calls that each write their rows as they finish (a killed call keeps what i
     python3 bench/gpu_throughput.py --levers 6-11 --jsonl $OUT/rows2.jsonl              # call 2
     python3 bench/gpu_throughput.py --merge rows1.jsonl rows2.jsonl --record            # here, afterwards
 
+The fp8 rows need torchao (``pip install 'gradwise[fp8]'``); without it they become rows that say so.
+
 MFU = tokens/s x (6N + 12·L·H·Q·T) / measured bf16 peak, N the non-embedding parameters (the output head
 counted once), as in the PaLM paper's appendix B and nanoGPT. fp8 rows are also divided by the bf16 peak,
 so their MFU compares with the others (fp8's own peak is twice that).
@@ -155,24 +157,31 @@ def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
 
     steps = 5 if args.smoke else args.match_steps
     shape = [*SMOKE] if args.smoke else ["model.block_size=256"]
-    curves = {}
+    curves: dict[str, list[float] | str] = {}
     for index in [0, *parse_levers(args.match_levers)]:
         name, overrides, _, _ = LEVERS[index]
         if args.smoke:
             overrides = [*overrides, "train.compile=false"]
         cfg = load_config("gpt2-124m", [*overrides, "data.tokenizer=char", "data.check=false", "data.dedupe=false",
                                         "train.batch_size=8", *shape])
-        task = prepare_task(cfg)
-        model, stepper = build(cfg, task.tokenizer.vocab_size, device)
-        results = []
-        for step in range(steps):
-            x, y = task.micro_batch(step, 0)
-            results.append(stepper([(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))]))
-        stepper.settle(results)
-        curves[name] = [r.loss for r in results]
+        try:
+            task = prepare_task(cfg)
+            model, stepper = build(cfg, task.tokenizer.vocab_size, device)
+            results = []
+            for step in range(steps):
+                x, y = task.micro_batch(step, 0)
+                results.append(stepper([(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))]))
+            stepper.settle(results)
+            curves[name] = [r.loss for r in results]
+        except Exception as exc:  # noqa: BLE001 - keep the other comparisons (and the table) of this GPU call
+            traceback.print_exc()
+            curves[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     (a, la), *fast = curves.items()
     lines = []
     for b, lb in fast:
+        if isinstance(la, str) or isinstance(lb, str):
+            lines.append(f"Loss match '{a}' vs '{b}' could not run: {lb if isinstance(lb, str) else la}")
+            continue
         diffs = [abs(x - y) for x, y in zip(la, lb, strict=True)]
         rel = [d / x for d, x in zip(diffs, la, strict=True)]
         lines.append(f"Loss match over {steps} steps on the embedded corpus (char tokens, batch 8): '{a}' vs '{b}': "
