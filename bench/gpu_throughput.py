@@ -69,7 +69,7 @@ LEVERS = [
      None, VOCAB),
     ("bf16 + fused AdamW + compile, a host sync every step", [*BF16_FAST, "train.async_steps=false"], [32], VOCAB),
     ("bf16 + fused AdamW + compile + CUDA graphs", [*BF16_FAST, "train.compile_mode=reduce-overhead"], [32], VOCAB),
-    ("bf16 + fused AdamW + compile max-autotune", [*BF16_FAST, "train.compile_mode=max-autotune-no-cudagraphs"],
+    ("bf16 + fused AdamW + compile max-autotune (no CUDA graphs)", [*BF16_FAST, "train.compile_mode=max-autotune-no-cudagraphs"],
      [32], VOCAB),
     ("bf16 + fused AdamW + compile, vocabulary 50,257 (unpadded)", BF16_FAST, [32], 50257),
 ]

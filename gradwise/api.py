@@ -46,7 +46,7 @@ from gradwise.runtime import (
 )
 from gradwise.step import OptimizationStep, asynchronous_steps
 from gradwise.tasks import ClassifyTask, LMTask, load_init_weights, prepare_task
-from gradwise.throughput import FlopsMeter, device_peak, model_flops_per_token
+from gradwise.throughput import FlopsMeter, device_peak, hf_flops_per_token, model_flops_per_token
 
 Task = LMTask | ClassifyTask
 
@@ -176,7 +176,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
                                max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
                                penalty=penalties if penalties.active else None, dist=dist,
                                cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode),
-                               asynchronous=asynchronous_steps(t.async_steps, device, optimizer))
+                               asynchronous=asynchronous_steps(t.async_steps, device, optimizer,
+                                                               dist.world_size))
     state = LoopState()
     if resumed:
         saved = dist.load_checkpoint(run.last, model, optimizer, scheduler)
@@ -212,7 +213,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     try:
         loop = TrainLoop(cfg, eval_model, stepper, task, run, device, autocast_dtype, state, metrics, progress,
                          raw_model=model, on_eval=on_eval, dist=dist,
-                         flops=_flops_meter(cfg, task, device, dist.world_size))
+                         flops=_flops_meter(cfg, task, model, device, dist.world_size))
         stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
@@ -231,13 +232,17 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     return RunResult(run.path, summary)
 
 
-def _flops_meter(cfg: Config, task: Task, device: torch.device, ranks: int = 1) -> FlopsMeter | None:
-    """Model FLOP/s on every log line of a GPT language model; MFU where the device's peak is known (CUDA).
-    Logged tokens/s are summed over ranks, so the peak is too (one device's peak x ranks)."""
-    if cfg.task != "lm" or cfg.model.arch != "gpt":
-        return None
+def _flops_meter(cfg: Config, task: Task, model: torch.nn.Module, device: torch.device,
+                 ranks: int = 1) -> FlopsMeter:
+    """Model FLOP/s on every log line; MFU where the device's peak is known (CUDA). Logged tokens/s are summed
+    over ranks, so the peak is too (one device's peak x ranks)."""
     peak = device_peak(device, default_cache_dir(cfg.data.cache_dir), cfg.train.peak_tflops)
-    return FlopsMeter(model_flops_per_token(cfg, task.tokenizer.vocab_size), peak * ranks if peak else None)
+    if cfg.model.arch == "hf":
+        per_token = hf_flops_per_token(model, cfg.model.block_size)
+    else:
+        classes = len(task.classes) if cfg.task == "classify" else 0
+        per_token = model_flops_per_token(cfg, task.tokenizer.vocab_size, classes)
+    return FlopsMeter(per_token, peak * ranks if peak else None)
 
 
 def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device: torch.device,
@@ -331,7 +336,8 @@ def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Ta
     per_step = f"{t.batch_size * t.grad_accum * m.block_size:,} tokens" if cfg.task == "lm" else \
         f"{t.batch_size * t.grad_accum:,} records"
     if t.fp8:
-        emulated = " (emulated on the CPU: slow, for checks)" if device.type == "cpu" else ""
+        emulated = (" (emulated on the CPU: slow, for checks)" if device.type == "cpu" else
+                    "" if t.compile else " (without train.compile its casts are not fused: expect little speed-up)")
         precision += f", fp8 matmuls in {sum(1 for _ in fp8_layers(model))} linear layers{emulated}"
     progress.message(f"train    {t.max_steps:,} steps x {per_step} | {cfg.optim.name} lr {cfg.optim.lr:g} "
                      f"{cfg.schedule.name} | {device.type} {precision}")

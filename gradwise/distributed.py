@@ -36,7 +36,8 @@ from gradwise.checkpoint import (
     save_checkpoint,
 )
 from gradwise.config import Config
-from gradwise.errors import CheckpointError, ConfigError, GradwiseError
+from gradwise.errors import CheckpointError, ConfigError, DataError, GradwiseError
+from gradwise.optim.combined import optimizer_parts
 
 T = TypeVar("T")
 
@@ -129,26 +130,29 @@ class Distributed:
             return fn()
         result: T | None = None
         for mine in (self.rank == 0, self.rank != 0 and self.local_rank == 0, self.local_rank != 0):
-            failure: GradwiseError | None = None
+            failure: Exception | None = None
             if mine:
                 try:
                     result = fn()
-                except GradwiseError as exc:  # e.g. a corpus too small to split: every rank says so and stops
+                except Exception as exc:  # noqa: BLE001 - e.g. a corpus too small to split: every rank stops
                     failure = exc
             self._stop_if_any_failed(failure)
         return result  # type: ignore[return-value]
 
-    def _stop_if_any_failed(self, failure: GradwiseError | None) -> None:
-        """A barrier that also carries a user error: the ranks that were waiting raise it too, with the same
-        message and exit code, instead of dying on a closed connection when the failing rank exits."""
+    def _stop_if_any_failed(self, failure: Exception | None) -> None:
+        """A barrier that also carries a failure: the ranks that were waiting stop too (a user error with the
+        same one line and exit code), instead of hanging, or dying on a closed connection when it exits."""
         said: list[Any] = [None] * self.world_size
-        tdist.all_gather_object(said, (str(failure), failure.exit_code) if failure is not None else None)
-        first = next((s for s in said if s is not None), None)
+        tdist.all_gather_object(said, None if failure is None else (
+            type(failure).__name__, str(failure), getattr(failure, "exit_code", 1)))
+        first = next(((rank, s) for rank, s in enumerate(said) if s is not None), None)
         if failure is not None:
             raise failure
         if first is not None:
-            error = GradwiseError(first[0])
-            error.exit_code = first[1]
+            rank, (kind, message, code) = first
+            known = {cls.__name__: cls for cls in (GradwiseError, ConfigError, CheckpointError, DataError)}
+            error = known[kind](message) if kind in known else GradwiseError(f"rank {rank} failed ({kind}: {message})")
+            error.exit_code = code
             raise error
 
     # ------------------------------------------------------------ collectives
@@ -218,7 +222,7 @@ class Distributed:
         hf_layers = _hf_layer_classes(model)
         layers = [module for name, module in model.named_modules()
                   if type(module).__name__ in hf_layers or name.split(".")[-2:-1] == ["blocks"]]
-        for layer in layers:
+        for layer in reversed(layers):  # a layer inside another is sharded first, as FSDP2 needs
             fully_shard(layer)
         fully_shard(model)
         self.fsdp_units = len(layers) + 1
@@ -276,8 +280,9 @@ class Distributed:
         if not complete:
             _check_partial_keys(keys, model, directory)
         by_index = read_optimizer_state(directory)
-        parts = getattr(optimizer, "optimizers", None)  # a CombinedOptimizer saves {"optimizers": [each part]}
-        pairs = zip(parts, by_index["optimizers"], strict=True) if parts is not None else [(optimizer, by_index)]
+        combined = hasattr(optimizer, "optimizers")  # a CombinedOptimizer saves {"optimizers": [each part]}
+        pairs = zip(optimizer_parts(optimizer), by_index["optimizers"], strict=True) if combined else \
+            [(optimizer, by_index)]
         for part, part_state in pairs:
             set_optimizer_state_dict(model, part, _index_to_names(part_state, model, part),
                                      options=StateDictOptions(full_state_dict=True))
@@ -356,9 +361,8 @@ def _gather_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
             model_state.pop(name, None)
     if optimizer is None:
         return model_state, None
-    parts = getattr(optimizer, "optimizers", None)  # a CombinedOptimizer (Muon + AdamW): each part on its own
-    if parts is not None:
-        gathered = [_gather_optimizer(model, part, options) for part in parts]
+    if hasattr(optimizer, "optimizers"):  # a CombinedOptimizer (Muon + AdamW): each part on its own
+        gathered = [_gather_optimizer(model, part, options) for part in optimizer_parts(optimizer)]
         return model_state, ({"optimizers": gathered} if all(g is not None for g in gathered) else None)
     return model_state, _gather_optimizer(model, optimizer, options)
 

@@ -96,7 +96,10 @@ def convert_to_fp8(model: nn.Module, device: torch.device) -> int:
         raise ConfigError("train.fp8 found no nn.Linear layer whose sizes are multiples of 16 (fp8 matmuls need "
                           "that; Hugging Face GPT-2 builds its layers from Conv1D, which torchao does not convert); "
                           "use sizes such as model.n_embd=64, or set train.fp8=false")
-    convert(model, config=config_cls(), module_filter_fn=lambda module, _name: id(module) in eligible)
+    # On a CPU the fp8 matmul is emulated in higher precision after the fp8 casts (same rounding of the inputs),
+    # which any torch can run; CUDA uses the fp8 tensor-core kernel.
+    convert(model, config=config_cls(emulate=device.type == "cpu"),
+            module_filter_fn=lambda module, _name: id(module) in eligible)
     return sum(1 for _ in fp8_layers(model, float8_linear))
 
 

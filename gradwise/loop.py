@@ -120,7 +120,7 @@ class TrainLoop:
                  on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None,
                  flops: FlopsMeter | None = None):
         self.cfg = cfg
-        self.flops = flops  # model TFLOP/s and MFU on the log lines (GPT language models)
+        self.flops = flops  # model TFLOP/s and MFU on the log lines
         self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
         self.model = model  # possibly compiled
         self.raw_model = raw_model or model  # what checkpoints save

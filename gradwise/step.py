@@ -21,6 +21,7 @@ from torch import nn
 
 from gradwise.errors import ConfigError, TrainingStopped
 from gradwise.objectives import LossTerms
+from gradwise.optim.combined import optimizer_parts
 from gradwise.runtime import synchronize
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ class StepResult:
 
 @dataclass
 class _Pending:
-    loss: torch.Tensor
+    loss_sum: torch.Tensor  # divided by micro_batches on the host, in float64, as a synchronous step does
+    micro_batches: int
     grad_norm: torch.Tensor
     finite: torch.Tensor
     max_abs: torch.Tensor | None
@@ -59,14 +61,13 @@ class _Pending:
 
     def tensors(self) -> list[torch.Tensor]:
         extra = [self.max_abs] if self.max_abs is not None else []
-        return [self.loss, self.grad_norm, self.finite, *extra, *self.parts.values()]
+        return [self.loss_sum, self.grad_norm, self.finite, *extra, *self.parts.values()]
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every part of ``optimizer`` can skip an update on the device, given a ``found_inf`` tensor (the
     fused Adam and AdamW kernels, as GradScaler uses them): a step then needs no host sync."""
-    parts = getattr(optimizer, "optimizers", None) or [optimizer]
-    return all(getattr(part, "_step_supports_amp_scaling", False) for part in parts)
+    return all(getattr(part, "_step_supports_amp_scaling", False) for part in optimizer_parts(optimizer))
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -76,11 +77,15 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> context
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def asynchronous_steps(asked: bool | None, device: torch.device, optimizer: torch.optim.Optimizer) -> bool:
-    """``train.async_steps``: None turns it on for CUDA (where the host can run ahead of the GPU) whenever the
-    optimizer can skip a step on the device; True insists, with one line if it cannot."""
+def asynchronous_steps(asked: bool | None, device: torch.device, optimizer: torch.optim.Optimizer,
+                       ranks: int = 1) -> bool:
+    """``train.async_steps``: None turns it on for one CUDA process (where the host can run ahead of the GPU)
+    whenever the optimizer can skip a step on the device; True insists, with one line where it cannot."""
     if asked is None:
-        return device.type == "cuda" and skips_on_device(optimizer)
+        return device.type == "cuda" and ranks == 1 and skips_on_device(optimizer)
+    if asked and ranks > 1:
+        raise ConfigError("train.async_steps runs in one process: under torchrun every step already waits for "
+                          "the ranks' all-reduce; set train.async_steps=false")
     if asked and not skips_on_device(optimizer):
         raise ConfigError("train.async_steps needs an optimizer that can skip a non-finite step on the device "
                           "(optim.name adamw or adam, with optim.fused not false); set train.async_steps=false")
@@ -183,7 +188,7 @@ class OptimizationStep:
         if clock:
             clock.lap("clip")
         if self.asynchronous:
-            return self._step_on_device(loss_sum / n_total, grad_norm_t, max_abs_t, part_sums, tokens, t0,
+            return self._step_on_device(loss_sum, n_total, grad_norm_t, max_abs_t, part_sums, tokens, t0,
                                         measure_update)
         loss_value = loss_sum.item() / n_total
         # The norm is global: DDP's gradients are already averaged, FSDP's norm is reduced over shards. With the
@@ -223,15 +228,16 @@ class OptimizationStep:
                 f"{self.nonfinite_streak} non-finite steps in a row (loss {loss}, grad norm {grad_norm}); "
                 "lower optim.lr, keep train.grad_clip on, or check the data for broken records")
 
-    def _step_on_device(self, loss: torch.Tensor, grad_norm: torch.Tensor, max_abs: torch.Tensor | None,
+    def _step_on_device(self, loss_sum: torch.Tensor, n_total: int, grad_norm: torch.Tensor,
+                        max_abs: torch.Tensor | None,
                         part_sums: dict[str, torch.Tensor], tokens: int, t0: float,
                         measure_update: bool) -> StepResult:
         """The update without reading anything back: the fused optimizer skips it when ``found_inf`` is set."""
-        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        finite = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        grad_norm, max_abs = _whole(grad_norm), (_whole(max_abs) if max_abs is not None else None)
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         before = [p.detach().clone() for p in self.params] if measure_update else None
-        parts = getattr(self.optimizer, "optimizers", None) or [self.optimizer]
+        parts = optimizer_parts(self.optimizer)
         found_inf = (~finite).float()
         for part in parts:
             part.found_inf, part.grad_scale = found_inf, None
@@ -246,7 +252,8 @@ class OptimizationStep:
         nan = float("nan")
         return StepResult(loss=nan, grad_norm=nan, lr=lr, tokens=tokens, seconds=time.perf_counter() - t0,
                           update_ratio=update_ratio,
-                          pending=_Pending(loss.detach(), grad_norm.detach(), finite, max_abs, part_sums))
+                          pending=_Pending(loss_sum.detach(), n_total, grad_norm.detach(), finite, max_abs,
+                                           part_sums))
 
     def settle(self, results: Sequence[StepResult]) -> None:
         """Read asynchronous steps' numbers from the device (one transfer), in step order, and apply the
@@ -260,7 +267,8 @@ class OptimizationStep:
         stop: TrainingStopped | None = None
         for r in waiting:
             pending, r.pending = r.pending, None
-            r.loss, r.grad_norm, finite = next(values), next(values), bool(next(values))
+            loss_sum, r.grad_norm, finite = next(values), next(values), bool(next(values))
+            r.loss = loss_sum / pending.micro_batches
             max_abs = next(values) if pending.max_abs is not None else None
             r.parts = {name: next(values) for name in pending.parts} or None
             r.skipped = not finite
@@ -268,11 +276,12 @@ class OptimizationStep:
                 max_abs > self.grad_clip if max_abs is not None else r.grad_norm > self.grad_clip)
             if finite:
                 self.nonfinite_streak = 0
-            elif stop is None:
-                try:
-                    self._count_nonfinite(r.loss, r.grad_norm)
-                except TrainingStopped as exc:
-                    stop = exc
+                continue
+            r.update_ratio = None  # nothing was updated (a synchronous step does not measure it either)
+            try:
+                self._count_nonfinite(r.loss, r.grad_norm)
+            except TrainingStopped as exc:
+                stop = stop or exc  # the first time the rule fired; later steps are still counted
         if stop is not None:
             raise stop
 
@@ -317,9 +326,13 @@ class _PhaseClock:
         self._last = now
 
 
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """FSDP's norms are DTensors (replicated on every rank): the plain tensor."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def _item(t: torch.Tensor) -> float:
-    """A scalar as a float; FSDP's norms are DTensors (replicated on every rank)."""
-    return (t.full_tensor() if hasattr(t, "full_tensor") else t).item()
+    return _whole(t).item()
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Model FLOP/s and MFU: how much of the device's measured matmul peak a run turns into training.
 
-MFU = tokens/s x training FLOPs per token (6N + 12·L·H·Q·T for a GPT, :func:`gradwise.plan.flops_per_token`)
-/ peak FLOP/s. The peak is measured, not taken from a datasheet: a large bf16 matmul on this very device
+MFU = tokens/s x training FLOPs per token (6N + 12·L·H·Q·T for a GPT, :func:`gradwise.plan.flops_per_token`;
+6N for an LSTM; read from the parameters of a Hugging Face model) / peak FLOP/s. The peak is measured, not taken from a datasheet: a large bf16 matmul on this very device
 (cached per device name and torch version), since clocks, power limits and the library decide what a chip
 really reaches. ``train.peak_tflops`` overrides it.
 """
@@ -18,11 +18,35 @@ from gradwise.config import Config
 from gradwise.runtime import synchronize
 
 
-def model_flops_per_token(cfg: Config, vocab_size: int) -> float:
-    """Training FLOPs per token of ``cfg``'s model (forward + backward)."""
+def model_flops_per_token(cfg: Config, vocab_size: int, n_classes: int = 0) -> float:
+    """Training FLOPs per token of ``cfg``'s model (forward + backward): gradwise's GPT and LSTM."""
     from gradwise.plan import flops_per_token, model_spec
 
-    return flops_per_token(model_spec(cfg, vocab_size))[0]
+    return flops_per_token(model_spec(cfg, vocab_size, n_classes))[0]
+
+
+def transformer_flops_per_token(model: torch.nn.Module, n_layer: int, attention_width: int, context: int) -> float:
+    """Training FLOPs per token of any transformer, read from its parameters (a Hugging Face model).
+
+    Each weight a token meets in a matmul costs 2 FLOPs forward and 2 for the input's gradient, plus 2 for its
+    own gradient when it trains: 6N for full training, about 4N on a frozen LoRA base. Embedding lookups cost
+    nothing, except a table tied to the output layer (it is then a matmul). Attention adds 12·L·H·Q·T, as in
+    the GPT formula."""
+    out = getattr(model, "get_output_embeddings", lambda: None)()
+    out_weight = getattr(out, "weight", None)
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} - {id(out_weight)}
+    matmul = [p for p in model.parameters() if id(p) not in lookups]
+    n = sum(p.numel() for p in matmul)
+    trained = sum(p.numel() for p in matmul if p.requires_grad)
+    return 4.0 * n + 2.0 * trained + 12.0 * n_layer * attention_width * context
+
+
+def hf_flops_per_token(model: torch.nn.Module, context: int) -> float:
+    """:func:`transformer_flops_per_token` with the shape a Hugging Face model's config gives."""
+    config = model.base_model().config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return transformer_flops_per_token(model, config.num_hidden_layers, heads * head_dim, context)
 
 
 def measure_matmul_peak(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.bfloat16,

@@ -16,6 +16,7 @@ from gradwise.errors import DataError, GradwiseError
 from gradwise.inference import generate_text
 from gradwise.metrics import classification_report
 from gradwise.models.lstm import LSTMClassifier, LSTMConfig
+from gradwise.rundir import read_metrics
 from tests.conftest import SHARED_DATA, run_cli
 
 TOPICS = {"space": ["rocket", "orbit", "planet", "launch", "star"],
@@ -100,6 +101,13 @@ def test_classifier_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     assert report["classes"] == ["cooking", "music", "space"]
     assert sum(sum(row) for row in report["confusion"]) == s["split_sizes"]["test"]
     assert json.loads((result.run_dir / "labels.json").read_text())["classes"] == report["classes"]
+    from gradwise.config import load_config
+    from gradwise.throughput import model_flops_per_token
+
+    per_token = model_flops_per_token(load_config(result.run_dir / "config.yaml"), s["vocab_size"], 3)
+    logged = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert per_token > 0 and logged and all(  # model FLOP/s on the classifier's log lines too
+        r["model_tflops"] == pytest.approx(r["tokens_per_s"] * per_token / 1e12, abs=1e-3) for r in logged)
 
     preds = predict(result.run_dir, ["the rocket and the orbit of a star", "bake the flour in the oven"])
     assert [p.label for p in preds] == ["space", "cooking"]

@@ -92,6 +92,22 @@ def test_gradwise_loss_equals_the_models_own_loss(which: str, request: pytest.Fi
     assert abs(ours - theirs) < 1e-5, (ours, theirs)  # measured: 0 (GPT-2) and < 5e-7 (Llama)
 
 
+@pytest.mark.parametrize("which", ["gpt2", "llama"])
+def test_model_flops_per_token_count_each_matmul_weight_once(which: str, request: pytest.FixtureRequest) -> None:
+    """6N + 12·L·H·Q·T as for gradwise's GPT: N leaves out lookup tables (GPT-2's positions, Llama's untied input
+    embedding) but keeps a table tied to the output layer."""
+    from gradwise.config import ModelConfig
+    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.throughput import hf_flops_per_token
+
+    model = build_hf_model(ModelConfig(arch="hf", hf_path=str(request.getfixturevalue(f"{which}_dir")),
+                                       block_size=32), 10)
+    hf = model.base_model()
+    lookup = hf.transformer.wpe if which == "gpt2" else hf.model.embed_tokens
+    n = sum(p.numel() for p in model.parameters()) - lookup.weight.numel()
+    assert hf_flops_per_token(model, 32) == 6 * n + 12 * 2 * 32 * 32  # 2 layers, width 32, context 32
+
+
 def test_tokenizer_adapter_matches_autotokenizer_and_fingerprints_content(llama_dir: Path, gpt2_dir: Path,
                                                                          tmp_path: Path) -> None:
     tok = load_hf_tokenizer(llama_dir)
@@ -211,6 +227,12 @@ def test_lora_trains_adapters_only_and_exports_merged(gpt2_dir: Path, corpus: Pa
     assert model.trainable_params() == expected
     optimizer = build_optimizer(model, loaded.cfg.optim, torch.device("cpu"))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == expected
+    # model FLOPs on the log lines: a frozen weight costs 4 per token (forward, input gradient), an adapter 6
+    n = sum(p.numel() for p in original.parameters()) - original.transformer.wpe.weight.numel() + expected
+    per_token = 4 * n + 2 * expected + 12 * 2 * 32 * 32
+    logged = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert logged and all(r["model_tflops"] == pytest.approx(r["tokens_per_s"] * per_token / 1e12, abs=1e-3)
+                          for r in logged)
     # the base weights in the checkpoint are exactly the pretrained ones
     ckpt = model.state_dict()  # the last checkpoint's weights (tied names included)
     base = load_file(str(gpt2_dir / "model.safetensors"))

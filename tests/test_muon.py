@@ -67,3 +67,42 @@ def test_state_is_a_momentum_buffer_per_matrix_and_round_trips() -> None:
 def test_refuses_non_matrices() -> None:
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
+
+
+class FakeShard:
+    """What Muon reads of an FSDP2 parameter: a DTensor sharded by rows over a 1-D mesh of ``world`` ranks."""
+
+    class Mesh:
+        def __init__(self, world: int, rank: int):
+            self.ndim, self.world, self.rank = 1, world, rank
+
+        def size(self) -> int:
+            return self.world
+
+        def get_local_rank(self) -> int:
+            return self.rank
+
+    def __init__(self, whole: torch.Tensor, world: int, rank: int):
+        from torch.distributed.tensor import Shard
+
+        self.device_mesh, self.placements = self.Mesh(world, rank), (Shard(0),)
+        chunks = whole.chunk(world)
+        self.local = chunks[rank] if rank < len(chunks) else whole[:0]
+
+    def full_tensor(self) -> torch.Tensor:  # its presence marks the tensor as sharded
+        raise AssertionError("not needed")
+
+    def to_local(self) -> torch.Tensor:
+        return self.local
+
+
+@pytest.mark.parametrize(("rows", "world"), [(8, 2), (7, 3), (3, 4)])
+def test_each_fsdp_rank_takes_its_own_rows_of_the_whole_update(rows: int, world: int) -> None:
+    """Uneven shards too: FSDP2 splits rows as torch.chunk does, so a rank past the last chunk holds none."""
+    from gradwise.optim.muon import _my_rows
+
+    update = torch.arange(rows * 5, dtype=torch.float32).reshape(rows, 5)
+    mine = [_my_rows(update, FakeShard(torch.zeros(rows, 5), world, r)) for r in range(world)]
+    assert torch.equal(torch.cat(mine), update)  # every row once, in order
+    assert [m.shape[0] for m in mine] == [c.shape[0] for c in update.chunk(world)] + [0] * (world - len(
+        update.chunk(world)))

@@ -126,10 +126,11 @@ def poisonable():
 
 
 def test_an_asynchronous_step_trains_exactly_as_the_synchronous_one() -> None:
-    model_a, _, sync, batch = async_setup(False)
+    model_a, _, sync, (x, y) = async_setup(False)
     model_b, _, lazy, _ = async_setup(True)
-    want = [sync([batch]) for _ in range(6)]
-    got = [lazy([batch]) for _ in range(6)]
+    thirds = [(x[:3], y[:3]), (x[3:6], y[3:6]), (x[6:], y[6:])]  # the mean over 3 is taken on the host alike
+    want = [sync(thirds) for _ in range(6)]
+    got = [lazy(thirds) for _ in range(6)]
     assert all(r.pending is not None and math.isnan(r.loss) for r in got)  # nothing read back yet
     lazy.settle(got)
     for a, b in zip(want, got, strict=True):
@@ -161,10 +162,27 @@ def test_too_many_asynchronous_non_finite_steps_stop_once_settled() -> None:
     objective, flag = poisonable()
     flag["on"] = True
     _, _, step, batch = async_setup(True, objective=objective, max_nonfinite=3)
-    results = [step([batch]) for _ in range(4)]  # nothing stops while the numbers stay on the device
+    results = [step([batch], measure_update=True) for _ in range(4)]  # nothing stops while numbers stay there
     with pytest.raises(TrainingStopped, match="3 non-finite steps in a row.*lower optim.lr"):
         step.settle(results)
     assert all(r.skipped and r.pending is None for r in results)  # every step is filled in before the stop
+    assert step.nonfinite_total == 4 and all(r.update_ratio is None for r in results)  # nothing was updated
+
+
+def test_asynchronous_steps_are_for_one_process_with_an_optimizer_that_can_skip() -> None:
+    from gradwise.errors import ConfigError
+    from gradwise.step import asynchronous_steps
+
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    fused, plain = (torch.optim.AdamW(model.parameters(), fused=f) for f in (True, False))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert asynchronous_steps(None, cuda, fused) and not asynchronous_steps(None, cpu, fused)
+    assert not asynchronous_steps(None, cuda, plain) and not asynchronous_steps(None, cuda, fused, ranks=2)
+    assert asynchronous_steps(True, cpu, fused) and not asynchronous_steps(False, cuda, fused)
+    with pytest.raises(ConfigError, match="runs in one process"):
+        asynchronous_steps(True, cuda, fused, ranks=2)
+    with pytest.raises(ConfigError, match="optim.fused not false"):
+        asynchronous_steps(True, cuda, plain)
 
 
 def test_an_asynchronous_step_needs_an_optimizer_that_skips_on_the_device() -> None:

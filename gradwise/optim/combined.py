@@ -57,3 +57,8 @@ class CombinedOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return "CombinedOptimizer(" + ", ".join(type(o).__name__ for o in self.optimizers) + ")"
+
+
+def optimizer_parts(optimizer: torch.optim.Optimizer) -> list[torch.optim.Optimizer]:
+    """The optimizers that really hold parameters and state: a CombinedOptimizer's parts, or the optimizer."""
+    return list(getattr(optimizer, "optimizers", None) or [optimizer])
