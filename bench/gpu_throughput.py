@@ -44,7 +44,7 @@ import torch
 from benchrecord import append_record
 
 from gradwise.config import Config, load_config
-from gradwise.fp8 import convert_to_fp8
+from gradwise.fp8 import fp8_if_asked
 from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective
 from gradwise.optim import build_optimizer
@@ -95,9 +95,7 @@ def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Modul
     """The model, optimizer and step as ``gradwise train`` builds them (fp8 swap, then compile)."""
     torch._dynamo.reset()  # each row compiles afresh: no shapes or guards carried over from the last one
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, vocab).to(device)
-    if cfg.train.fp8:
-        convert_to_fp8(model, device)
+    model = fp8_if_asked(build_model(cfg.model, vocab).to(device), cfg.train.fp8, device)
     step_model = compiled(model, cfg.train.compile_mode) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim, device)
     stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce),
@@ -135,6 +133,12 @@ def measure(lever: str, overrides: list[str], batch: int, vocab: int, args: argp
     return Measured(lever, batch, tok_s, flops / 1e12, flops / peak if peak else None, mem, per_step * 1e3)
 
 
+def one_line(exc: Exception) -> str:
+    """A failure as a table cell: its type and the first line of its message."""
+    lines = str(exc).splitlines() or [""]
+    return f"{type(exc).__name__}: {lines[0][:160]}"
+
+
 def measure_or_say_why(lever: str, overrides: list[str], batch: int, vocab: int, args: argparse.Namespace,
                        device: torch.device, peak: float | None) -> Measured:
     """One row; a lever that fails (a compile mode this torch cannot do, say) becomes a row that says why."""
@@ -142,7 +146,7 @@ def measure_or_say_why(lever: str, overrides: list[str], batch: int, vocab: int,
         row = measure(lever, overrides, batch, vocab, args, device, peak)
     except Exception as exc:  # noqa: BLE001 - one lever's failure must not cost the others' GPU time
         traceback.print_exc()
-        row = Measured(lever, batch, failed=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        row = Measured(lever, batch, failed=one_line(exc))
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -175,7 +179,7 @@ def loss_match(args: argparse.Namespace, device: torch.device) -> list[str]:
             curves[name] = [r.loss for r in results]
         except Exception as exc:  # noqa: BLE001 - keep the other comparisons (and the table) of this GPU call
             traceback.print_exc()
-            curves[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            curves[name] = one_line(exc)
     (a, la), *fast = curves.items()
     lines = []
     for b, lb in fast:

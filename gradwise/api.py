@@ -27,7 +27,7 @@ from gradwise.data.tokenizers import fingerprint
 from gradwise.diagnose import diagnose, format_verdicts
 from gradwise.distributed import Distributed, NoMetrics, joined
 from gradwise.errors import ConfigError, GradwiseError, TrainingStopped
-from gradwise.fp8 import convert_to_fp8, fp8_layers
+from gradwise.fp8 import fp8_if_asked, fp8_layers
 from gradwise.inference import evaluate_run, generate_text, predict
 from gradwise.loop import LoopState, TrainLoop
 from gradwise.metrics import format_report
@@ -158,10 +158,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     model = task.build_model()
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)
-    model = model.to(device)
-    if t.fp8:  # fp8 linear layers swapped in before sharding, wrapping and compiling see the model
-        convert_to_fp8(model, device)
-    model = dist.shard(model)  # FSDP2: sharded in place, before the optimizer sees the parameters
+    # fp8 linear layers are swapped in before sharding, wrapping and compiling see the model
+    model = dist.shard(fp8_if_asked(model.to(device), t.fp8, device))  # FSDP2: sharded in place, before the optimizer sees the parameters
     optimizer = build_optimizer(model, cfg.optim, device)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
     r = cfg.regularization

@@ -103,6 +103,13 @@ def convert_to_fp8(model: nn.Module, device: torch.device) -> int:
     return sum(1 for _ in fp8_layers(model, float8_linear))
 
 
+def fp8_if_asked(model: nn.Module, fp8: bool, device: torch.device) -> nn.Module:
+    """``train.fp8``: the model as training runs it (converted in place), wherever a run's model is built."""
+    if fp8:
+        convert_to_fp8(model, device)
+    return model
+
+
 def fp8_layers(model: nn.Module, float8_linear: type | None = None) -> Iterator[nn.Module]:
     """The model's fp8 linear layers."""
     cls = float8_linear or import_float8()[2]

@@ -23,7 +23,7 @@ import torch
 
 from gradwise.config import Config
 from gradwise.errors import ConfigError
-from gradwise.fp8 import convert_to_fp8
+from gradwise.fp8 import fp8_if_asked
 from gradwise.optim import build_optimizer
 from gradwise.rundir import default_run_name, write_json
 from gradwise.runtime import backends_for_training, seed_everything, select_device, select_dtype
@@ -73,9 +73,7 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
             from gradwise.tasks import load_init_weights
 
             load_init_weights(cfg, model)
-        model = model.to(device)
-        if cfg.train.fp8:  # the learning rate for the model as training runs it
-            convert_to_fp8(model, device)
+        model = fp8_if_asked(model.to(device), cfg.train.fp8, device)  # the model as training runs it
         result = _range_test(cfg, task, model, device, start_lr, end_lr, steps, smooth, stop_factor)
     if save:
         out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir) / default_run_name(f"lr-find-{stem}")

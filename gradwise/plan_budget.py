@@ -22,7 +22,7 @@ import torch
 from gradwise.checkpoint import save_checkpoint
 from gradwise.config import Config, apply_overrides, build_config, objective_terms, parse_duration
 from gradwise.errors import ConfigError
-from gradwise.fp8 import convert_to_fp8
+from gradwise.fp8 import fp8_if_asked
 from gradwise.models import build_model
 from gradwise.objectives import CausalLMObjective, ClassificationObjective
 from gradwise.optim import build_optimizer, build_scheduler
@@ -120,9 +120,7 @@ def _model_and_batches(cfg: Config, spec: ModelSpec, device: torch.device, micro
     V, T = spec.vocab_size, spec.block_size
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.task == "lm":
-        model = build_model(cfg.model, V).to(device)
-        if cfg.train.fp8:  # timed as training runs it
-            convert_to_fp8(model, device)
+        model = fp8_if_asked(build_model(cfg.model, V).to(device), cfg.train.fp8, device)  # as training runs it
 
         def lm_batch(step: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
             x = torch.randint(0, V, (micro, T + 1), generator=gen)

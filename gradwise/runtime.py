@@ -39,6 +39,16 @@ def compiled(module: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 
+def is_sharded(t: torch.Tensor) -> bool:
+    """An FSDP2 parameter or a norm over its shards: a DTensor."""
+    return hasattr(t, "full_tensor") and hasattr(t, "device_mesh")
+
+
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind an FSDP2 DTensor (a collective when it is sharded); a plain tensor as it is."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
 def uses_cuda_graphs(compile: bool, mode: str) -> bool:
     """Whether ``torch.compile`` in this mode replays CUDA graphs (on CUDA devices)."""
     return compile and mode in ("reduce-overhead", "max-autotune")

@@ -22,7 +22,7 @@ from torch import nn
 from gradwise.errors import ConfigError, TrainingStopped
 from gradwise.objectives import LossTerms
 from gradwise.optim.combined import optimizer_parts
-from gradwise.runtime import synchronize
+from gradwise.runtime import synchronize, whole
 
 if TYPE_CHECKING:
     from gradwise.distributed import Distributed
@@ -214,11 +214,16 @@ class OptimizationStep:
             self.scheduler.step()
         return StepResult(loss=loss_value, grad_norm=grad_norm, lr=lr, tokens=tokens,
                           seconds=time.perf_counter() - t0, skipped=not finite,
-                          clipped=finite and self.grad_clip > 0 and (
-                              _item(max_abs_t) > self.grad_clip if max_abs_t is not None else grad_norm > self.grad_clip),
+                          clipped=self._clipped(finite, grad_norm,
+                                                _item(max_abs_t) if max_abs_t is not None and finite else None),
                           update_ratio=update_ratio,
                           parts={k: float(v) for k, v in part_sums.items()} if part_sums else None,
                           timings=clock.times if clock else None)
+
+    def _clipped(self, finite: bool, grad_norm: float, max_abs: float | None) -> bool:
+        """Whether clipping changed the gradient: by norm, the norm was over the threshold; by value, an element."""
+        return finite and self.grad_clip > 0 and (
+            max_abs > self.grad_clip if max_abs is not None else grad_norm > self.grad_clip)
 
     def _count_nonfinite(self, loss: float, grad_norm: float) -> None:
         self.nonfinite_streak += 1
@@ -233,7 +238,7 @@ class OptimizationStep:
                         part_sums: dict[str, torch.Tensor], tokens: int, t0: float,
                         measure_update: bool) -> StepResult:
         """The update without reading anything back: the fused optimizer skips it when ``found_inf`` is set."""
-        grad_norm, max_abs = _whole(grad_norm), (_whole(max_abs) if max_abs is not None else None)
+        grad_norm, max_abs = whole(grad_norm), (whole(max_abs) if max_abs is not None else None)
         finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         before = [p.detach().clone() for p in self.params] if measure_update else None
@@ -272,8 +277,7 @@ class OptimizationStep:
             max_abs = next(values) if pending.max_abs is not None else None
             r.parts = {name: next(values) for name in pending.parts} or None
             r.skipped = not finite
-            r.clipped = finite and self.grad_clip > 0 and (
-                max_abs > self.grad_clip if max_abs is not None else r.grad_norm > self.grad_clip)
+            r.clipped = self._clipped(finite, r.grad_norm, max_abs)
             if finite:
                 self.nonfinite_streak = 0
                 continue
@@ -326,13 +330,9 @@ class _PhaseClock:
         self._last = now
 
 
-def _whole(t: torch.Tensor) -> torch.Tensor:
-    """FSDP's norms are DTensors (replicated on every rank): the plain tensor."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
 def _item(t: torch.Tensor) -> float:
-    return _whole(t).item()
+    """A scalar as a float; FSDP's norms are DTensors (replicated on every rank)."""
+    return whole(t).item()
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 
 from gradwise.optim.state import grads_and_buffers
+from gradwise.runtime import is_sharded, whole
 
 # Quintic Newton-Schulz coefficients tuned for a steep slope at zero (K. Jordan's Muon): five steps take
 # singular values from (0, 1] to roughly [0.7, 1.2], which is all Muon needs.
@@ -112,9 +113,9 @@ class Muon(torch.optim.Optimizer):
             torch._foreach_mul_(params, 1 - lr * wd)
         for index in by_shape.values():
             tall = [params[i].shape[0] > params[i].shape[1] for i in index]
-            whole = [_whole(updates[i]) for i in index]
-            stacked = torch.stack([u.mT if t else u for u, t in zip(whole, tall, strict=True)])
-            del whole
+            gathered = [whole(updates[i]) for i in index]
+            stacked = torch.stack([u.mT if t else u for u, t in zip(gathered, tall, strict=True)])
+            del gathered
             ortho = orthogonalize(stacked, group["ns_steps"], dtype=_ns_dtype(group["ns_dtype"], stacked.device))
             for j, (i, t) in enumerate(zip(index, tall, strict=True)):
                 p = params[i]
@@ -127,21 +128,13 @@ class Muon(torch.optim.Optimizer):
 # arithmetic as one process), and each rank applies its own rows. The gather costs one all-gather of the
 # updates, as FSDP's forward does for the weights; the orthogonalization is repeated on every rank.
 
-def _is_sharded(t: torch.Tensor) -> bool:
-    return hasattr(t, "full_tensor") and hasattr(t, "device_mesh")
-
-
-def _whole(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if _is_sharded(t) else t
-
-
 def _local(p: torch.Tensor) -> torch.Tensor:
-    return p.to_local() if _is_sharded(p) else p
+    return p.to_local() if is_sharded(p) else p
 
 
 def _my_rows(update: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """This rank's block of ``update``: FSDP2 splits dim 0 as ``torch.chunk`` does."""
-    if not _is_sharded(p):
+    if not is_sharded(p):
         return update
     mesh = p.device_mesh
     if mesh.ndim != 1 or [type(pl).__name__ for pl in p.placements] != ["Shard"] or p.placements[0].dim != 0:
