@@ -174,7 +174,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                            if k.startswith("test_") and isinstance(v, float))
         print(f"final    retrained best config: {tested} ({f['run']})")
     if result.interrupted:
-        print("gradwise: interrupted; continue with the same command and --resume", file=sys.stderr)
+        say_error("gradwise: interrupted; continue with the same command and --resume")
         return 130
     return 0
 
@@ -263,6 +263,13 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "pre
             "lr-find": cmd_lr_find, "export": cmd_export, "report": cmd_report, "plan": cmd_plan, "step": cmd_step}
 
 
+def say_error(line: str) -> None:
+    """One write of the whole line: under torchrun every rank says its error at once on a shared stderr, and
+    print's two writes (text, then newline) let two ranks' lines run together."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -272,10 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GradwiseError as exc:
-        print(f"gradwise: error: {exc}", file=sys.stderr)
+        say_error(f"gradwise: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("gradwise: interrupted", file=sys.stderr)
+        say_error("gradwise: interrupted")
         return 130
 
 

@@ -147,12 +147,14 @@ class Distributed:
             type(failure).__name__, str(failure), getattr(failure, "exit_code", 1)))
         first = next(((rank, s) for rank, s in enumerate(said) if s is not None), None)
         if failure is not None:
+            failure.on_every_rank = True  # type: ignore[attr-defined]
             raise failure
         if first is not None:
             rank, (kind, message, code) = first
             known = {cls.__name__: cls for cls in (GradwiseError, ConfigError, CheckpointError, DataError)}
             error = known[kind](message) if kind in known else GradwiseError(f"rank {rank} failed ({kind}: {message})")
             error.exit_code = code
+            error.on_every_rank = True  # type: ignore[attr-defined]
             raise error
 
     # ------------------------------------------------------------ collectives
@@ -335,6 +337,10 @@ def joined(device: torch.device, parallel: str) -> Iterator[Distributed]:
     try:
         yield dist
         dist.barrier()  # no rank leaves (and ends torchrun's group) before rank 0 has written everything
+    except Exception as exc:
+        if getattr(exc, "on_every_rank", False):  # every rank stops here: leave the group together, not while a
+            dist.barrier()  # peer still talks on it (gloo could abort the process instead of exiting with the error)
+        raise
     finally:
         dist.close()
 

@@ -102,3 +102,24 @@ def test_cli_bad_config_exits_2_with_one_line_and_no_traceback() -> None:
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["gradwise: error: unknown config key 'model.n_layers'; did you mean 'model.n_layer'?"]
+
+
+def test_cli_error_line_is_written_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun every rank writes its error to one stderr at once: a line in two writes (text, then the
+    newline) lets two ranks' lines run together, so the line and its newline go out in one write."""
+    from gradwise import cli
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            writes.append("<flush>")
+
+    monkeypatch.setattr("sys.stderr", Recorder())
+    assert cli.main(["train", "--set", "model.n_layers=6"]) == 2
+    assert writes == ["gradwise: error: unknown config key 'model.n_layers'; did you mean 'model.n_layer'?\n",
+                      "<flush>"]
