@@ -135,7 +135,7 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
         if resumed is not None:
             run = resumed
         else:  # ranks take rank 0's timestamped name
-            run = RunDir(Path(cfg.out_dir) / (cfg.name or dist.broadcast_object(default_run_name(stem))))
+            run = RunDir(Path(cfg.out_dir) / (cfg.name or dist.broadcast_json(default_run_name(stem))))
             if run.path.exists() and any(run.path.iterdir()):
                 raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
                                     "or choose another name with --set name=NEW")
@@ -252,7 +252,7 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
     test = None
     if t.test_eval and stopped_because != "interrupted" and state.best_step is not None:
         dist.load_weights(run.best, model)  # the honest number: the checkpoint chosen on validation, tested once
-        test = dist.broadcast_object(task.evaluate(model, "test", device, autocast_dtype, fixed_subset=False))
+        test = task.evaluate(model, "test", device, autocast_dtype, fixed_subset=False).shared(dist)
         metrics.write({"kind": "test", "step": state.best_step, "test_loss": test.loss,
                        **{f"test_{k}": v for k, v in test.scalars.items()}})
     train_only = state.train_seconds - state.eval_seconds

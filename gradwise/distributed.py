@@ -14,12 +14,14 @@ single-process run does exactly what it did before.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 from safetensors.torch import load_file
@@ -142,9 +144,8 @@ class Distributed:
     def _stop_if_any_failed(self, failure: Exception | None) -> None:
         """A barrier that also carries a failure: the ranks that were waiting stop too (a user error with the
         same one line and exit code), instead of hanging, or dying on a closed connection when it exits."""
-        said: list[Any] = [None] * self.world_size
-        tdist.all_gather_object(said, None if failure is None else (
-            type(failure).__name__, str(failure), getattr(failure, "exit_code", 1)))
+        said = self.gather_json(None if failure is None else [
+            type(failure).__name__, str(failure), getattr(failure, "exit_code", 1)])
         first = next(((rank, s) for rank, s in enumerate(said) if s is not None), None)
         if failure is not None:
             failure.on_every_rank = True  # type: ignore[attr-defined]
@@ -162,13 +163,37 @@ class Distributed:
         if self.enabled:
             tdist.barrier()
 
-    def broadcast_object(self, obj: T) -> T:
-        """Rank 0's ``obj`` on every rank (so every rank takes the same decision from it)."""
+    def broadcast_json(self, value: T) -> T:
+        """Rank 0's ``value`` (JSON data: numbers, strings, lists, dicts) on every rank, decoded alike on all.
+
+        Sent as UTF-8 bytes in a tensor, not with torch's ``*_object`` collectives: those pickle, and nothing
+        in gradwise unpickles. Every rank, rank 0 too, returns the decoded copy (tuples come back as lists)."""
         if not self.enabled:
-            return obj
-        box = [obj]
-        tdist.broadcast_object_list(box, src=0)
-        return box[0]
+            return value
+        data = json.dumps(value).encode() if self.is_main else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        tdist.broadcast(size, src=0)
+        buffer = self._bytes(data) if self.is_main else torch.empty(int(size.item()), dtype=torch.uint8,
+                                                                     device=self.device)
+        tdist.broadcast(buffer, src=0)
+        return json.loads(buffer.cpu().numpy().tobytes())
+
+    def gather_json(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (JSON data), in rank order, on every rank (no pickle, as broadcast_json)."""
+        if not self.enabled:
+            return [json.loads(json.dumps(value))]
+        data = json.dumps(value).encode()
+        sizes = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.world_size)]
+        tdist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64, device=self.device))
+        lengths = [int(s.item()) for s in sizes]
+        longest = max(lengths)  # all_gather wants equal sizes: pad every rank's bytes to the longest
+        padded = self._bytes(data + b" " * (longest - len(data)))
+        parts = [torch.empty(longest, dtype=torch.uint8, device=self.device) for _ in range(self.world_size)]
+        tdist.all_gather(parts, padded)
+        return [json.loads(part.cpu().numpy().tobytes()[:n]) for part, n in zip(parts, lengths, strict=True)]
+
+    def _bytes(self, data: bytes) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()).to(self.device)
 
     def agree(self, *flags: bool) -> tuple[bool, ...]:
         """Each flag true on every rank when it is true on any: a stop request reaches all ranks at once."""
@@ -182,9 +207,7 @@ class Distributed:
         """Stop, on every rank, when ranks prepared different ``what`` (e.g. tokenizers)."""
         if not self.enabled:
             return
-        values: list[Any] = [None] * self.world_size
-        tdist.all_gather_object(values, value)
-        if len(set(values)) > 1:
+        if len(set(self.gather_json(value))) > 1:
             raise GradwiseError(f"ranks disagree about the {what}; give every node the same corpus and config")
 
     def sum_step(self, loss_sum: torch.Tensor, parts: dict[str, torch.Tensor], tokens: int
@@ -305,7 +328,7 @@ class Distributed:
 
         full = _with_tied_names(model, _read_model_file(directory)) if self.is_main else {}
         # Only rank 0 reads the checkpoint (no shared filesystem needed): it says whether it holds every weight.
-        complete = self.broadcast_object(_complete(directory, model) if self.is_main else None)
+        complete = self.broadcast_json(_complete(directory, model) if self.is_main else None)
         keys = set_model_state_dict(model, full, options=StateDictOptions(
             full_state_dict=True, broadcast_from_rank0=True, strict=bool(complete)))
         if not complete and self.is_main:

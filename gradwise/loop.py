@@ -160,7 +160,7 @@ class TrainLoop:
         With ranks every rank evaluates it (FSDP needs all of them in each forward) and rank 0's report is
         taken by all, so the best checkpoint and early stopping are decided alike everywhere."""
         res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
-        return self.dist.broadcast_object(res)
+        return res.shared(self.dist)
 
     def _eval_and_track(self) -> bool:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_
 from gradwise.data.sources import hash_file
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, fingerprint
+from gradwise.distributed import Distributed
 from gradwise.errors import GradwiseError
 from gradwise.evaluate import evaluate
 from gradwise.hf import is_hf_source
@@ -50,6 +51,10 @@ class EvalReport:
     loss: float
     scalars: dict[str, float] = field(default_factory=dict)  # logged as val_<name> / test_<name>
     details: dict[str, Any] | None = None  # kept in summary.json (per-class metrics, confusion matrix)
+
+    def shared(self, dist: Distributed) -> EvalReport:
+        """Rank 0's report on every rank, so the best checkpoint and early stopping are decided alike."""
+        return EvalReport(**dist.broadcast_json(asdict(self)))
 
 
 class LMTask:

@@ -144,7 +144,8 @@ def test_each_rank_takes_its_micro_batches_and_bad_setups_are_refused() -> None:
     check(1, "none", "train.grad_accum=3")  # one process: nothing to divide
 
     one = Distributed()
-    assert one.agree(True, False) == (True, False) and one.broadcast_object("x") == "x"
+    assert one.agree(True, False) == (True, False) and one.broadcast_json("x") == "x"
+    assert one.gather_json(("a", 1)) == [["a", 1]]  # decoded as the ranks' copies are
     assert one.in_turn(lambda: 7) == 7
 
 
@@ -253,6 +254,50 @@ def test_lora_under_fsdp_gives_the_one_process_run_saves_only_adapters_and_resum
     assert_close_weights(one, fsdp)
     evals = [r["val_loss"] for (kind, _), r in sorted(records(fsdp).items()) if kind == "eval"]
     assert len(evals) == 3 and evals[-1] < evals[0]  # the adapters learned
+
+
+def _exchange_on_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One of two gloo ranks: exchange uneven, non-ASCII and non-finite JSON values, with torch's pickling
+    ``*_object`` collectives made to fail so that any use of them shows."""
+    import math
+
+    import torch.distributed as tdist
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a pickling *_object collective was used")
+
+    for name in ("broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list"):
+        setattr(tdist, name, refuse)
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        dist = Distributed(rank=rank, world_size=world, parallel="ddp")
+        report = {"loss": math.inf if rank == 0 else 1.0, "name": "é" * (rank * 300), "per_class": [[1, 2]]}
+        shared = dist.broadcast_json(report if rank == 0 else None)
+        gathered = dist.gather_json(None if rank == 0 else ["ConfigError", "ünïcode " * 50, 2])
+        empty = dist.broadcast_json("" if rank == 0 else "not rank 0's")
+        error = None
+        try:
+            dist.check_same(f"tokenizer {rank}", "tokenizer")
+        except Exception as exc:  # noqa: BLE001 - recorded for the parent to check
+            error = str(exc)
+        Path(out, f"{rank}.json").write_text(json.dumps({"shared": shared, "gathered": gathered, "empty": empty,
+                                                         "error": error}), encoding="utf-8")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_ranks_exchange_json_not_pickles(tmp_path: Path) -> None:
+    """Run names, evaluation reports, checkpoint facts and failures cross ranks as JSON in tensors: every rank
+    decodes the same values (inf, non-ASCII, unequal lengths) and torch's pickling collectives are never used."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_exchange_on_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    seen = [json.loads((tmp_path / f"{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
+    assert seen[0] == seen[1]
+    assert seen[0]["shared"] == {"loss": float("inf"), "name": "", "per_class": [[1, 2]]}
+    assert seen[0]["gathered"] == [None, ["ConfigError", "ünïcode " * 50, 2]]
+    assert seen[0]["empty"] == ""
+    assert seen[0]["error"] == "ranks disagree about the tokenizer; give every node the same corpus and config"
 
 
 def test_a_user_error_on_rank_0_stops_every_rank_with_its_one_line(tmp_path: Path) -> None:
