@@ -16,7 +16,7 @@ from gradwise.cli_fit import add_fit_parsers, cmd_diagnose, cmd_lr_find
 from gradwise.cli_plan import add_plan_parser, cmd_plan
 from gradwise.cli_report import add_report_parser, cmd_report
 from gradwise.cli_step import add_step_parser, cmd_step
-from gradwise.errors import GradwiseError
+from gradwise.errors import GradwiseError, say, say_error
 
 EPILOG = """examples:
   gradwise train                                   train on the embedded corpus (Python's own docs)
@@ -174,7 +174,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                            if k.startswith("test_") and isinstance(v, float))
         print(f"final    retrained best config: {tested} ({f['run']})")
     if result.interrupted:
-        say_error("gradwise: interrupted; continue with the same command and --resume")
+        say("gradwise: interrupted; continue with the same command and --resume")
         return 130
     return 0
 
@@ -263,13 +263,6 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "pre
             "lr-find": cmd_lr_find, "export": cmd_export, "report": cmd_report, "plan": cmd_plan, "step": cmd_step}
 
 
-def say_error(line: str) -> None:
-    """One write of the whole line: under torchrun every rank says its error at once on a shared stderr, and
-    print's two writes (text, then newline) let two ranks' lines run together."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -279,10 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except GradwiseError as exc:
-        say_error(f"gradwise: error: {exc}")
+        say_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        say_error("gradwise: interrupted")
+        say("gradwise: interrupted")
         return 130
 
 

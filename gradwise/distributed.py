@@ -38,7 +38,7 @@ from gradwise.checkpoint import (
     save_checkpoint,
 )
 from gradwise.config import Config
-from gradwise.errors import CheckpointError, ConfigError, DataError, GradwiseError
+from gradwise.errors import CheckpointError, ConfigError, DataError, GradwiseError, say_error
 from gradwise.optim.combined import optimizer_parts
 
 T = TypeVar("T")
@@ -361,8 +361,10 @@ def joined(device: torch.device, parallel: str) -> Iterator[Distributed]:
         yield dist
         dist.barrier()  # no rank leaves (and ends torchrun's group) before rank 0 has written everything
     except Exception as exc:
-        if getattr(exc, "on_every_rank", False):  # every rank stops here: leave the group together, not while a
-            dist.barrier()  # peer still talks on it (gloo could abort the process instead of exiting with the error)
+        if getattr(exc, "on_every_rank", False):  # every rank stops here, so every rank says why before any leaves
+            if isinstance(exc, GradwiseError):  # (torchrun ends the others once one exits), and they leave the
+                say_error(exc)  # group together, not while a peer still talks on it (gloo could abort then)
+            dist.barrier()
         raise
     finally:
         dist.close()

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,15 +37,9 @@ ARGS = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_siz
         "optim.name=adamw", "data.check=false"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command(nproc: int, *args: str) -> list[str]:
-    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                                      "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    # --standalone: torchrun binds a free port itself (a port picked here could be taken before it binds it)
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     return [sys.executable, *launcher, "-m", "gradwise", "train", *args]
 
 
@@ -256,7 +249,7 @@ def test_lora_under_fsdp_gives_the_one_process_run_saves_only_adapters_and_resum
     assert len(evals) == 3 and evals[-1] < evals[0]  # the adapters learned
 
 
-def _exchange_on_rank(rank: int, world: int, port: int, out: str) -> None:
+def _exchange_on_rank(rank: int, world: int, out: str) -> None:
     """One of two gloo ranks: exchange uneven, non-ASCII and non-finite JSON values, with torch's pickling
     ``*_object`` collectives made to fail so that any use of them shows."""
     import math
@@ -268,7 +261,7 @@ def _exchange_on_rank(rank: int, world: int, port: int, out: str) -> None:
 
     for name in ("broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list"):
         setattr(tdist, name, refuse)
-    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    tdist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=world)
     try:
         dist = Distributed(rank=rank, world_size=world, parallel="ddp")
         report = {"loss": math.inf if rank == 0 else 1.0, "name": "é" * (rank * 300), "per_class": [[1, 2]]}
@@ -291,7 +284,7 @@ def test_ranks_exchange_json_not_pickles(tmp_path: Path) -> None:
     decodes the same values (inf, non-ASCII, unequal lengths) and torch's pickling collectives are never used."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_exchange_on_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_exchange_on_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     seen = [json.loads((tmp_path / f"{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert seen[0] == seen[1]
     assert seen[0]["shared"] == {"loss": float("inf"), "name": "", "per_class": [[1, 2]]}

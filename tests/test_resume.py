@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gradwise.checkpoint import read_state
+from gradwise.errors import CheckpointError
 from gradwise.rundir import read_metrics
 from tests.conftest import run_cli
 
@@ -30,9 +32,11 @@ def cli_sets(out_dir: Path, name: str) -> list[str]:
 
 
 def last_step(run: Path) -> int:
+    """The step of the checkpoint a resume would read (a kill between a save's two renames leaves the
+    previous one as ``.last.old``, which resume reads)."""
     try:
-        return json.loads((run / "checkpoints" / "last" / "state.json").read_text())["step"]
-    except (OSError, ValueError):
+        return read_state(run / "checkpoints" / "last")["step"]
+    except (OSError, ValueError, CheckpointError):
         return -1
 
 

@@ -56,7 +56,7 @@ def test_early_stopping_stops_and_keeps_the_best(tmp_path: Path) -> None:
 
 def test_wall_clock_budget_stops_the_run(tmp_path: Path) -> None:
     result = train(None, overrides=[*TINY, f"out_dir={tmp_path}", "name=tb", "train.max_steps=1000000",
-                                    "train.max_time=2s"], quiet=True)
+                                    "train.max_time=3s"], quiet=True)
     assert result.summary["stopped_because"] == "time_budget"
     assert 0 < result.summary["steps"] < 1000000
     assert math.isfinite(result.summary["test_loss"])

@@ -279,14 +279,23 @@ def enqueue_grid(study: Any, params: list[Param], seed: int) -> int:
 
 
 def run_worker(spec: WorkerSpec, index: int) -> bool:
-    """Run trials of the study until its budget is reached; True when interrupted. Index 0 is the caller."""
+    """Run trials of the study until its budget is reached; True when interrupted. Index 0 is the caller,
+    whose thread count is given back afterwards (the workers' share of the cores is for this study only)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        return _run_trials(spec, index)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_trials(spec: WorkerSpec, index: int) -> bool:
     from gradwise.api import train
 
     optuna = require_optuna()
-    if spec.threads:
-        import torch
-
-        torch.set_num_threads(spec.threads)
     base = build_config(spec.base)
     params = load_space(spec.space, base)
     study_dir = Path(spec.study_dir)
