@@ -217,7 +217,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
             stopped_because = loop.run()
         except TrainingStopped as exc:  # diverged: keep what happened, test the best checkpoint, then say so
             stopped, stopped_because = exc, "diverged"
-            loop.record_stop(str(exc))
+            loop.record_stop(str(exc), getattr(exc, "step", None))
         finally:
             progress.close()
         summary = _finish(cfg, run, task, model, device, autocast_dtype, state, stopped_because, metrics, stepper,

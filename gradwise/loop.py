@@ -23,6 +23,7 @@ from torch import nn
 
 from gradwise.config import Config, parse_duration
 from gradwise.distributed import Distributed
+from gradwise.errors import TrainingStopped
 from gradwise.progress import TrainingProgress
 from gradwise.rundir import MetricsWriter, RunDir
 from gradwise.runtime import micro_batch_seed
@@ -137,7 +138,8 @@ class TrainLoop:
         self.checkpoint_every = t.checkpoint_every or t.eval_every
         # Ranks under torchrun: this rank's micro-batches, agreed decisions, rank 0 writes (one process: no-ops)
         self.dist = dist or Distributed(device=device)
-        self._unsettled: list[tuple[StepResult, float]] = []  # steps run, not yet in the log window (start times)
+        # steps run, not yet in the log window: (result, start time, the step's index)
+        self._unsettled: list[tuple[StepResult, float, int]] = []
 
     # ------------------------------------------------------------ batches
     def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -207,12 +209,16 @@ class TrainLoop:
         waiting, self._unsettled = self._unsettled, []
         t_sync = time.perf_counter()
         try:
-            self.stepper.settle([r for r, _ in waiting])
+            self.stepper.settle([r for r, _, _ in waiting])
+        except TrainingStopped as exc:  # the stop record names the step that ended the streak, as a synchronous
+            failed = getattr(exc, "result", None)  # run's does, not the later step where it was read
+            exc.step = next((step for r, _, step in waiting if r is failed), self.state.step)  # type: ignore[attr-defined]
+            raise
         finally:
             now = time.perf_counter()
             self.state.step_seconds += now - t_sync
-            ends = [start for _, start in waiting[1:]] + [now]
-            for (result, start), end in zip(waiting, ends, strict=True):
+            ends = [start for _, start, _ in waiting[1:]] + [now]
+            for (result, start, _), end in zip(waiting, ends, strict=True):
                 self.state.window.add(result, end - start)
 
     def _log(self) -> None:
@@ -243,10 +249,11 @@ class TrainLoop:
         self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {shown}")
         st.window = LogWindow()
 
-    def record_stop(self, reason: str) -> None:
-        """Log the steps since the last line and why training could not go on (diagnosis reads it)."""
+    def record_stop(self, reason: str, step: int | None = None) -> None:
+        """Log the steps since the last line and why training could not go on (diagnosis reads it); ``step``
+        is where it stopped going on when that was before the current step (asynchronous steps)."""
         self._log()
-        self.metrics.write({"kind": "stop", "step": self.state.step, "reason": reason,
+        self.metrics.write({"kind": "stop", "step": self.state.step if step is None else step, "reason": reason,
                             "elapsed_s": round(self.state.train_seconds, 3)})
 
     # ------------------------------------------------------------ the loop
@@ -295,7 +302,7 @@ class TrainLoop:
                 self.progress.advance(st.step)
                 if measure:
                     self._last_update_ratio = result.update_ratio
-                self._unsettled.append((result, t_iter))
+                self._unsettled.append((result, t_iter, st.step - 1))
                 # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
                 # or a checkpoint (or the end). Until then the host queues the next step without waiting.
                 if result.pending is None or self._reads_state(st.step):

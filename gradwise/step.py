@@ -285,7 +285,8 @@ class OptimizationStep:
             try:
                 self._count_nonfinite(r.loss, r.grad_norm)
             except TrainingStopped as exc:
-                stop = stop or exc  # the first time the rule fired; later steps are still counted
+                if stop is None:  # the first time the rule fired; later steps are still counted
+                    stop, exc.result = exc, r  # type: ignore[attr-defined]  # which step: the loop's stop record
         if stop is not None:
             raise stop
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from gradwise.api import train
 from gradwise.chunked_ce import IGNORE_INDEX, chunk_rows, linear_cross_entropy
-from gradwise.errors import GradwiseError
+from gradwise.errors import GradwiseError, TrainingStopped
 from gradwise.objectives import z_loss
 from gradwise.rundir import read_metrics
 from tests.conftest import TINY
@@ -176,6 +176,23 @@ def test_async_steps_train_exactly_as_synchronous_ones_and_resume_exactly(tmp_pa
     # The stopped run logged at its step 10, so its line at 12 covers two steps; from 16 on the lines agree.
     later = [[r for r in log if r["step"] >= 16 or r["val_loss"] is not None] for log in (logs[0], logs[2])]
     assert len(later[0]) == 5 and later[1] == later[0]
+
+
+def test_an_async_run_that_diverges_stops_with_the_synchronous_runs_record(tmp_path, corpus_file):
+    """A streak of non-finite steps is noticed at the next log line, but the stop record names the step the
+    streak reached its limit, as the synchronous run's does, with the same message and exit."""
+    over = [*TINY, f"data.path={json.dumps(str(corpus_file))}", "data.tokenizer=char", f"out_dir={tmp_path}",
+            "train.max_steps=40", "train.eval_every=40", "train.log_every=10", "data.check=false",
+            "optim.name=adamw", "optim.lr=1e12", "train.grad_clip=0", "train.max_nonfinite=3",
+            "schedule.name=constant", "train.test_eval=false"]
+    stops = []
+    for name, lazy in (("sync", "false"), ("async", "true")):
+        with pytest.raises(TrainingStopped, match="3 non-finite steps in a row"):
+            train("default", overrides=[*over, f"name={name}", f"train.async_steps={lazy}"], quiet=True)
+        stops.append([(r["step"], r["reason"].split(" (")[0]) for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                      if r["kind"] == "stop"])
+    assert len(stops[0]) == 1 and stops[1] == stops[0], stops
+    assert stops[0][0][0] < 10  # before the first log line, where the asynchronous run read it
 
 
 def test_async_steps_refused_where_the_optimizer_cannot_skip_on_the_device(tmp_path):
