@@ -87,6 +87,10 @@ def format_plan(plan: Plan, name: str) -> str:
 
 
 def _shape(c: dict[str, Any]) -> str:
+    if c["arch"] == "hf":
+        lora = f", LoRA r={c['lora_r']}" if c["lora_r"] else ""
+        return (f"hf:{c['hf_path']} ({c['model_type']}{lora}) {c['n_layer']} layers, {c['n_head']} heads, "
+                f"width {c['n_embd']}, context {c['block_size']}, vocab {c['vocab_size']:,}")
     if c["arch"] == "lstm":
         return (f"LSTM {c['n_layer']} layer(s), hidden {c['hidden']}{', bidirectional' if c['bidirectional'] else ''}, "
                 f"embedding {c['n_embd']}, texts cut to {c['block_size']}, {c['n_classes']} classes")

@@ -14,10 +14,9 @@ in :func:`activation_bytes`; tests hold it to 30% of the bytes autograd really s
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,8 +29,12 @@ from gradwise.config import (
     objective_terms,
     parse_duration,
 )
+from gradwise.device_memory import available_memory
 from gradwise.errors import ConfigError
 from gradwise.runtime import select_device, select_dtype
+
+if TYPE_CHECKING:
+    from gradwise.plan_hf import HFShape
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022: compute-optimal training tokens per parameter
 MEMORY_HEADROOM = 0.9  # plan to use at most this share of free memory (allocator slack, the OS, other tensors)
@@ -56,7 +59,7 @@ class ParamTensor:
 class ModelSpec:
     """The shape of the network a config builds: all the planner's formulas read from this."""
 
-    arch: str  # gpt | lstm
+    arch: str  # gpt | lstm | hf
     task: str  # lm | classify
     vocab_size: int
     n_layer: int
@@ -71,6 +74,7 @@ class ModelSpec:
     with_lm: bool = True  # the LM head is computed (task lm, or a classifier with an lm objective term)
     drop: dict[str, float] = field(default_factory=dict)  # embd / attn / resid (GPT), between (LSTM layers)
     fused_ce: bool = False  # train.fused_ce: the loss goes through the output layer in chunks (chunked_ce.py)
+    hf: HFShape | None = None  # a Hugging Face model: read from the model itself (plan_hf.py), not modelled
 
     @property
     def directions(self) -> int:
@@ -85,6 +89,12 @@ def model_spec(cfg: Config, vocab_size: int, n_classes: int = 0) -> ModelSpec:
         return m.dropout if own is None else own
 
     with_lm = cfg.task == "lm" or any(name == "lm" for name, _ in objective_terms(cfg))
+    if m.arch == "hf":
+        from gradwise.plan_hf import hf_shape
+
+        shape, dims = hf_shape(cfg, vocab_size)
+        return ModelSpec("hf", cfg.task, shape.output_rows, dims["n_layer"], dims["n_head"], dims["n_embd"],
+                         m.block_size, tie_embeddings=False, hf=shape)
     return ModelSpec(m.arch, cfg.task, vocab_size, m.n_layer, m.n_head, m.n_embd, m.block_size,
                      hidden=m.hidden or m.n_embd, bidirectional=m.bidirectional, bias=m.bias,
                      tie_embeddings=m.tie_embeddings, n_classes=n_classes, with_lm=with_lm,
@@ -97,6 +107,8 @@ def model_spec(cfg: Config, vocab_size: int, n_classes: int = 0) -> ModelSpec:
 
 def param_tensors(spec: ModelSpec) -> list[ParamTensor]:
     """Every parameter tensor the model owns, once (tied weights are one tensor), in the optimizer's kinds."""
+    if spec.hf is not None:
+        return list(spec.hf.tensors)
     if spec.arch == "lstm":
         return _lstm_tensors(spec)
     return _gpt_tensors(spec)
@@ -158,7 +170,7 @@ def param_counts(spec: ModelSpec) -> dict[str, int]:
     dropped = {"wpe"} | ({"embed.weight"} if spec.arch == "lstm" else set())
     if spec.arch == "gpt" and not spec.tie_embeddings:
         dropped.add("wte")
-    embedding = sum(t.numel for t in tensors if t.name in dropped)
+    embedding = spec.hf.input_tables if spec.hf is not None else sum(t.numel for t in tensors if t.name in dropped)
     return {"total": total, "non_embedding": total - embedding,
             "trainable": sum(t.numel for t in tensors if t.grad), "tensors": len(tensors)}
 
@@ -167,6 +179,10 @@ def param_counts(spec: ModelSpec) -> dict[str, int]:
 
 def flops_per_token(spec: ModelSpec) -> tuple[float, str]:
     """Training FLOPs per token (forward + backward) and the formula used, in words."""
+    if spec.hf is not None:
+        return spec.hf.flops_per_token, ("4N + 2N_trained + 12*L*H*Q*T, N read from the model's parameters: each "
+                                         "weight a token meets costs 2 FLOPs forward and 2 for the input's "
+                                         "gradient, 2 more when it trains; lookups count nothing")
     if spec.arch == "lstm":
         H, D = spec.hidden, spec.directions
         widths = [spec.n_embd] + [H * D] * (spec.n_layer - 1)
@@ -226,6 +242,9 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     and of the output weight (V x C fp32, once). Measured on torch 2.13 CPU this is within 0.2% (dropout or
     not); the LSTM: :func:`_lstm_bytes_per_token`.
     """
+    if spec.hf is not None:  # measured on the meta device in fp32 (plan_hf.py): an upper bound under bf16
+        h = spec.hf
+        return 0 if h.activations_fixed is None else h.activations_fixed + h.activations_per_sample * batch
     tokens = batch * spec.block_size
     if spec.arch == "lstm":
         return tokens * _lstm_bytes_per_token(spec, act_bytes)
@@ -259,6 +278,8 @@ def _lstm_bytes_per_token(s: ModelSpec, a: int) -> int:
 
 def autocast_weight_bytes(spec: ModelSpec) -> int:
     """bf16 autocast keeps a bf16 copy of every linear weight it multiplies with (2 bytes per value)."""
+    if spec.hf is not None:
+        return 2 * spec.hf.autocast_values
     n = sum(t.numel for t in param_tensors(spec) if t.grad and (t.kind == "matrices" or t.name == "lm_head.weight"))
     if spec.arch == "gpt" and spec.tie_embeddings and spec.with_lm:  # the tied table, as the output layer
         n += spec.vocab_size * spec.n_embd
@@ -276,38 +297,6 @@ def logits_working_bytes(spec: ModelSpec, batch: int) -> int:
 
         rows = chunk_rows(rows, spec.n_embd, spec.vocab_size)
     return 2 * rows * spec.vocab_size * FP32
-
-
-def available_memory(device: torch.device) -> tuple[int, str]:
-    """Free memory where the run will train: the GPU's free bytes, else the RAM the OS can still hand out."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"free on {torch.cuda.get_device_name(device)}"
-    free, source = _meminfo_available()
-    limit = _cgroup_free()
-    if limit is not None and limit < free:
-        return limit, "cgroup memory limit minus usage"
-    return free, source
-
-
-def _meminfo_available() -> tuple[int, str]:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "MemAvailable (/proc/meminfo)"
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free physical pages (sysconf)"
-
-
-def _cgroup_free() -> int | None:
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def memory_bytes(spec: ModelSpec, optimizer: str, momentum: float, batch: int, bf16: bool,
@@ -343,7 +332,12 @@ def read_data(cfg: Config, data: bool) -> tuple[dict[str, Any], Any]:
     from gradwise.tasks import adopt_init_run, prepare_task
 
     if not data:
-        tok = adopt_init_run(cfg)
+        if cfg.model.arch == "hf":  # its own tokenizer: the vocabulary without reading the corpus
+            from gradwise.hf.auto_tokenizer import load_hf_tokenizer
+
+            tok = load_hf_tokenizer(cfg.model.hf_path)
+        else:
+            tok = adopt_init_run(cfg)
         d = cfg.data
         vocab = tok.vocab_size if tok is not None else (d.vocab_size if d.tokenizer == "bpe" else 256)
         info: dict[str, Any] = {"read": False, "vocab_size": vocab, "notes": []}
@@ -401,8 +395,6 @@ def resolve_config(config: Config | str | Path | None, overrides: list[str] | No
     """The config ``gradwise train`` would run with (a Config, a file, a preset name or the default preset)."""
     cfg = build_config(apply_overrides(config.to_dict(), list(overrides or []))) if isinstance(config, Config) \
         else load_config(config, list(overrides or []))
-    if cfg.model.arch == "hf":
-        raise ConfigError("plan models gradwise's own GPT and LSTM; it cannot size a Hugging Face model (arch hf) yet")
     return cfg
 
 
@@ -419,6 +411,9 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     if budget is not None:
         budget_seconds(budget)  # a bad --budget fails before any work
     cfg = resolve_config(config, overrides)
+    if budget is not None and cfg.model.arch == "hf":
+        raise ConfigError("--budget proposes the shape and steps of a gradwise GPT; a Hugging Face model's shape is "
+                          "fixed: plan it without --budget and set train.max_steps or train.max_time")
     device = select_device(cfg.train.device)
     bf16 = select_dtype(cfg.train.dtype, device) == torch.bfloat16
     info, task = read_data(cfg, data)
@@ -426,6 +421,8 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     plan = Plan(config=_config_section(cfg, spec, device, bf16), params=param_counts(spec), flops={}, data=info,
                 memory=memory_section(cfg, spec, device, bf16), notes=list(info.pop("notes", [])))
     plan.flops = flops_section(cfg, spec)
+    if spec.hf is not None:
+        plan.notes += _hf_notes(spec.hf, device, bf16)
     _token_section(plan, cfg)
     if not plan.memory["fits"]:
         s = plan.memory["suggestion"]
@@ -441,9 +438,19 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     return plan
 
 
+def _hf_notes(h: HFShape, device: torch.device, bf16: bool) -> list[str]:
+    if h.activation_note:
+        return [h.activation_note]
+    if bf16 or device.type == "cuda":
+        return ["activations of a Hugging Face model are measured with CPU kernels in fp32 (a meta-device pass): "
+                "bf16 autocast and CUDA's flash attention keep less, so they are an upper bound here"]
+    return []
+
+
 def _config_section(cfg: Config, spec: ModelSpec, device: torch.device, bf16: bool) -> dict[str, Any]:
     t = cfg.train
-    return {"task": cfg.task, "arch": spec.arch, "n_layer": spec.n_layer, "n_head": spec.n_head,
+    hf = {"hf_path": spec.hf.path, "model_type": spec.hf.model_type, "lora_r": spec.hf.lora_r} if spec.hf else {}
+    return {**hf, "task": cfg.task, "arch": spec.arch, "n_layer": spec.n_layer, "n_head": spec.n_head,
             "n_embd": spec.n_embd, "hidden": spec.hidden if spec.arch == "lstm" else None,
             "bidirectional": spec.bidirectional if spec.arch == "lstm" else None, "block_size": spec.block_size,
             "vocab_size": spec.vocab_size, "n_classes": spec.n_classes or None, "optimizer": cfg.optim.name,
@@ -496,7 +503,8 @@ def _token_section(plan: Plan, cfg: Config) -> None:
         d["epochs"] = planned / train
     elif train:
         d["epochs"] = cfg.train.batch_size * cfg.train.grad_accum * steps / train
-    if cfg.task == "lm" and 0 < d["tokens_per_param"] < CHINCHILLA_TOKENS_PER_PARAM / 4:
+    pretrained = cfg.model.arch == "hf"  # fine-tuning: the compute-optimal count is about pretraining
+    if cfg.task == "lm" and not pretrained and 0 < d["tokens_per_param"] < CHINCHILLA_TOKENS_PER_PARAM / 4:
         plan.notes.append(f"{d['tokens_per_param']:.2g} tokens per parameter, far below the compute-optimal ~20: "
                           "the model is large for this many steps (more steps, or a smaller model)")
 

@@ -120,7 +120,13 @@ def _model_and_batches(cfg: Config, spec: ModelSpec, device: torch.device, micro
     V, T = spec.vocab_size, spec.block_size
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.task == "lm":
-        model = fp8_if_asked(build_model(cfg.model, V).to(device), cfg.train.fp8, device)  # as training runs it
+        if spec.hf is not None:  # its own shape with random weights: a step's time does not depend on them
+            from gradwise.plan_hf import meta_model
+
+            built = meta_model(cfg, device)
+        else:
+            built = build_model(cfg.model, V).to(device)
+        model = fp8_if_asked(built, cfg.train.fp8, device)  # as training runs it
 
         def lm_batch(step: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
             x = torch.randint(0, V, (micro, T + 1), generator=gen)
