@@ -368,10 +368,3 @@ def test_pickled_weights_refused_and_missing_packages_named(gpt2_dir: Path, tmp_
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(GradwiseError, match=r"needs the Python package 'transformers'; install the hf extra"):
         load_hf_tokenizer(gpt2_dir)
-
-
-def test_plan_refuses_hf_models(gpt2_dir: Path) -> None:
-    from gradwise.plan import plan_run
-
-    with pytest.raises(GradwiseError, match="cannot size a Hugging Face model"):
-        plan_run(overrides=["model.arch=hf", f"model.hf_path={gpt2_dir}"], data=False, calibrate=False)
