@@ -208,7 +208,9 @@ class Distributed:
         if not self.enabled:
             return
         if len(set(self.gather_json(value))) > 1:
-            raise GradwiseError(f"ranks disagree about the {what}; give every node the same corpus and config")
+            error = GradwiseError(f"ranks disagree about the {what}; give every node the same corpus and config")
+            error.on_every_rank = True  # type: ignore[attr-defined]  # every rank saw the same values
+            raise error
 
     def sum_step(self, loss_sum: torch.Tensor, parts: dict[str, torch.Tensor], tokens: int
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
@@ -364,7 +366,8 @@ def joined(device: torch.device, parallel: str) -> Iterator[Distributed]:
         if getattr(exc, "on_every_rank", False):  # every rank stops here, so every rank says why before any leaves
             if isinstance(exc, GradwiseError):  # (torchrun ends the others once one exits), and they leave the
                 say_error(exc)  # group together, not while a peer still talks on it (gloo could abort then)
-            dist.barrier()
+            with contextlib.suppress(Exception):  # a peer already gone: the error said is the one to keep
+                dist.barrier()
         raise
     finally:
         dist.close()

@@ -23,9 +23,6 @@ import torch
 
 from gradwise.config import (
     Config,
-    apply_overrides,
-    build_config,
-    load_config,
     objective_terms,
     parse_duration,
 )
@@ -392,10 +389,11 @@ class Plan:
 
 
 def resolve_config(config: Config | str | Path | None, overrides: list[str] | None) -> Config:
-    """The config ``gradwise train`` would run with (a Config, a file, a preset name or the default preset)."""
-    cfg = build_config(apply_overrides(config.to_dict(), list(overrides or []))) if isinstance(config, Config) \
-        else load_config(config, list(overrides or []))
-    return cfg
+    """The config ``gradwise train`` would run with (a Config, a file, a preset name or the default preset),
+    a Hugging Face model's context fitted to it as training fits it."""
+    from gradwise.api import resolve_train_config
+
+    return resolve_train_config(config, overrides)[0]
 
 
 def plan_run(config: Config | str | Path | None = None, overrides: list[str] | None = None,

@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from gradwise.config import Config
+from gradwise.errors import GradwiseError
+from gradwise.hf.causal import _first_line
+from gradwise.hf.lora import _linear_like
 from gradwise.optim.optimizers import classify_params
 
 
@@ -61,11 +64,14 @@ def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFShape, dict[str, int]]:
     head_weight = getattr(head, "weight", None)
     tables = {id(e.weight): e.weight.numel() for e in model.modules() if isinstance(e, nn.Embedding)}
     tables.pop(id(head_weight), None)
-    linear = sum(mod.weight.numel() for mod in model.modules() if isinstance(mod, nn.Linear))
+    linear = sum(mod.weight.numel() for mod in model.modules() if _linear_like(mod))  # GPT-2's Conv1D too
     tied_head = head_weight is not None and not any(mod.weight is head_weight for mod in model.modules()
-                                                    if isinstance(mod, nn.Linear))
-    fixed, per_sample, note = _activations(model, m.block_size, vocab_size)
-    heads = config.num_attention_heads
+                                                    if _linear_like(mod))
+    fixed, per_sample, note = _activations(model, m.block_size)
+    heads = getattr(config, "num_attention_heads", None)
+    if not heads or not getattr(config, "num_hidden_layers", None):
+        raise GradwiseError(f"hf:{m.hf_path}: its config.json names no num_attention_heads / num_hidden_layers "
+                            "(not a transformer decoder gradwise can plan); train it with a short run instead")
     shape = HFShape(path=str(m.hf_path), model_type=str(getattr(config, "model_type", "?")),
                     lora_r=m.lora.r if m.lora is not None else None, tensors=tuple(tensors),
                     output_rows=head_weight.shape[0] if head_weight is not None else vocab_size,
@@ -85,7 +91,10 @@ def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
     m = cfg.model
     config = model_config(model_dir(m.hf_path))
     with quiet_transformers() as transformers, torch.device(device):
-        base = transformers.AutoModelForCausalLM.from_config(config).float()
+        try:
+            base = transformers.AutoModelForCausalLM.from_config(config).float()
+        except Exception as exc:  # noqa: BLE001 - an encoder, a multimodal model...: one line, as training says
+            raise GradwiseError(f"cannot build hf:{m.hf_path} as a causal language model: {_first_line(exc)}") from None
     model = base
     if m.lora is not None:
         from gradwise.hf.lora import apply_lora
@@ -95,10 +104,10 @@ def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
     return HFCausalLM(model, m.block_size).train()
 
 
-def _activations(model: Any, context: int, vocab: int) -> tuple[int | None, int | None, str | None]:
+def _activations(model: Any, context: int) -> tuple[int | None, int | None, str | None]:
     """(fixed, per-sample) bytes autograd keeps for backward, from meta forwards at micro-batch 1 and 2."""
     try:
-        one, two = (saved_bytes(model, batch, context, vocab) for batch in (1, 2))
+        one, two = (saved_bytes(model, batch, context) for batch in (1, 2))
     except Exception as exc:  # noqa: BLE001 - a model whose forward reads values back cannot run on meta
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         return None, None, f"activation memory not estimated: this model's forward cannot run on the meta " \
@@ -106,7 +115,7 @@ def _activations(model: Any, context: int, vocab: int) -> tuple[int | None, int 
     return max(2 * one - two, 0), two - one, None
 
 
-def saved_bytes(model: Any, batch: int, context: int, vocab: int) -> int:
+def saved_bytes(model: Any, batch: int, context: int) -> int:
     """Bytes of the storages one training forward (the LM objective included) keeps for backward, each once,
     parameters not counted (they are already in the weights)."""
     from gradwise.objectives import CausalLMObjective
@@ -126,7 +135,7 @@ def saved_bytes(model: Any, batch: int, context: int, vocab: int) -> int:
     # tensor has no values); with the cache on it does not, and a cache keeps nothing for backward.
     cache = contextlib.nullcontext() if device.type != "meta" else _cache_on(model)
     with cache, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        CausalLMObjective.summed(model, x, torch.zeros_like(x) % vocab)
+        CausalLMObjective.summed(model, x, torch.zeros_like(x))
     return sum(held.values())
 
 
@@ -134,9 +143,8 @@ def saved_bytes(model: Any, batch: int, context: int, vocab: int) -> int:
 def _cache_on(model: Any):
     """The wrapper's forward with ``use_cache=True`` for the meta pass (see :func:`saved_bytes`)."""
     hf = model.hf
-    forward = model.forward
-    model.forward = lambda idx: hf(input_ids=idx, use_cache=True).logits
+    model.forward = lambda idx: hf(input_ids=idx, use_cache=True).logits  # found before the class's forward
     try:
         yield
     finally:
-        model.forward = forward
+        del model.forward

@@ -95,6 +95,11 @@ def test_plan_command_on_a_hugging_face_model(models: dict[str, Path], capsys: p
     assert plan["memory"]["fits"] and plan["memory"]["activations"] > 0 and plan["time"]["step_seconds"] > 0
     assert plan_cli(*sets, "--no-calibrate", "--no-data") == 0
     assert f"hf:{models['gpt2']} (gpt2, LoRA r=4) 2 layers, 2 heads, width 32, context 32" in capsys.readouterr().out
+    # The context is fitted to the model's 64 positions as training fits it: lowered by default, refused when asked
+    fitted = plan_run("default", ["model.arch=hf", f"model.hf_path={models['gpt2']}"], data=False, calibrate=False)
+    assert fitted.config["block_size"] == 64
+    assert plan_cli(*sets, "--set", "model.block_size=128", "--no-calibrate") == 2
+    assert "model.block_size 128 exceeds the 64 positions" in capsys.readouterr().err
     assert plan_cli(*sets, "--no-calibrate", "--budget", "1m") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gradwise: error: --budget proposes the shape and steps of a gradwise GPT") and "\n" not in err
