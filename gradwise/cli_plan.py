@@ -122,6 +122,8 @@ def _data_rows(c: dict[str, Any], d: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _memory_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     verdict = "fits" if m["fits"] else "DOES NOT FIT"
+    if not m.get("activations_counted", True):
+        verdict += " (activations not counted)"
     rows = [("memory", f"weights {fmt_bytes(m['weights'])} | grads {fmt_bytes(m['grads'])} | optimizer "
                        f"{fmt_bytes(m['optimizer'])} (fp32 parameters, gradients and state)"),
             ("", f"activations per micro-batch {fmt_bytes(m['activations_fp32'])} fp32 | "

@@ -471,7 +471,8 @@ def memory_section(cfg: Config, spec: ModelSpec, device: torch.device, bf16: boo
             "activations_fp32": other if bf16 else mem["activations"],
             "activations_bf16": mem["activations"] if bf16 else other,
             "available": available, "available_source": source, "headroom": MEMORY_HEADROOM, "fits": fits,
-            "suggestion": suggestion}
+            "suggestion": suggestion,
+            "activations_counted": spec.hf is None or spec.hf.activations_fixed is not None}
 
 
 def tokens_per_step(cfg: Config) -> int:
