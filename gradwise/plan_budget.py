@@ -174,7 +174,8 @@ def _time_forward(model: torch.nn.Module, batches: Batches, device: torch.device
 def _time_checkpoints(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                       scheduler: Any) -> tuple[float, float]:
     """Seconds to write the last checkpoint (weights + optimizer) and the best (weights), into a temp dir."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    frozen_left_out = getattr(model, "frozen_base", None) is not None  # LoRA: a checkpoint holds the adapters
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not frozen_left_out)
     state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
                 if torch.is_tensor(v))
     if weights + state > 2 << 30:  # do not write gigabytes to time a write

@@ -95,13 +95,15 @@ def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
             base = transformers.AutoModelForCausalLM.from_config(config).float()
         except Exception as exc:  # noqa: BLE001 - an encoder, a multimodal model...: one line, as training says
             raise GradwiseError(f"cannot build hf:{m.hf_path} as a causal language model: {_first_line(exc)}") from None
-    model = base
+    model, frozen = base, None
     if m.lora is not None:
         from gradwise.hf.lora import apply_lora
 
         lora = copy.deepcopy(m.lora)  # apply_lora records the targets it chose: not in the user's config
         model, _ = apply_lora(base, lora.r, lora.alpha, lora.dropout, lora.targets)
-    return HFCausalLM(model, m.block_size).train()
+        # Checkpoints then hold the adapters alone, as a LoRA run's do (the timed writes are the real ones)
+        frozen = {"path": str(m.hf_path), "fingerprint": "not hashed: a plan's random-weight model"}
+    return HFCausalLM(model, m.block_size, frozen).train()
 
 
 def _activations(model: Any, context: int) -> tuple[int | None, int | None, str | None]:
