@@ -109,7 +109,10 @@ def _data_rows(c: dict[str, Any], d: dict[str, Any]) -> list[tuple[str, str]]:
     per = "records x block_size, an upper bound" if c["task"] == "classify" else \
         f"{c['batch_size']} x {c['grad_accum']} x {c['block_size']}"
     rows.append(("tokens", f"{fmt_count(d['planned_tokens'])} planned ({d['tokens_per_step']:,} per step: {per})"))
-    if c["task"] == "lm":
+    if c["arch"] == "hf":  # fine-tuning a pretrained model: tokens per parameter are about pretraining
+        if "epochs" in d:
+            rows.append(("epochs", f"{d['epochs']:.2f} over the training split"))
+    elif c["task"] == "lm":
         epochs = f" | {d['epochs']:.2f} epochs of train" if "epochs" in d else ""
         rows.append(("tokens/param", f"{d['tokens_per_param']:.3g} (compute-optimal ~20: "
                                      f"{fmt_count(d['compute_optimal_tokens'])} tokens){epochs}"))
