@@ -439,9 +439,9 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
 def _hf_notes(h: HFShape, device: torch.device, bf16: bool) -> list[str]:
     if h.activation_note:
         return [h.activation_note]
-    if bf16 or device.type == "cuda":
-        return ["activations of a Hugging Face model are measured with CPU kernels in fp32 (a meta-device pass): "
-                "bf16 autocast and CUDA's flash attention keep less, so they are an upper bound here"]
+    if bf16:
+        return ["activations of a Hugging Face model are measured in fp32 (a meta-device pass): bf16 autocast "
+                "keeps many of them in half the bytes, so they are an upper bound here"]
     return []
 
 

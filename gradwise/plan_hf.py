@@ -6,8 +6,9 @@ uses). Activation memory is measured, not modelled: one forward of the training 
 device with saved-tensor hooks adds up the storages autograd keeps for backward (parameters and repeats
 left out), at micro-batch 1 and 2, so any micro-batch is ``fixed + per_sample x batch``. Against a loaded
 model on CPU it is exact for the plain models tested; with LoRA within 8% under (the meta pass copies a
-reshape the CPU keeps as a view of a larger tensor). The kernels are the CPU ones in fp32; bf16 autocast and
-CUDA's flash attention keep less, so there it is an upper bound.
+reshape the CPU keeps as a view of a larger tensor). Attention is counted as the kernel training takes keeps
+it (:func:`_fused_attention_on_meta`). The values are fp32; bf16 autocast keeps many in half the bytes, so
+under bf16 it is an upper bound.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gradwise.errors import GradwiseError
 from gradwise.hf.causal import _first_line
 from gradwise.hf.lora import _linear_like
 from gradwise.optim.optimizers import classify_params
+from gradwise.runtime import select_device
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFShape, dict[str, int]]:
     linear = sum(mod.weight.numel() for mod in model.modules() if _linear_like(mod))  # GPT-2's Conv1D too
     tied_head = head_weight is not None and not any(mod.weight is head_weight for mod in model.modules()
                                                     if _linear_like(mod))
-    fixed, per_sample, note = _activations(model, m.block_size)
+    fixed, per_sample, note = _activations(model, m.block_size, select_device(cfg.train.device).type)
     heads = getattr(config, "num_attention_heads", None)
     if not heads or not getattr(config, "num_hidden_layers", None):
         raise GradwiseError(f"hf:{m.hf_path}: its config.json names no num_attention_heads / num_hidden_layers "
@@ -106,10 +108,11 @@ def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
     return HFCausalLM(model, m.block_size, frozen).train()
 
 
-def _activations(model: Any, context: int) -> tuple[int | None, int | None, str | None]:
+def _activations(model: Any, context: int, target: str) -> tuple[int | None, int | None, str | None]:
     """(fixed, per-sample) bytes autograd keeps for backward, from meta forwards at micro-batch 1 and 2."""
     try:
-        one, two = (saved_bytes(model, batch, context) for batch in (1, 2))
+        with _fused_attention_on_meta(target):
+            one, two = (saved_bytes(model, batch, context) for batch in (1, 2))
     except Exception as exc:  # noqa: BLE001 - a model whose forward reads values back cannot run on meta
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         return None, None, f"activation memory not estimated: this model's forward cannot run on the meta " \
@@ -150,3 +153,30 @@ def _cache_on(model: Any):
         yield
     finally:
         del model.forward
+
+
+@contextlib.contextmanager
+def _fused_attention_on_meta(target: str):
+    """On the meta device attention takes PyTorch's math kernel, which keeps a T x T map per head for backward.
+    Training takes a fused kernel that keeps q, k, v, the output and one log-sum-exp per row: on CUDA always
+    (flash or memory-efficient), on the CPU when there is no attention dropout. The meta pass goes through the
+    CPU's fused op instead (it has a meta implementation and a backward, and takes grouped-query k and v as
+    they are), so it keeps what training keeps."""
+    import torch.nn.functional as F
+
+    math = F.scaled_dot_product_attention
+
+    def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
+                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                  enable_gqa: bool = False) -> torch.Tensor:
+        if query.device.type != "meta" or (target != "cuda" and dropout_p > 0):
+            return math(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, enable_gqa=enable_gqa)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+    F.scaled_dot_product_attention = attention
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = math
