@@ -196,11 +196,6 @@ class TrainLoop:
         self._saved_step = st.step
 
     # ------------------------------------------------------------ logging
-    def _reads_state(self, step: int) -> bool:
-        t = self.cfg.train
-        return (step % t.log_every == 0 or step % t.eval_every == 0 or step % self.checkpoint_every == 0
-                or step == t.max_steps)
-
     def _settle(self) -> None:
         """Count the steps not yet in the log window, reading asynchronous ones from the device first (one sync).
         Each step's seconds run from its start to the next one's, the last to now: the sync's wait is counted."""
@@ -303,22 +298,26 @@ class TrainLoop:
                 if measure:
                     self._last_update_ratio = result.update_ratio
                 self._unsettled.append((result, t_iter, st.step - 1))
+                log_now = st.step % t.log_every == 0 or st.step == t.max_steps
+                eval_now = st.step % t.eval_every == 0 or st.step == t.max_steps
+                save_now = st.step % self.checkpoint_every == 0
                 # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
-                # or a checkpoint (or the end). Until then the host queues the next step without waiting.
-                if result.pending is None or self._reads_state(st.step):
+                # or a checkpoint (or the end), before the clock ticks, so the wait for the device is counted.
+                # Until then the host queues the next step without waiting.
+                if result.pending is None or log_now or eval_now or save_now:
                     self._settle()
                 tick()
-                if st.step % t.log_every == 0 or st.step == t.max_steps:
+                if log_now:
                     self._log()
                 early_stop = pruned = False
-                if st.step % t.eval_every == 0 or st.step == t.max_steps:
+                if eval_now:
                     early_stop = self._eval_and_track()
                     pruned = self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss))
                     tick()
                 if pruned:
                     stopped_because = "pruned"
                     break
-                if st.step % self.checkpoint_every == 0 or early_stop:
+                if save_now or early_stop:
                     self.save_last()
                 if early_stop:
                     stopped_because = "early_stopping"

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from gradwise.config import Config
-from gradwise.errors import GradwiseError
-from gradwise.hf.causal import _first_line
-from gradwise.hf.lora import _linear_like
+from gradwise.hf.lora import linear_like
 from gradwise.optim.optimizers import classify_params
 from gradwise.runtime import select_device
 
@@ -49,11 +46,12 @@ class HFShape:
 def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFShape, dict[str, int]]:
     """The shape of ``cfg``'s Hugging Face model (LoRA applied) and its config's layer, head and width."""
     from gradwise.plan import ParamTensor
-    from gradwise.throughput import hf_flops_per_token
+    from gradwise.throughput import hf_attention_shape, hf_flops_per_token, lookup_tables
 
     m = cfg.model
     model = meta_model(cfg)
     config = model.base_model().config
+    layers, heads, width = hf_attention_shape(config, f"hf:{m.hf_path}")
     kinds = {id(p): kind for kind, params in classify_params(model).items() for p in params}
     tensors, seen = [], set()
     for name, p in model.named_parameters():
@@ -64,39 +62,27 @@ def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFShape, dict[str, int]]:
         tensors.append(ParamTensor(name, tuple(p.shape), kind, grad=p.requires_grad))
     head = model.get_output_embeddings()
     head_weight = getattr(head, "weight", None)
-    tables = {id(e.weight): e.weight.numel() for e in model.modules() if isinstance(e, nn.Embedding)}
-    tables.pop(id(head_weight), None)
-    linear = sum(mod.weight.numel() for mod in model.modules() if _linear_like(mod))  # GPT-2's Conv1D too
+    linear = sum(mod.weight.numel() for mod in model.modules() if linear_like(mod))  # GPT-2's Conv1D too
     tied_head = head_weight is not None and not any(mod.weight is head_weight for mod in model.modules()
-                                                    if _linear_like(mod))
+                                                    if linear_like(mod))
     fixed, per_sample, note = _activations(model, m.block_size, select_device(cfg.train.device).type)
-    heads = getattr(config, "num_attention_heads", None)
-    if not heads or not getattr(config, "num_hidden_layers", None):
-        raise GradwiseError(f"hf:{m.hf_path}: its config.json names no num_attention_heads / num_hidden_layers "
-                            "(not a transformer decoder gradwise can plan); train it with a short run instead")
     shape = HFShape(path=str(m.hf_path), model_type=str(getattr(config, "model_type", "?")),
                     lora_r=m.lora.r if m.lora is not None else None, tensors=tuple(tensors),
                     output_rows=head_weight.shape[0] if head_weight is not None else vocab_size,
-                    input_tables=sum(tables.values()), flops_per_token=hf_flops_per_token(model, m.block_size),
+                    input_tables=sum(t.numel() for t in lookup_tables(model)), flops_per_token=hf_flops_per_token(model, m.block_size),
                     autocast_values=linear + (head_weight.numel() if tied_head else 0),
                     activations_fixed=fixed, activations_per_sample=per_sample, activation_note=note)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return shape, {"n_layer": config.num_hidden_layers, "n_head": heads, "n_embd": heads * head_dim}
+    return shape, {"n_layer": layers, "n_head": heads, "n_embd": width}
 
 
 def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
     """``cfg``'s model (LoRA applied) on the meta device: shapes and dtypes, no weights read or allocated.
     On a real device: randomly initialised, which is all a timing of its steps needs."""
-    from gradwise.hf.causal import model_config, model_dir, quiet_transformers
+    from gradwise.hf.causal import from_config, model_dir
     from gradwise.models.hf_causal import HFCausalLM
 
     m = cfg.model
-    config = model_config(model_dir(m.hf_path))
-    with quiet_transformers() as transformers, torch.device(device):
-        try:
-            base = transformers.AutoModelForCausalLM.from_config(config).float()
-        except Exception as exc:  # noqa: BLE001 - an encoder, a multimodal model...: one line, as training says
-            raise GradwiseError(f"cannot build hf:{m.hf_path} as a causal language model: {_first_line(exc)}") from None
+    base = from_config(model_dir(m.hf_path), f"hf:{m.hf_path} as a causal language model", device)
     model, frozen = base, None
     if m.lora is not None:
         from gradwise.hf.lora import apply_lora

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from gradwise.config import Config
+from gradwise.errors import GradwiseError
 from gradwise.runtime import synchronize
 
 
@@ -32,21 +34,37 @@ def transformer_flops_per_token(model: torch.nn.Module, n_layer: int, attention_
     own gradient when it trains: 6N for full training, about 4N on a frozen LoRA base. Embedding lookups cost
     nothing, except a table tied to the output layer (it is then a matmul). Attention adds 12·L·H·Q·T, as in
     the GPT formula."""
-    out = getattr(model, "get_output_embeddings", lambda: None)()
-    out_weight = getattr(out, "weight", None)
-    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} - {id(out_weight)}
+    lookups = {id(p) for p in lookup_tables(model)}
     matmul = [p for p in model.parameters() if id(p) not in lookups]
     n = sum(p.numel() for p in matmul)
     trained = sum(p.numel() for p in matmul if p.requires_grad)
     return 4.0 * n + 2.0 * trained + 12.0 * n_layer * attention_width * context
 
 
+def lookup_tables(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The embedding tables a token is only looked up in: every one but a table tied to the output layer."""
+    out = getattr(model, "get_output_embeddings", lambda: None)()
+    out_weight = getattr(out, "weight", None)
+    tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return [w for i, w in tables.items() if i != id(out_weight)]
+
+
+def hf_attention_shape(config: Any, where: str) -> tuple[int, int, int]:
+    """(layers, heads, heads x head width) from a Hugging Face config: what the attention term of the FLOPs
+    and the planner's shape read; a config without them is one line naming ``where`` it came from."""
+    layers, heads = getattr(config, "num_hidden_layers", None), getattr(config, "num_attention_heads", None)
+    if not layers or not heads:
+        raise GradwiseError(f"{where}: its config.json names no num_attention_heads / num_hidden_layers (not a "
+                            "transformer decoder gradwise can size)")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return layers, heads, heads * head_dim
+
+
 def hf_flops_per_token(model: torch.nn.Module, context: int) -> float:
     """:func:`transformer_flops_per_token` with the shape a Hugging Face model's config gives."""
     config = model.base_model().config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return transformer_flops_per_token(model, config.num_hidden_layers, heads * head_dim, context)
+    layers, _, width = hf_attention_shape(config, f"hf:{getattr(config, '_name_or_path', '') or 'model'}")
+    return transformer_flops_per_token(model, layers, width, context)
 
 
 def measure_matmul_peak(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.bfloat16,

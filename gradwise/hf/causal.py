@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gradwise.errors import ConfigError, GradwiseError
 from gradwise.hf import RUN_MODEL_DIR, require
 from gradwise.hf.auto_tokenizer import copy_tokenizer_files
@@ -116,13 +118,19 @@ def load_pretrained(path: str | Path) -> Any:
 def from_run(run_dir: Path) -> Any:
     """A run's causal LM rebuilt from its copy of the config (fresh weights: the checkpoint fills them)."""
     directory = model_dir(Path(run_dir) / RUN_MODEL_DIR)
+    return from_config(directory, f"the model of {run_dir} from {directory}").eval()
+
+
+def from_config(directory: Path, what: str, device: torch.device | str = "cpu") -> Any:
+    """The directory's causal LM with fresh fp32 weights on ``device`` (the meta device: shapes only), built
+    from its config.json alone; a model transformers cannot build is one line naming ``what``."""
     config = model_config(directory)
-    with quiet_transformers() as transformers:
+    with quiet_transformers() as transformers, torch.device(device):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config)
         except Exception as exc:
-            raise GradwiseError(f"cannot build the model of {run_dir} from {directory}: {_first_line(exc)}") from None
-    return model.float().eval()
+            raise GradwiseError(f"cannot build {what}: {_first_line(exc)}") from None
+    return model.float()
 
 
 def weight_files(directory: Path) -> list[Path]:

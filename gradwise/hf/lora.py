@@ -43,14 +43,14 @@ def parse_lora(spec: str) -> dict[str, Any]:
     return out
 
 
-def _linear_like(module: nn.Module) -> bool:
+def linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's transposed Linear
 
 
 def attention_targets(model: nn.Module) -> list[str]:
     """The names of the Linear/Conv1D layers inside attention modules (the fallback targets)."""
     names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-             if _linear_like(mod) and any(h in name.rsplit(".", 1)[0].lower() for h in ATTENTION_HINTS)}
+             if linear_like(mod) and any(h in name.rsplit(".", 1)[0].lower() for h in ATTENTION_HINTS)}
     return sorted(names)
 
 
@@ -73,7 +73,7 @@ def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float = 0.0,
         try:
             wrapped = peft.get_peft_model(model, _config(peft, model, r, alpha, dropout, chosen))
         except ValueError as exc:
-            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _linear_like(m)})
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if linear_like(m)})
             raise GradwiseError(f"--lora targets {'+'.join(chosen)}: {str(exc).strip().splitlines()[0][:120]}; "
                                 f"layer names here: {', '.join(names[:12])}") from None
     return wrapped, list(chosen)
