@@ -42,6 +42,7 @@ from gradwise.runtime import (
     seed_everything,
     select_device,
     select_dtype,
+    unverified_on_gpu,
     uses_cuda_graphs,
 )
 from gradwise.step import OptimizationStep, asynchronous_steps
@@ -339,6 +340,10 @@ def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Ta
         precision += f", fp8 matmuls in {sum(1 for _ in fp8_layers(model))} linear layers{emulated}"
     progress.message(f"train    {t.max_steps:,} steps x {per_step} | {cfg.optim.name} lr {cfg.optim.lr:g} "
                      f"{cfg.schedule.name} | {device.type} {precision}")
+    unverified = unverified_on_gpu(t, device)
+    if unverified:
+        progress.message(f"note     not yet verified on a GPU: {', '.join(unverified)} (gradwise's CUDA paths have "
+                         "not run on real hardware; check losses against a run without them)")
 
 
 def _print_footer(progress: TrainingProgress, run: RunDir, s: dict[str, Any]) -> None:

@@ -173,8 +173,9 @@ class TrainConfig:
     fused_ce: bool = False  # GPT LM: loss through the output layer in chunks, never all logits (chunked_ce.py)
     fp8: bool = False  # LM: fp8 matmuls in the hidden layers through torchao (H100/H200/Ada; fp8.py)
     # No host sync per step: loss and norms are read at log, eval and checkpoint steps, and a non-finite step
-    # is skipped on the device. Needs fused AdamW or Adam. None: on for CUDA wherever the optimizer can.
-    async_steps: bool | None = None
+    # is skipped on the device. Needs fused AdamW or Adam. Off until a real GPU has shown it correct and faster
+    # (None, in configs saved while it defaulted to on for CUDA, is off too).
+    async_steps: bool | None = False
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard

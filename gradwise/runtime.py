@@ -8,6 +8,7 @@ import os
 import random
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,18 @@ def whole(t: torch.Tensor) -> torch.Tensor:
 def uses_cuda_graphs(compile: bool, mode: str) -> bool:
     """Whether ``torch.compile`` in this mode replays CUDA graphs (on CUDA devices)."""
     return compile and mode in ("reduce-overhead", "max-autotune")
+
+
+def unverified_on_gpu(train: object, device: torch.device) -> list[str]:
+    """The CUDA levers this run turns on that have never run on a real GPU (no GPU has been lent to check them
+    yet): the run header names them, so a user knows which speed-ups are still untested there."""
+    if device.type != "cuda":
+        return []
+    t: Any = train
+    asked = [("train.compile", t.compile), (f"train.compile_mode={t.compile_mode}",
+                                           t.compile and t.compile_mode != "default"),
+             ("train.fused_ce", t.fused_ce), ("train.fp8", t.fp8), ("train.async_steps", bool(t.async_steps))]
+    return [name for name, on in asked if on]
 
 
 def synchronize(device: torch.device) -> None:

@@ -79,10 +79,11 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> context
 
 def asynchronous_steps(asked: bool | None, device: torch.device, optimizer: torch.optim.Optimizer,
                        ranks: int = 1) -> bool:
-    """``train.async_steps``: None turns it on for one CUDA process (where the host can run ahead of the GPU)
-    whenever the optimizer can skip a step on the device; True insists, with one line where it cannot."""
-    if asked is None:
-        return device.type == "cuda" and ranks == 1 and skips_on_device(optimizer)
+    """``train.async_steps``: off unless asked (None, from configs written while it was on by default for one
+    CUDA process, is off too): it has not yet run on a real GPU (issue 17). True insists, with one line where
+    it cannot run."""
+    if not asked:
+        return False
     if asked and ranks > 1:
         raise ConfigError("train.async_steps runs in one process: under torchrun every step already waits for "
                           "the ranks' all-reduce; set train.async_steps=false")

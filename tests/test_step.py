@@ -176,7 +176,8 @@ def test_asynchronous_steps_are_for_one_process_with_an_optimizer_that_can_skip(
     model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=32))
     fused, plain = (torch.optim.AdamW(model.parameters(), fused=f) for f in (True, False))
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert asynchronous_steps(None, cuda, fused) and not asynchronous_steps(None, cpu, fused)
+    # off unless asked: not yet verified on a real GPU (issue 17); None, from older configs, is off too
+    assert not asynchronous_steps(None, cuda, fused) and not asynchronous_steps(None, cpu, fused)
     assert not asynchronous_steps(None, cuda, plain) and not asynchronous_steps(None, cuda, fused, ranks=2)
     assert asynchronous_steps(True, cpu, fused) and not asynchronous_steps(False, cuda, fused)
     with pytest.raises(ConfigError, match="runs in one process"):
@@ -190,3 +191,16 @@ def test_an_asynchronous_step_needs_an_optimizer_that_skips_on_the_device() -> N
     with pytest.raises(ValueError, match="skips on the device"):
         OptimizationStep(model, torch.optim.AdamW(model.parameters(), fused=False), CausalLMObjective(),
                          asynchronous=True)
+
+
+def test_cuda_levers_never_run_on_a_gpu_are_named_in_the_run_header() -> None:
+    """Issue 17: no GPU has verified these yet, so a CUDA run that turns one on is told so; CPU runs are not."""
+    from gradwise.config import TrainConfig
+    from gradwise.runtime import unverified_on_gpu
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert unverified_on_gpu(TrainConfig(), cuda) == []  # defaults: none of them on
+    asked = TrainConfig(compile=True, compile_mode="reduce-overhead", fp8=True, async_steps=True, fused_ce=True)
+    assert unverified_on_gpu(asked, cuda) == ["train.compile", "train.compile_mode=reduce-overhead",
+                                              "train.fused_ce", "train.fp8", "train.async_steps"]
+    assert unverified_on_gpu(asked, cpu) == []
