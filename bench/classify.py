@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from benchrecord import RECORD_FILE, append_record
 
-from gradwise.api import train
 from gradwise.data.labelled import read_labelled, stratified_split
-from gradwise.metrics import classification_report
+from gradwise.tasks.classify_metrics import classification_report
+from gradwise.training.run import train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "fortunes4.jsonl"

@@ -14,7 +14,7 @@ every non-overlapping window of the validation split. Targets: gradwise train to
 gradwise best full-val loss <= 1.88 (at 2,000 steps).
 
 Why this way. The question is the engine's overhead, not the model's speed. So: one process, one thread
-count, the same backend settings for both (gradwise.runtime.backends_for_training: glibc mallopt through
+count, the same backend settings for both (gradwise.core.runtime.backends_for_training: glibc mallopt through
 tune_allocator, deterministic algorithms, as api.train sets them), an untimed warm-up,
 and alternating runs (default plain, gradwise, plain) so that drift on a shared machine hits both sides;
 each engine's figures are means over its runs, and a busy machine or disagreeing repeats are flagged.
@@ -40,14 +40,15 @@ import torch
 import torch.nn.functional as F
 from benchrecord import RECORD_FILE, append_record
 
-from gradwise.api import train
-from gradwise.checkpoint import load_weights
-from gradwise.config import Config, load_config
+from gradwise.config.load import load_config
+from gradwise.config.schema import Config
+from gradwise.core.checkpoint import load_weights
+from gradwise.core.runtime import backends_for_training, tune_allocator
 from gradwise.data import Corpus, prepare_corpus
-from gradwise.evaluate import evaluate
 from gradwise.models import GPT, gpt_config
 from gradwise.optim import lr_at, param_groups
-from gradwise.runtime import backends_for_training, tune_allocator
+from gradwise.tasks.lm_eval import evaluate
+from gradwise.training.run import train
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "gradwise" / "presets" / "shakespeare-char-cpu.yaml"
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cpu_shakespeare: GPT {cfg.model.n_layer}x{cfg.model.n_head}x{cfg.model.n_embd}, context {block}, "
               f"batch {t.batch_size}, {t.max_steps:,} steps; runs {','.join(order)}\n"
               f"same for both loops: torch {torch.__version__}, {threads} threads, fp32, deterministic algorithms "
-              f"{'on' if t.deterministic else 'off'}, gradwise.runtime.tune_allocator() (glibc mallopt) applied"
+              f"{'on' if t.deterministic else 'off'}, gradwise.core.runtime.tune_allocator() (glibc mallopt) applied"
               + (" but disabled by GRADWISE_NO_MALLOPT" if os.environ.get("GRADWISE_NO_MALLOPT") else ""))
         warm_up(cfg, corpus.tokenizer.vocab_size)
         val, byte_lengths = corpus.split("val"), corpus.tokenizer.token_byte_lengths()

@@ -85,8 +85,8 @@ def minhash_comparison(n: int = 20_000) -> list[str]:
     """Signatures + LSH for n paragraphs: gradwise's numpy MinHash against datasketch (when installed)."""
     import numpy as np
 
-    from gradwise.data.minhash import MinHasher, ShingleSets, batch_shingles
-    from gradwise.data.textunits import WORD, WordHasher
+    from gradwise.data.quality.minhash import MinHasher, ShingleSets, batch_shingles
+    from gradwise.data.quality.textunits import WORD, WordHasher
 
     paras = base_paragraphs()
     rng = random.Random(1)

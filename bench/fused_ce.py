@@ -21,12 +21,12 @@ from benchrecord import append_record
 CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
-from gradwise.config import load_config
+from gradwise.config.schema import load_config
 from gradwise.models import build_model
-from gradwise.objectives import CausalLMObjective
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.runtime import seed_everything
-from gradwise.step import OptimizationStep
+from gradwise.core.runtime import seed_everything
+from gradwise.training.step import OptimizationStep
 
 fused, batch, steps = sys.argv[1] == "1", int(sys.argv[2]), int(sys.argv[3])
 cfg = load_config("default", ["model.n_layer=4", "model.n_head=4", "model.n_embd=256", "model.block_size=256",

@@ -43,14 +43,16 @@ from pathlib import Path
 import torch
 from benchrecord import append_record
 
-from gradwise.config import Config, load_config
-from gradwise.fp8 import fp8_if_asked
+from gradwise.config.load import load_config
+from gradwise.config.schema import Config
+from gradwise.core.runtime import compiled, seed_everything, select_dtype, synchronize, uses_cuda_graphs
 from gradwise.models import build_model
-from gradwise.objectives import CausalLMObjective
+from gradwise.models.cost import model_flops_per_token
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.runtime import compiled, seed_everything, select_dtype, synchronize, uses_cuda_graphs
-from gradwise.step import OptimizationStep, asynchronous_steps
-from gradwise.throughput import measure_matmul_peak, model_flops_per_token
+from gradwise.training.fp8 import fp8_if_asked
+from gradwise.training.meter import measure_matmul_peak
+from gradwise.training.step import OptimizationStep, asynchronous_steps
 
 VOCAB = 50304  # GPT-2's 50,257 padded to a multiple of 128
 REFERENCE = {12: 385_000, 32: 480_000}  # issue 7: a minimal compiled trainer on one H100, tokens/s

@@ -17,11 +17,11 @@ import time
 import torch
 from benchrecord import append_record
 
-from gradwise.config import load_config
+from gradwise.config.load import load_config
 from gradwise.models import build_model
-from gradwise.objectives import CausalLMObjective
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim import build_optimizer
-from gradwise.step import OptimizationStep
+from gradwise.training.step import OptimizationStep
 
 
 def measure(dtype: str, steps: int) -> tuple[float, dict[str, float]]:

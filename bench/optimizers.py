@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from benchrecord import RECORD_FILE, append_record
 
-from gradwise.api import train
-from gradwise.rundir import read_metrics
+from gradwise.core.rundir import read_metrics
+from gradwise.training.run import train
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from benchrecord import RECORD_FILE, append_record
 
-from gradwise.api import resolve_train_config
 from gradwise.search import tune
 from gradwise.search.report import read_trials
 from gradwise.search.space import load_space
 from gradwise.search.study import make_pruner, make_sampler, suggest
+from gradwise.training.run_config import resolve_train_config
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = REPO / "configs" / "shakespeare-char-cpu.yaml"

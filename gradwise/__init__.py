@@ -11,22 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "train": "gradwise.api", "evaluate_run": "gradwise.api", "generate_text": "gradwise.api", "predict": "gradwise.api",
-    "RunResult": "gradwise.api", "Config": "gradwise.config", "load_config": "gradwise.config",
-    "GradwiseError": "gradwise.errors", "OptimizationStep": "gradwise.step", "StepResult": "gradwise.step",
-    "tune": "gradwise.search", "TuneResult": "gradwise.search",
-}
+_EXPORTS = {name: "gradwise.api" for name in (
+    "train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
+    "OptimizationStep", "StepResult", "tune", "TuneResult")}
 
 __all__ = ["train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
            "OptimizationStep", "StepResult", "tune", "TuneResult", "__version__"]
 
 if TYPE_CHECKING:
-    from gradwise.api import RunResult, evaluate_run, generate_text, predict, train
-    from gradwise.config import Config, load_config
-    from gradwise.errors import GradwiseError
-    from gradwise.search import TuneResult, tune
-    from gradwise.step import OptimizationStep, StepResult
+    from gradwise.config.load import load_config
+    from gradwise.config.schema import Config
+    from gradwise.core.errors import GradwiseError
+    from gradwise.inference import evaluate_run, generate_text, predict
+    from gradwise.search.study import TuneResult, tune
+    from gradwise.training.run import RunResult, train
+    from gradwise.training.step import OptimizationStep, StepResult
 
 
 def __getattr__(name: str) -> Any:

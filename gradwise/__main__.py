@@ -1,5 +1,5 @@
 import sys
 
-from gradwise.cli import main
+from gradwise.cli.commands import main
 
 sys.exit(main())

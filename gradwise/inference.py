@@ -8,13 +8,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gradwise.checkpoint import load_weights
-from gradwise.config import Config, build_config, read_config_file
+from gradwise.config.load import build_config, read_config_file
+from gradwise.config.schema import Config
+from gradwise.core.checkpoint import load_weights
+from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import RunDir
+from gradwise.core.runtime import select_device, select_dtype
 from gradwise.data import Tokenizer
-from gradwise.errors import GradwiseError
-from gradwise.rundir import RunDir
-from gradwise.runtime import select_device, select_dtype
-from gradwise.tasks import EvalReport, class_probabilities, model_for_run, prepare_task
+from gradwise.tasks import model_for_run, prepare_task
+from gradwise.tasks.base import EvalReport
+from gradwise.tasks.classify import class_probabilities
 
 
 @dataclass

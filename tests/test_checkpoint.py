@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradwise import checkpoint as ckpt
-from gradwise.checkpoint import load_checkpoint, load_weights, read_state, save_checkpoint
-from gradwise.errors import CheckpointError
+from gradwise.core import checkpoint as ckpt
+from gradwise.core.checkpoint import load_checkpoint, load_weights, read_state, save_checkpoint
+from gradwise.core.errors import CheckpointError
 from gradwise.models.gpt import GPT, GPTConfig
 from gradwise.optim.schedules import build_scheduler
 
@@ -20,7 +20,7 @@ def trained(seed: int = 0):
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    from gradwise.config import ScheduleConfig
+    from gradwise.config.schema import ScheduleConfig
 
     sched = build_scheduler(opt, ScheduleConfig(warmup_steps=2, min_lr=1e-3), 1e-2, 50)
     for _ in range(3):

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from gradwise import predict, train
+from gradwise.core.errors import DataError, GradwiseError
+from gradwise.core.rundir import read_metrics
 from gradwise.data.labelled import read_labelled, stratified_split
-from gradwise.errors import DataError, GradwiseError
 from gradwise.inference import generate_text
-from gradwise.metrics import classification_report
 from gradwise.models.lstm import LSTMClassifier, LSTMConfig
-from gradwise.rundir import read_metrics
+from gradwise.tasks.classify_metrics import classification_report
 from tests.conftest import SHARED_DATA, run_cli
 
 TOPICS = {"space": ["rocket", "orbit", "planet", "launch", "star"],
@@ -101,8 +101,8 @@ def test_classifier_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     assert report["classes"] == ["cooking", "music", "space"]
     assert sum(sum(row) for row in report["confusion"]) == s["split_sizes"]["test"]
     assert json.loads((result.run_dir / "labels.json").read_text())["classes"] == report["classes"]
-    from gradwise.config import load_config
-    from gradwise.throughput import model_flops_per_token
+    from gradwise.config.load import load_config
+    from gradwise.models.cost import model_flops_per_token
 
     per_token = model_flops_per_token(load_config(result.run_dir / "config.yaml"), s["vocab_size"], 3)
     logged = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "train"]

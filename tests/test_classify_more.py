@@ -12,14 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from gradwise import predict, train
-from gradwise.config import load_config
+from gradwise.config.load import load_config
+from gradwise.core.errors import ConfigError, GradwiseError
+from gradwise.core.rundir import read_metrics
 from gradwise.data.labelled import read_labelled, stratified_split
-from gradwise.errors import ConfigError, GradwiseError
-from gradwise.metrics import format_report, multilabel_report
 from gradwise.models.gpt import GPTConfig
 from gradwise.models.gpt_classifier import GPTClassifier
-from gradwise.rundir import read_metrics
-from gradwise.tasks import load_init_weights, prepare_task
+from gradwise.tasks import prepare_task
+from gradwise.tasks.classify_metrics import format_report, multilabel_report
+from gradwise.tasks.init_from import load_init_weights
 from tests.conftest import TINY, run_cli
 from tests.test_classify import FILLER, SMALL, TOPICS, make_dataset
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gradwise.config import Config, apply_overrides, build_config, load_config, parse_duration, save_config
-from gradwise.errors import ConfigError
+from gradwise.config.load import apply_overrides, build_config, load_config, save_config
+from gradwise.config.schema import Config
+from gradwise.config.validate import parse_duration
+from gradwise.core.errors import ConfigError
 from tests.conftest import REPO, run_cli
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradwise.config import DataConfig
+from gradwise.config.schema import DataConfig
+from gradwise.core.errors import DataError
 from gradwise.data import BPETokenizer, CharTokenizer, load_tokenizer, prepare_corpus, save_tokenizer
 from gradwise.data import store as store_mod
 from gradwise.data.sources import CorpusSource
 from gradwise.data.splits import make_splits
-from gradwise.errors import DataError
 
 TEXT = "Hello, wörld! Ünïcödé → text.\nSecond line with tabs\tand  spaces.\n"
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradwise.api import check_data, data_stats, train
-from gradwise.cli import main
+from gradwise.cli.commands import main
 from gradwise.data import prepare_corpus
 from gradwise.data.labelled import read_labelled, stratified_split
-from gradwise.data.textunits import stream_paragraphs
+from gradwise.data.quality.textunits import stream_paragraphs
+from gradwise.tools.data_stats import check_data, data_stats
+from gradwise.training.run import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "po", "ri", "su", "te", "vo", "za")
@@ -126,7 +127,7 @@ def test_dedupe_removes_copies_and_the_split_is_deterministic(tmp_path):
     assert report["exact"]["duplicate_units"] == 0 and report["near"]["pairs"] == 0
     assert report["exact"]["cross"]["test_in_train"] == report["near"]["cross"]["test_in_train"] == 0
     # The same corpus deduplicated twice (fresh caches) gives the same token stream, hence the same split.
-    from gradwise.api import resolve_train_config
+    from gradwise.training.run_config import resolve_train_config
 
     streams = []
     for k in range(2):
@@ -229,7 +230,7 @@ def planted_records(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
 
 
 def check_against_brute_force(path: Path, tmp_path: Path) -> dict:
-    from gradwise.api import resolve_train_config
+    from gradwise.training.run_config import resolve_train_config
 
     over = [f"data.path={json.dumps(str(path))}", "task=classify", f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
     cfg, _, _ = resolve_train_config("classify-lstm", over)
@@ -322,7 +323,7 @@ def test_cli_check_prints_verdicts_and_writes_json(tmp_path, capsys):
 def test_short_documents_templates_and_full_leaks_are_handled(tmp_path):
     """Regression: an LM corpus of documents shorter than 13 words (no n-gram in train) must not crash; a
     templated labelled set (one huge LSH bucket) stays bounded; a fully leaked split reads 100%, not 1e+02%."""
-    from gradwise.data.check import _pct
+    from gradwise.data.quality.check import _pct
 
     rng = random.Random(5)
     short = tmp_path / "short.jsonl"
@@ -344,13 +345,14 @@ def test_contamination_in_a_second_process_gives_the_same_report(tmp_path, monke
     in-process one (char and BPE tokenizers), and a child that fails must not change the report."""
     import sys
 
-    from gradwise.data import check_params, contamination
-    from gradwise.data.check import check_lm
+    from gradwise.data import check_params
+    from gradwise.data.quality import contamination
+    from gradwise.data.quality.check import check_lm
 
     path, _ = lm_corpus(tmp_path, plant=True)
     for tokenizer in ("char", "bpe"):
         over = lm_overrides(path, tmp_path, f"data.tokenizer={tokenizer}", "data.vocab_size=300")
-        from gradwise.api import resolve_train_config
+        from gradwise.training.run_config import resolve_train_config
 
         cfg, _, _ = resolve_train_config(None, over)
         corpus, params = prepare_corpus(cfg.data), check_params(cfg.data)
@@ -368,7 +370,7 @@ def test_contamination_in_a_second_process_gives_the_same_report(tmp_path, monke
 
 def test_lsh_candidate_pairs_match_a_brute_force_banding():
     """Vectorised bucket pairing equals the plain definition, big buckets (capped pairing) included."""
-    from gradwise.data.minhash import MAX_BUCKET, MinHasher
+    from gradwise.data.quality.minhash import MAX_BUCKET, MinHasher
 
     rng = np.random.default_rng(0)
     hasher = MinHasher(8, 4)
@@ -389,7 +391,7 @@ def test_lsh_candidate_pairs_match_a_brute_force_banding():
 def test_find_words_equals_the_word_regex():
     """The ASCII fast path of word finding gives exactly what \\w+ gives (punctuation, digits, underscores,
     control characters), and non-ASCII text goes through the regex itself."""
-    from gradwise.data.textunits import WORD, find_words
+    from gradwise.data.quality.textunits import WORD, find_words
 
     rng = random.Random(3)
     alphabet = [chr(i) for i in range(128)] + ["é", "ß", "—", "日", "\u00a0", "\u2028"]

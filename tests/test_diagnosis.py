@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from gradwise.api import train
-from gradwise.diagnose import diagnose, diagnose_run
-from gradwise.errors import ConfigError, TrainingStopped
-from gradwise.lr_find import centred_average, lr_find
+from gradwise.core.errors import ConfigError, TrainingStopped
+from gradwise.tools.lr_find import centred_average, lr_find
+from gradwise.training.diagnose import diagnose, diagnose_run
+from gradwise.training.run import train
 
 CONFIG = {"optim": {"lr": 1e-3, "weight_decay": 0.0}, "model": {"dropout": 0.0, "n_embd": 64, "n_layer": 2},
           "train": {"max_steps": 1000, "eval_every": 100}}

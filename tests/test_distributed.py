@@ -21,10 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gradwise.config import build_config
-from gradwise.distributed import Distributed
-from gradwise.errors import ConfigError
-from gradwise.rundir import read_metrics
+from gradwise.config.load import build_config
+from gradwise.core.errors import ConfigError
+from gradwise.core.rundir import read_metrics
+from gradwise.training.distributed import Distributed
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from gradwise.api import train
-from gradwise.errors import ConfigError, GradwiseError
-from gradwise.fp8 import check_fp8_device, convert_to_fp8, fp8_layers
+from gradwise.core.errors import ConfigError, GradwiseError
+from gradwise.core.rundir import read_metrics
 from gradwise.models.gpt import GPT, GPTConfig
-from gradwise.rundir import read_metrics
+from gradwise.training.fp8 import check_fp8_device, convert_to_fp8, fp8_layers
+from gradwise.training.run import train
 from tests.conftest import TINY, run_cli
 
 pytest.importorskip("torchao.float8")

@@ -20,16 +20,20 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from gradwise.api import train  # noqa: E402
-from gradwise.cli_export import add_export_parser, cmd_export  # noqa: E402
-from gradwise.config import build_config, load_config, read_config_file  # noqa: E402
+from gradwise.cli.export import add_export_parser, cmd_export  # noqa: E402
+from gradwise.config.load import build_config, load_config, read_config_file  # noqa: E402
+from gradwise.core.errors import GradwiseError  # noqa: E402
+from gradwise.core.rundir import read_metrics  # noqa: E402
 from gradwise.data.tokenizers import EOT, BPETokenizer, CharTokenizer  # noqa: E402
-from gradwise.errors import GradwiseError  # noqa: E402
+from gradwise.export import export_hf  # noqa: E402
+from gradwise.export.gpt2 import verify_export  # noqa: E402
 from gradwise.hf import INSTALL_HINT, require  # noqa: E402
-from gradwise.hf.convert import export_hf, gpt_from_hf, hf_config, verify_export  # noqa: E402
+from gradwise.hf.convert import gpt_from_hf, hf_config  # noqa: E402
 from gradwise.inference import load_run  # noqa: E402
-from gradwise.rundir import read_metrics  # noqa: E402
-from gradwise.tasks import adopt_init_run, classifier, load_init_weights, prepare_task  # noqa: E402
+from gradwise.tasks import prepare_task  # noqa: E402
+from gradwise.tasks.classify import classifier  # noqa: E402
+from gradwise.tasks.init_from import adopt_init_run, load_init_weights  # noqa: E402
+from gradwise.training.run import train  # noqa: E402
 from tests.hf_models import byte_level_bpe, english_paragraphs, make_gpt2  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -329,7 +333,7 @@ def test_missing_transformers_is_one_line(monkeypatch: pytest.MonkeyPatch, bpe_r
 
 def test_core_imports_without_transformers() -> None:
     code = ("import sys; sys.modules['transformers'] = None\n"
-            "import gradwise.hf.convert, gradwise.hf.tokenizer, gradwise.cli_export, gradwise.tasks, gradwise.api\n"
+            "import gradwise.hf.convert, gradwise.hf.tokenizer, gradwise.cli.export, gradwise.tasks.base, gradwise.api\n"
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

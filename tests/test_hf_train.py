@@ -21,15 +21,15 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from gradwise.api import train  # noqa: E402
-from gradwise.cli import main  # noqa: E402
-from gradwise.data.tokenizers import fingerprint, load_tokenizer  # noqa: E402
-from gradwise.errors import GradwiseError  # noqa: E402
-from gradwise.hf.auto_tokenizer import load_hf_tokenizer  # noqa: E402
+from gradwise.cli.commands import main  # noqa: E402
+from gradwise.core.errors import GradwiseError  # noqa: E402
+from gradwise.core.rundir import read_metrics  # noqa: E402
+from gradwise.data.tokenizers import fingerprint  # noqa: E402
+from gradwise.hf.auto_tokenizer import load_any_tokenizer, load_hf_tokenizer  # noqa: E402
 from gradwise.inference import evaluate_run, generate_text, load_run  # noqa: E402
-from gradwise.objectives import CausalLMObjective  # noqa: E402
+from gradwise.objectives.losses import CausalLMObjective  # noqa: E402
 from gradwise.optim.optimizers import classify_params  # noqa: E402
-from gradwise.rundir import read_metrics  # noqa: E402
+from gradwise.training.run import train  # noqa: E402
 from tests.hf_models import english_paragraphs, make_gpt2, make_llama  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -80,8 +80,8 @@ def val_losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("which", ["gpt2", "llama"])
 def test_gradwise_loss_equals_the_models_own_loss(which: str, request: pytest.FixtureRequest) -> None:
-    from gradwise.config import ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.config.schema import ModelConfig
+    from gradwise.hf.model import build_hf_model
 
     directory = request.getfixturevalue(f"{which}_dir")
     model = build_hf_model(ModelConfig(arch="hf", hf_path=str(directory), block_size=32), 10).eval()
@@ -96,9 +96,9 @@ def test_gradwise_loss_equals_the_models_own_loss(which: str, request: pytest.Fi
 def test_model_flops_per_token_count_each_matmul_weight_once(which: str, request: pytest.FixtureRequest) -> None:
     """6N + 12·L·H·Q·T as for gradwise's GPT: N leaves out lookup tables (GPT-2's positions, Llama's untied input
     embedding) but keeps a table tied to the output layer."""
-    from gradwise.config import ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
-    from gradwise.throughput import hf_flops_per_token
+    from gradwise.config.schema import ModelConfig
+    from gradwise.hf.model import build_hf_model
+    from gradwise.models.cost import hf_flops_per_token
 
     model = build_hf_model(ModelConfig(arch="hf", hf_path=str(request.getfixturevalue(f"{which}_dir")),
                                        block_size=32), 10)
@@ -129,8 +129,8 @@ def test_tokenizer_adapter_matches_autotokenizer_and_fingerprints_content(llama_
 
 
 def test_output_head_is_grouped_with_embeddings(llama_dir: Path, gpt2_dir: Path) -> None:
-    from gradwise.config import ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.config.schema import ModelConfig
+    from gradwise.hf.model import build_hf_model
 
     llama = build_hf_model(ModelConfig(arch="hf", hf_path=str(llama_dir)), 10)
     kinds = {k: {id(p) for p in v} for k, v in classify_params(llama).items()}
@@ -151,7 +151,7 @@ def test_train_gpt2_then_eval_generate_and_export(gpt2_dir: Path, corpus: Path, 
     run, s = res.run_dir, res.summary
     losses = val_losses(run)
     assert losses[-1] < losses[0] - 0.1, losses
-    saved = load_tokenizer(run / "tokenizer.json")
+    saved = load_any_tokenizer(run / "tokenizer.json")
     assert saved.kind == "hf" and (run / "hf" / "config.json").is_file() and (run / "checkpoints" / "best").is_dir()
     cfg = (run / "config.yaml").read_text()
     assert f"hf_path: {gpt2_dir.resolve()}" in cfg and "block_size: 64" in cfg  # fitted to n_positions 64
@@ -268,7 +268,7 @@ def test_lora_checkpoint_refuses_a_changed_or_missing_base(gpt2_dir: Path, corpu
     pytest.importorskip("peft")
     from safetensors.torch import save_file
 
-    from gradwise.errors import CheckpointError
+    from gradwise.core.errors import CheckpointError
 
     base = tmp_path / "base"
     shutil.copytree(gpt2_dir, base)
@@ -291,9 +291,9 @@ def test_a_full_lora_checkpoint_keeps_its_run_saving_full_ones(gpt2_dir: Path, t
     """Runs from before adapter-only checkpoints saved everything: loading one puts those weights in the model,
     so the model no longer stands for the base on disk, and its next checkpoints stay full."""
     pytest.importorskip("peft")
-    from gradwise.checkpoint import load_weights, save_checkpoint
-    from gradwise.config import LoraSettings, ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.config.schema import LoraSettings, ModelConfig
+    from gradwise.core.checkpoint import load_weights, save_checkpoint
+    from gradwise.hf.model import build_hf_model
 
     m = ModelConfig(arch="hf", hf_path=str(gpt2_dir), lora=LoraSettings(r=2, alpha=4))
     old = build_hf_model(m, 10)
@@ -311,8 +311,8 @@ def test_a_full_lora_checkpoint_keeps_its_run_saving_full_ones(gpt2_dir: Path, t
 
 def test_lora_default_targets_are_peft_defaults_for_the_architecture(llama_dir: Path) -> None:
     pytest.importorskip("peft")
-    from gradwise.config import LoraSettings, ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.config.schema import LoraSettings, ModelConfig
+    from gradwise.hf.model import build_hf_model
 
     m = ModelConfig(arch="hf", hf_path=str(llama_dir), lora=LoraSettings(r=2, alpha=4))
     model = build_hf_model(m, 10)
@@ -353,8 +353,8 @@ def test_bad_input_is_one_line(argv: list[str], message: str, gpt2_dir: Path, tm
 
 def test_pickled_weights_refused_and_missing_packages_named(gpt2_dir: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradwise.config import LoraSettings, ModelConfig
-    from gradwise.models.hf_causal import build_hf_model
+    from gradwise.config.schema import LoraSettings, ModelConfig
+    from gradwise.hf.model import build_hf_model
 
     pickled = tmp_path / "pickled"
     shutil.copytree(gpt2_dir, pickled)

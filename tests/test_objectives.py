@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from gradwise import train
-from gradwise.config import load_config
-from gradwise.errors import ConfigError
+from gradwise.config.load import load_config
+from gradwise.core.errors import ConfigError
+from gradwise.core.rundir import read_metrics
 from gradwise.models.gpt import GPT, GPTConfig
-from gradwise.objectives import IGNORE_INDEX, CausalLMObjective, LossTerms
-from gradwise.regularization import Penalties
-from gradwise.rundir import read_metrics
-from gradwise.step import OptimizationStep
+from gradwise.objectives.losses import IGNORE_INDEX, CausalLMObjective, LossTerms
+from gradwise.objectives.penalties import Penalties
+from gradwise.training.step import OptimizationStep
 from tests.conftest import TINY
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradwise.config import OptimConfig, ScheduleConfig
+from gradwise.config.schema import OptimConfig, ScheduleConfig
 from gradwise.models.gpt import GPT, GPTConfig
 from gradwise.optim import build_optimizer, build_scheduler, lr_at, param_groups
 

@@ -12,24 +12,18 @@ import torch
 import yaml
 
 from gradwise import train
-from gradwise.config import OptimConfig, load_config
-from gradwise.errors import GradwiseError
+from gradwise.config.load import load_config
+from gradwise.config.schema import OptimConfig
+from gradwise.core.errors import GradwiseError
 from gradwise.models import build_model
-from gradwise.objectives import CausalLMObjective, ClassificationObjective
+from gradwise.models.cost import flops_per_token, param_counts, param_tensors
+from gradwise.objectives.losses import CausalLMObjective, ClassificationObjective
 from gradwise.optim import build_optimizer
 from gradwise.optim.optimizers import classify_params
-from gradwise.plan import (
-    activation_bytes,
-    autocast_weight_bytes,
-    flops_per_token,
-    memory_bytes,
-    model_spec,
-    param_counts,
-    param_tensors,
-    plan_run,
-)
-from gradwise.step import OptimizationStep
-from gradwise.tasks import classifier
+from gradwise.plan.estimate import activation_bytes, autocast_weight_bytes, memory_bytes, model_spec
+from gradwise.plan.planner import plan_run
+from gradwise.tasks.classify import classifier
+from gradwise.training.step import OptimizationStep
 from tests.conftest import TINY
 
 ACTIVATION_TOLERANCE = 0.30  # estimate vs bytes autograd saves; measured: GPT within 0.2%, LSTM within 10%
@@ -180,12 +174,13 @@ def test_plan_without_data_or_calibration_is_instant_and_complete() -> None:
 
 
 def test_a_run_that_does_not_fit_gets_a_smaller_micro_batch_with_the_same_global_batch(monkeypatch) -> None:
-    import gradwise.plan as plan_module
+    import gradwise.plan.planner as plan_module
+    from gradwise.plan.estimate import MEMORY_HEADROOM
 
     overrides = ["model.n_layer=2", "train.batch_size=16", "train.grad_accum=1"]
     cfg, spec, _ = built(overrides)
     need = {b: memory_bytes(spec, cfg.optim.name, cfg.optim.momentum, b, False, "cpu")["total"] for b in (4, 8)}
-    free = int((need[4] + need[8]) / 2 / plan_module.MEMORY_HEADROOM)  # room for a micro-batch of 4, not 8
+    free = int((need[4] + need[8]) / 2 / MEMORY_HEADROOM)  # room for a micro-batch of 4, not 8
     monkeypatch.setattr(plan_module, "available_memory", lambda device: (free, "test"))
     plan = plan_run("default", overrides, data=False, calibrate=False)
     assert not plan.memory["fits"] and plan.memory["suggestion"] == {"batch_size": 4, "grad_accum": 4}
@@ -259,12 +254,12 @@ def test_budget_for_a_classifier_sets_the_steps(tmp_path: Path, one_thread) -> N
 # ---------------------------------------------------------------- command line
 
 def plan_cli(*argv: str) -> int:
-    """``gradwise plan ...`` through gradwise.cli once it is wired there, else through the plan parser."""
-    from gradwise import cli
+    """``gradwise plan ...`` through gradwise.cli.commands once it is wired there, else through the plan parser."""
+    from gradwise.cli import commands as cli
 
     if "plan" in cli.COMMANDS:
         return cli.main(["plan", *argv])
-    from gradwise.cli_plan import add_plan_parser, cmd_plan
+    from gradwise.cli.plan import add_plan_parser, cmd_plan
 
     parser = argparse.ArgumentParser(prog="gradwise")
     add_plan_parser(parser.add_subparsers(dest="command"))

@@ -14,13 +14,15 @@ pytest.importorskip("peft")
 
 import torch  # noqa: E402
 
-from gradwise.config import OptimConfig, load_config  # noqa: E402
-from gradwise.objectives import CausalLMObjective  # noqa: E402
+from gradwise.config.load import load_config  # noqa: E402
+from gradwise.config.schema import OptimConfig  # noqa: E402
+from gradwise.models.cost import hf_flops_per_token, param_counts  # noqa: E402
+from gradwise.objectives.losses import CausalLMObjective  # noqa: E402
 from gradwise.optim import build_optimizer  # noqa: E402
-from gradwise.plan import activation_bytes, memory_bytes, model_spec, param_counts, plan_run  # noqa: E402
-from gradwise.step import OptimizationStep  # noqa: E402
+from gradwise.plan.estimate import activation_bytes, memory_bytes, model_spec  # noqa: E402
+from gradwise.plan.planner import plan_run  # noqa: E402
 from gradwise.tasks import prepare_task  # noqa: E402
-from gradwise.throughput import hf_flops_per_token  # noqa: E402
+from gradwise.training.step import OptimizationStep  # noqa: E402
 from tests.hf_models import english_paragraphs, make_gpt2, make_llama  # noqa: E402
 from tests.test_plan import measured_bytes, plan_cli, saved_bytes  # noqa: E402
 
@@ -119,7 +121,7 @@ def test_a_forward_that_cannot_run_on_meta_is_said_not_hidden(models: dict[str, 
     def reads_values(*_: object) -> int:
         raise RuntimeError("Tensor.item() cannot be called on meta tensors")
 
-    monkeypatch.setattr("gradwise.plan_hf.saved_bytes", reads_values)
+    monkeypatch.setattr("gradwise.plan.hf_shape.saved_bytes", reads_values)
     plan = plan_run("default", overrides(models, "llama", []), data=False, calibrate=False)
     assert plan.memory["activations"] == 0 and plan.params["total"] > 0 and not plan.memory["activations_counted"]
     assert any("activation memory not estimated" in n and "Tensor.item()" in n for n in plan.notes), plan.notes

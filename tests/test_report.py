@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gradwise.errors import GradwiseError
+from gradwise.core.errors import GradwiseError
 from gradwise.report import build_report, write_report
 from gradwise.report.browser import PageCheck, check_page, errors_from_events, find_chromium
 from gradwise.report.data import MISSING, add_samples, config_differences, load_run_data
@@ -211,11 +211,11 @@ def test_not_a_run_and_bad_arguments_give_one_line_errors(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_cli_writes_the_page_next_to_the_run(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from gradwise import cli_report
+    from gradwise.cli import report as cli_report
 
     parser = argparse.ArgumentParser()
     cli_report.add_report_parser(parser.add_subparsers(dest="command"))
-    monkeypatch.setitem(sys.modules, "gradwise.diagnose", None)  # a gradwise without the diagnoser
+    monkeypatch.setitem(sys.modules, "gradwise.training.diagnose", None)  # a gradwise without the diagnoser
     assert cli_report.run_diagnosis(str(runs["lm-b"])) is None
     monkeypatch.setattr(cli_report, "run_diagnosis", lambda path: DIAGNOSIS[:1])
     args = parser.parse_args(["report", str(runs["lm-b"]), "--samples", "0"])
@@ -310,7 +310,7 @@ def test_tensorboard_mirror_writes_scalars_at_each_step(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'gradwise[tensorboard]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from gradwise.tensorboard import TensorBoardMirror, scalar_tag
+    from gradwise.core.tensorboard import TensorBoardMirror, scalar_tag
 
     assert [scalar_tag(k) for k in ("train_loss", "val_loss", "test_accuracy", "lr", "grad_norm")] == \
         ["train/loss", "val/loss", "test/accuracy", "lr", "grad_norm"]
@@ -330,7 +330,7 @@ def test_tensorboard_mirror_writes_scalars_at_each_step(tmp_path: Path) -> None:
 
 
 def test_tensorboard_missing_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradwise.tensorboard import TensorBoardMirror
+    from gradwise.core.tensorboard import TensorBoardMirror
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(GradwiseError, match=r"^install tensorboard: pip install 'gradwise\[tensorboard\]'$"):

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gradwise.checkpoint import read_state
-from gradwise.errors import CheckpointError
-from gradwise.rundir import read_metrics
+from gradwise.core.checkpoint import read_state
+from gradwise.core.errors import CheckpointError
+from gradwise.core.rundir import read_metrics
 from tests.conftest import run_cli
 
 # Dropout and gradient accumulation on: resume must restore the RNG and the data position too.

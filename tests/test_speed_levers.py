@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradwise.api import train
-from gradwise.chunked_ce import IGNORE_INDEX, chunk_rows, linear_cross_entropy
-from gradwise.errors import GradwiseError, TrainingStopped
-from gradwise.objectives import z_loss
-from gradwise.rundir import read_metrics
+from gradwise.core.errors import GradwiseError, TrainingStopped
+from gradwise.core.rundir import read_metrics
+from gradwise.models.chunked_ce import IGNORE_INDEX, chunk_rows, linear_cross_entropy
+from gradwise.objectives.losses import z_loss
+from gradwise.training.run import train
 from tests.conftest import TINY
 
 
@@ -77,9 +77,9 @@ def test_chunk_rows_keeps_chunk_logits_near_the_hidden_size():
 
 def test_gpt_gradients_through_the_fused_loss_equal_the_plain_ones():
     """The whole model, tied embeddings included: one backward each way, every parameter's gradient."""
-    from gradwise.config import load_config
+    from gradwise.config.load import load_config
     from gradwise.models import build_model
-    from gradwise.objectives import CausalLMObjective
+    from gradwise.objectives.losses import CausalLMObjective
 
     cfg = load_config("default", ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32"])
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_batch_prefetcher_gives_each_step_its_own_batches_in_any_order():
     spot. Either way each step gets exactly make(step)."""
     import threading
 
-    from gradwise.loop import BatchPrefetcher
+    from gradwise.training.loop import BatchPrefetcher
 
     made: list[tuple[int, str]] = []
 

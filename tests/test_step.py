@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from gradwise.errors import TrainingStopped
+from gradwise.core.errors import TrainingStopped
 from gradwise.models.gpt import GPT, GPTConfig
-from gradwise.objectives import CausalLMObjective
-from gradwise.step import OptimizationStep
+from gradwise.objectives.losses import CausalLMObjective
+from gradwise.training.step import OptimizationStep
 
 
 def setup(lr: float = 3e-3, clip: float = 1.0, objective=None, max_nonfinite: int = 10):
@@ -170,8 +170,8 @@ def test_too_many_asynchronous_non_finite_steps_stop_once_settled() -> None:
 
 
 def test_asynchronous_steps_are_for_one_process_with_an_optimizer_that_can_skip() -> None:
-    from gradwise.errors import ConfigError
-    from gradwise.step import asynchronous_steps
+    from gradwise.core.errors import ConfigError
+    from gradwise.training.step import asynchronous_steps
 
     model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=32))
     fused, plain = (torch.optim.AdamW(model.parameters(), fused=f) for f in (True, False))
@@ -195,8 +195,8 @@ def test_an_asynchronous_step_needs_an_optimizer_that_skips_on_the_device() -> N
 
 def test_cuda_levers_never_run_on_a_gpu_are_named_in_the_run_header() -> None:
     """Issue 17: no GPU has verified these yet, so a CUDA run that turns one on is told so; CPU runs are not."""
-    from gradwise.config import TrainConfig
-    from gradwise.runtime import unverified_on_gpu
+    from gradwise.config.schema import TrainConfig
+    from gradwise.core.runtime import unverified_on_gpu
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert unverified_on_gpu(TrainConfig(), cuda) == []  # defaults: none of them on

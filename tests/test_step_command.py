@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradwise.api import train
-from gradwise.cli import main
+from gradwise.cli.commands import main
 from gradwise.inference import load_run
-from gradwise.inspect_step import converged, layer_group, sparkline
+from gradwise.tools.step_inspect import converged, layer_group, sparkline
+from gradwise.training.run import train
 
 TEXT = "The quick brown fox jumps over the lazy dog"
 

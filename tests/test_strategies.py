@@ -12,15 +12,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from gradwise import train
-from gradwise.config import OptimConfig, ScheduleConfig, load_config
-from gradwise.errors import ConfigError
+from gradwise.config.load import load_config
+from gradwise.config.schema import OptimConfig, ScheduleConfig
+from gradwise.core.errors import ConfigError
+from gradwise.core.rundir import read_metrics
 from gradwise.models.gpt import GPT, GPTConfig
-from gradwise.objectives import CausalLMObjective
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim import build_optimizer, build_scheduler, lr_at
 from gradwise.optim.combined import CombinedOptimizer
 from gradwise.optim.lion import Lion
-from gradwise.rundir import read_metrics
-from gradwise.step import OptimizationStep
+from gradwise.training.step import OptimizationStep
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from gradwise.api import train
-from gradwise.config import load_config
+from gradwise.config.load import load_config
 from gradwise.models import build_model
-from gradwise.throughput import FlopsMeter, device_peak, measure_matmul_peak, model_flops_per_token
+from gradwise.models.cost import model_flops_per_token
+from gradwise.training.meter import FlopsMeter, device_peak, measure_matmul_peak
+from gradwise.training.run import train
 
 
 @pytest.mark.parametrize("tie", [True, False])

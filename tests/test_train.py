@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gradwise import train
-from gradwise.errors import GradwiseError
-from gradwise.rundir import read_metrics
+from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import read_metrics
 from tests.conftest import REPO, TINY, run_cli, shakespeare
 
 

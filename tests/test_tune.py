@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("optuna")
 
-from gradwise.config import load_config  # noqa: E402
-from gradwise.errors import ConfigError, GradwiseError  # noqa: E402
+from gradwise.config.load import load_config
+from gradwise.core.errors import ConfigError, GradwiseError  # noqa: E402
 from gradwise.search import load_space, tune  # noqa: E402
 from gradwise.search.report import read_trials  # noqa: E402
 from tests.conftest import TINY, run_cli  # noqa: E402
@@ -60,16 +60,16 @@ def test_pruner_stops_hopeless_trials(corpus_file: Path, tmp_path: Path) -> None
 
 def test_a_failing_trial_does_not_stop_the_study(corpus_file: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import gradwise.api
+    import gradwise.training.run
 
-    real_train = gradwise.api.train
+    real_train = gradwise.training.run.train
 
     def flaky(cfg, **kw):  # noqa: ANN001, ANN003, ANN202
-        if gradwise.api.resolve_train_config(cfg, kw.get("overrides"))[0].optim.lr == 2e-3:
+        if gradwise.training.run_config.resolve_train_config(cfg, kw.get("overrides"))[0].optim.lr == 2e-3:
             raise torch_oom()
         return real_train(cfg, **kw)
 
-    monkeypatch.setattr(gradwise.api, "train", flaky)
+    monkeypatch.setattr(gradwise.training.run, "train", flaky)
     res = tune("default", {"optim.lr": [1e-3, 2e-3, 3e-3]}, sampler="grid", pruner="none",
                out_dir=tmp_path / "studies", overrides=base(corpus_file, tmp_path))
     rows = {r["params"]["optim.lr"]: r for r in read_trials(res.study_dir)}

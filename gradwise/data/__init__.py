@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradwise.config import DataConfig
-from gradwise.data.dedupe import DedupedSource
+from gradwise.config.schema import DataConfig
+from gradwise.data.quality.dedupe import DedupedSource
+from gradwise.data.quality.units import CheckParams
 from gradwise.data.sources import CorpusSource, TextSource
 from gradwise.data.splits import Split, make_splits
 from gradwise.data.store import TokenStore, build_store, default_cache_dir
@@ -18,7 +19,6 @@ from gradwise.data.tokenizers import (
     save_tokenizer,
     train_tokenizer,
 )
-from gradwise.data.units import CheckParams
 
 __all__ = ["Corpus", "CorpusSource", "Split", "Tokenizer", "CharTokenizer", "BPETokenizer", "TokenStore",
            "prepare_corpus", "load_tokenizer", "save_tokenizer"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gradwise.core.errors import DataError
 from gradwise.data.sources import iter_jsonl
 from gradwise.data.tokenizers import Tokenizer
-from gradwise.errors import DataError
 
 
 @dataclass

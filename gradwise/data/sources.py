@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gradwise.errors import DataError
+from gradwise.core.errors import DataError
 
 PIECE_CHARS = 1 << 20  # stream text in pieces of about this many characters
 BUILTIN_NAME = "builtin:python-docs"

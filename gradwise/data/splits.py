@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradwise.core.errors import DataError
 from gradwise.data.store import TokenStore
-from gradwise.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_KEYS = {"train": "data.split[0]", "val": "data.split[1]", "test": "data.split[2]"}

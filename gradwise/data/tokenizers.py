@@ -13,11 +13,11 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from gradwise.errors import DataError
+from gradwise.core.errors import DataError
 
 EOT = "<|endoftext|>"
 CHAR_FORMAT = "gradwise-char-v1"
@@ -46,16 +46,22 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
+def read_tokenizer_file(path: Path) -> tuple[str, Any]:
+    """A ``tokenizer.json``'s text and parsed JSON, or one line saying why it cannot be read."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
+        return text, json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read tokenizer {path}: {exc}; is the run directory complete?") from None
-    if isinstance(data, dict) and data.get("format") == HF_FORMAT:  # a Hugging Face model's own tokenizer
-        from gradwise.hf.auto_tokenizer import load_run_tokenizer
 
-        return load_run_tokenizer(Path(path), data)
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A character or BPE tokenizer saved by :func:`save_tokenizer` (a run's, whatever its kind:
+    gradwise.hf.auto_tokenizer.load_any_tokenizer)."""
+    text, data = read_tokenizer_file(path)
+    if isinstance(data, dict) and data.get("format") == HF_FORMAT:
+        raise DataError(f"{path} records a Hugging Face model's tokenizer; load it with "
+                        "gradwise.hf.auto_tokenizer.load_any_tokenizer")
     return tokenizer_from_json(text)
 
 

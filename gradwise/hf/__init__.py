@@ -13,7 +13,7 @@ Training any local causal LM as it is (``--model hf:DIR``, ``model.arch: hf``) n
 - :mod:`gradwise.hf.causal`: reading the directory, loading the model, fitting the context length.
 - :mod:`gradwise.hf.auto_tokenizer`: the model's own tokenizer behind gradwise's Tokenizer interface.
 - :mod:`gradwise.hf.lora`: LoRA adapters through peft (``--lora``).
-- :mod:`gradwise.hf.export_causal`: ``gradwise export`` of such runs (LoRA merged).
+- :mod:`gradwise.export.causal`: ``gradwise export`` of such runs (LoRA merged).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from gradwise.errors import GradwiseError
+from gradwise.core.errors import GradwiseError
 
 HF_PREFIX = "hf:"  # model.init_from=hf:DIR starts from a Hugging Face GPT-2 model directory
 INSTALL_HINT = "install the hf extra: pip install 'gradwise[hf]'"
@@ -49,7 +49,7 @@ def available(module: str = "transformers") -> bool:
 
 def require(module: str = "transformers", what: str = "this") -> ModuleType:
     """Import ``module`` or stop with one line that says how to install it."""
-    from gradwise.fp8 import quiet_torchao_import  # transformers imports torchao wherever it is installed
+    from gradwise.core.runtime import quiet_torchao_import
 
     quiet_torchao_import()
     try:

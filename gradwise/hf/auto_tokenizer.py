@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from gradwise.data.tokenizers import HF_FORMAT
-from gradwise.errors import DataError
+from gradwise.core.errors import DataError
+from gradwise.data.tokenizers import HF_FORMAT, Tokenizer, read_tokenizer_file, tokenizer_from_json
 from gradwise.hf import RUN_MODEL_DIR, require
 
 FORMAT = HF_FORMAT
@@ -117,6 +117,15 @@ def load_hf_tokenizer(directory: str | Path) -> HFTokenizer:
     except Exception as exc:  # transformers raises many kinds; one line says which directory and why
         raise DataError(f"cannot load the tokenizer in {directory}: {str(exc).strip().splitlines()[0]}") from None
     return HFTokenizer(tok, files, str(directory))
+
+
+def load_any_tokenizer(path: Path) -> Tokenizer:
+    """A run's tokenizer of any kind: character or BPE from its JSON, a Hugging Face model's from the files
+    its record names."""
+    text, data = read_tokenizer_file(path)
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return load_run_tokenizer(Path(path), data)
+    return tokenizer_from_json(text)
 
 
 def load_run_tokenizer(path: Path, record: dict[str, Any]) -> HFTokenizer:

@@ -29,7 +29,6 @@ gradwise's GELU is the exact (erf) one: ``activation_function: gelu``; its Layer
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +36,10 @@ from typing import Any
 
 import torch
 
+from gradwise.core.errors import GradwiseError
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer
-from gradwise.errors import GradwiseError
-from gradwise.hf import hf_path, is_hf_source, require
-from gradwise.hf.tokenizer import read_tokenizer, write_tokenizer
+from gradwise.hf import hf_path, is_hf_source
+from gradwise.hf.tokenizer import read_tokenizer
 from gradwise.models.gpt import GPT, GPTConfig
 
 CONFIG_FILE = "config.json"
@@ -333,105 +332,5 @@ def load_hf_weights(init_from: str, model: GPT) -> None:
     model.load_state_dict(state)
 
 
-# ---------------------------------------------------------------- export: gradwise -> Hugging Face
-
-@dataclass
-class ExportResult:
-    out: Path
-    files: list[str]
-    config: GPTConfig
-    tokenizer: str  # char or bpe
-    params: int
-
-    def describe(self) -> str:
-        c = self.config
-        return (f"{c.n_layer} layers, {c.n_embd} wide, {self.params:,} parameters, {self.tokenizer} tokenizer, "
-                f"vocab {c.vocab_size:,}")
-
-
-def check_out_dir(out: str | Path, force: bool) -> Path:
-    """``--out`` as a path that may be written: not a file, and empty unless ``force``."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise GradwiseError(f"--out {out} is a file; give a directory to write the model into")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise GradwiseError(f"--out {out} exists and is not empty; choose another directory or add --force")
-    return out
-
-
-def export_hf(run_path: str | Path, out: str | Path, checkpoint: str = "best", force: bool = False) -> Any:
-    """Write a gradwise LM run as a GPT-2 directory transformers loads with ``from_pretrained(out)`` (an
-    ``ExportResult``); a ``model.arch: hf`` run as its own architecture, LoRA merged (``HFRunExport``)."""
-    from safetensors.torch import save_file
-
-    from gradwise.config import build_config, read_config_file
-    from gradwise.inference import load_run
-    from gradwise.rundir import RunDir
-
-    run = RunDir.existing(run_path)
-    cfg = build_config(read_config_file(run.config))
-    if cfg.task == "lm" and cfg.model.arch == "hf":  # a Hugging Face model trained as it is: save_pretrained
-        from gradwise.hf.export_causal import export_hf_run
-
-        return export_hf_run(run, out, checkpoint, force)
-    if cfg.task != "lm" or cfg.model.arch != "gpt":
-        what = f"{cfg.task} run" if cfg.task != "lm" else f"{cfg.model.arch} model"
-        raise GradwiseError(f"{run.path} is a {what}; export writes gradwise language models (task lm, GPT) "
-                            "as GPT-2")
-    out = check_out_dir(out, force)
-    loaded = load_run(run.path, checkpoint, device="cpu")
-    model = loaded.model
-    if not isinstance(model, GPT):
-        raise GradwiseError(f"{run.path} does not hold a GPT language model; export writes GPT-2 models only")
-    gcfg = model.cfg
-    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
-    if len(eps) != 1:
-        raise GradwiseError(f"{run.path}: the model's LayerNorms use different eps values {sorted(eps)}; GPT-2 has one")
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = gpt_to_hf_state(model.state_dict(), gcfg)
-    _write_atomic(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    provenance = {"run": run.path.name, "checkpoint": checkpoint, "tokenizer": loaded.tokenizer.kind}
-    config = hf_config(gcfg, loaded.tokenizer.eot_id, eps.pop(), provenance)
-    _write_atomic(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
-    gen = {"bos_token_id": loaded.tokenizer.eot_id, "eos_token_id": loaded.tokenizer.eot_id}
-    _write_atomic(out / "generation_config.json",
-                  lambda p: p.write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8"))
-    files = [CONFIG_FILE, "generation_config.json", WEIGHTS_FILE, *write_tokenizer(loaded.tokenizer, out, gcfg.block_size)]
-    return ExportResult(out, files, gcfg, loaded.tokenizer.kind, model.num_params())
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def verify_export(run_path: str | Path, out: str | Path, checkpoint: str = "best", seed: int = 0,
-                  texts: list[str] | None = None) -> dict[str, Any]:
-    """Load an export with transformers and compare it with the run: max abs logit difference on random ids
-    (fp32, eval mode) and whether AutoTokenizer encodes ``texts`` to the same ids. Needs transformers."""
-    transformers = require("transformers", "checking an export (--verify)")
-    from gradwise.inference import load_run
-
-    transformers.logging.set_verbosity_error()  # no progress bars or length notices around our one-line report
-    transformers.logging.disable_progress_bar()
-    loaded = load_run(run_path, checkpoint, device="cpu")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).float().eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, loaded.tokenizer.vocab_size, (2, min(loaded.cfg.model.block_size, 64)), generator=gen)
-    with torch.no_grad():
-        diff = (hf(input_ids=ids).logits - loaded.model(ids)).abs().max().item()
-    tok = loaded.tokenizer
-    if texts is None:
-        sample = "".join(tok.chars[:200]) if isinstance(tok, CharTokenizer) else "Hello, world!\n\n  tabs\tand ünïcödé ✓"
-        texts = [sample, sample[::-1], ""]
-    mismatched = [t for t in texts if hf_tok(t, add_special_tokens=False)["input_ids"] != tok.encode(t).tolist()]
-    return {"max_abs_logit_diff": diff, "tokenizer_matches": not mismatched, "texts": len(texts)}
-
-
-__all__ = ["ExportResult", "HFImport", "HFShape", "adopt_hf_model", "export_hf", "gpt_from_hf", "gpt_to_hf_state",
-           "hf_config", "hf_to_gpt_state", "is_hf_source", "load_hf_weights", "read_hf_shape", "verify_export"]
+__all__ = ["HFImport", "HFShape", "adopt_hf_model", "gpt_from_hf", "gpt_to_hf_state", "hf_config", "hf_to_gpt_state",
+           "is_hf_source", "load_hf_weights", "read_hf_shape"]

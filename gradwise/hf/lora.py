@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from gradwise.errors import ConfigError, GradwiseError
+from gradwise.core.errors import ConfigError, GradwiseError
 from gradwise.hf import require
 
 LORA_KEYS = {"r": int, "alpha": float, "dropout": float, "targets": str}

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gradwise.core.errors import GradwiseError
 from gradwise.data.tokenizers import EOT, BPETokenizer, CharTokenizer, Tokenizer
-from gradwise.errors import GradwiseError
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"

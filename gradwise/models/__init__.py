@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradwise.config import ModelConfig
+from gradwise.config.schema import ModelConfig
 from gradwise.models.gpt import GPT, GPTConfig
 
 __all__ = ["GPT", "GPTConfig", "build_model", "gpt_config"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradwise.chunked_ce import linear_cross_entropy
+from gradwise.models.chunked_ce import linear_cross_entropy
 
 
 @dataclass

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 
 import torch
 
+from gradwise.core.runtime import is_sharded, whole
 from gradwise.optim.state import grads_and_buffers
-from gradwise.runtime import is_sharded, whole
 
 # Quintic Newton-Schulz coefficients tuned for a steep slope at zero (K. Jordan's Muon): five steps take
 # singular values from (0, 1] to roughly [0.7, 1.2], which is all Muon needs.

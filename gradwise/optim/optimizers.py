@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradwise.config import OptimConfig, default_optimizer
-from gradwise.errors import ConfigError
+from gradwise.config.schema import OptimConfig
+from gradwise.config.validate import default_optimizer
+from gradwise.core.errors import ConfigError
 from gradwise.models.lstm import LSTMClassifier
 from gradwise.optim.combined import CombinedOptimizer
 from gradwise.optim.lion import Lion

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from gradwise.config import ScheduleConfig
+from gradwise.config.schema import ScheduleConfig
 
 ONECYCLE_START_DIVISOR = 25.0
 

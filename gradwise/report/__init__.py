@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradwise.errors import GradwiseError
+from gradwise.core.errors import GradwiseError
 from gradwise.report.charts import curve_charts
 from gradwise.report.data import RunData, add_data_stats, add_samples, load_run_data
 from gradwise.report.html import render_page
@@ -28,7 +28,7 @@ def build_report(run_dirs: Sequence[str | Path] | str | Path, *,
     """The HTML of a report on ``run_dirs``.
 
     ``diagnosis``: the verdicts of one run (``[{"kind", "title", "evidence", "actions"}]``, as
-    ``gradwise.diagnose`` gives them), or a mapping from run directory (as given) or run name to its verdicts;
+    ``gradwise.training.diagnose`` gives them), or a mapping from run directory (as given) or run name to its verdicts;
     None leaves the section out. ``samples``: how many texts to sample from each language model's best
     checkpoint (0: none); ``prompt``, ``max_new_tokens``, ``seed`` and ``device`` are how. ``data_stats``:
     compute corpus statistics (length histogram, labels) from each run's config when the run has none saved

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gradwise.rundir import RunDir, read_metrics
+from gradwise.core.rundir import RunDir, read_metrics
 
 RUNNING_WITHIN_S = 600  # no summary.json, metrics.jsonl written this recently: the run is probably still going
 NOT_COMPARED = ("name", "out_dir")  # where a run lives, not what it did
@@ -232,7 +232,7 @@ def add_data_stats(data: RunData) -> None:
     """Corpus statistics from the run's own config (as ``gradwise data stats`` prints them); a corpus that is
     no longer where the config says leaves a note instead."""
     try:
-        from gradwise.api import data_stats
+        from gradwise.tools.data_stats import data_stats
 
         data.data_stats = data_stats(str(data.path / "config.yaml"))
     except Exception as e:  # noqa: BLE001 - the rest of the report stands without it

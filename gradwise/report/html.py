@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from gradwise import __version__
-from gradwise.progress import format_seconds
+from gradwise.core.progress import format_seconds
 from gradwise.report.charts import Chart, colour, histogram_svg
 from gradwise.report.data import MISSING, RunData, config_differences
 
@@ -101,7 +101,7 @@ KNOWN_KINDS = {"converged": "ok", "diverged": "bad", "unstable": "bad", "overfit
 
 
 def _severity(kind: str) -> str:
-    """A colour for a diagnosis kind: the kinds gradwise.diagnose gives, else guessed from the words (green when
+    """A colour for a diagnosis kind: the kinds gradwise.training.diagnose gives, else guessed from the words (green when
     healthy, red when broken, amber otherwise)."""
     if kind in KNOWN_KINDS:
         return KNOWN_KINDS[kind]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradwise.errors import GradwiseError
+from gradwise.core.errors import GradwiseError
 
 
 def read_trials(study_dir: str | Path) -> list[dict[str, Any]]:

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from gradwise.config import Config, apply_overrides, build_config
-from gradwise.errors import ConfigError
+from gradwise.config.load import apply_overrides, build_config
+from gradwise.config.schema import Config
+from gradwise.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradwise.config import Config, build_config, read_config_file, save_config
-from gradwise.errors import ConfigError, GradwiseError
+from gradwise.config.load import build_config, read_config_file, save_config
+from gradwise.config.schema import Config
+from gradwise.core.errors import ConfigError, GradwiseError
 from gradwise.search.plots import write_study_plots
 from gradwise.search.space import Param, load_space, to_overrides
 
@@ -165,8 +166,9 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
-    from gradwise.api import resolve_train_config, train
-    from gradwise.distributed import torchrun_world_size
+    from gradwise.training.distributed import torchrun_world_size
+    from gradwise.training.run import train
+    from gradwise.training.run_config import resolve_train_config
 
     if torchrun_world_size() > 1:  # every rank would run its own search on the one study
         raise GradwiseError("gradwise tune runs each trial in one process; start it without torchrun (--workers N "
@@ -293,7 +295,7 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
 
 
 def _run_trials(spec: WorkerSpec, index: int) -> bool:
-    from gradwise.api import train
+    from gradwise.training.run import train
 
     optuna = require_optuna()
     base = build_config(spec.base)

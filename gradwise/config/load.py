@@ -1,0 +1,161 @@
+"""Reading a config: YAML/TOML files and presets, dotted ``--set`` overrides, typed conversion.
+
+A config is data, never code: files are read with ``yaml.safe_load`` or ``tomllib``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gradwise.config.schema import Config
+from gradwise.config.validate import validate
+from gradwise.core.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or TOML file (or a preset name) into a plain dict."""
+    p = resolve_config_path(path)
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except Exception as exc:  # parser messages are already precise
+        raise ConfigError(f"cannot parse {p}: {str(exc).splitlines()[0]}; fix the syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    preset = PRESETS_DIR / f"{path}.yaml"
+    if p.suffix == "" and preset.is_file():
+        return preset
+    names = ", ".join(sorted(x.stem for x in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file '{path}' not found; give a YAML/TOML path or a preset name ({names})")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``optim.lr=3e-4`` -> ("optim.lr", 0.0003). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}' must look like KEY=VALUE, for example --set optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a raw config dict (validation happens afterwards, in :func:`build_config`)."""
+    for item in overrides:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (default preset if None), apply ``--set`` overrides, validate."""
+    data = read_config_file(path if path is not None else "default")
+    apply_overrides(data, list(overrides or []))
+    return build_config(data)
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    cfg = _from_dict(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _convert(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, for example [0.9, 0.95]; got {value!r}")
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be a whole number; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number; got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{key} must be text; got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in gradwise, not user input
+
+

@@ -1,0 +1,483 @@
+"""The planner's measurements: a calibration run of the real step, the loop's wall time from it, and the
+``--budget`` proposal (model size and steps that spend a time budget compute-optimally).
+
+Why calibrate instead of dividing FLOPs by a peak: small models run far from any peak, their FLOP/s changes
+with size, batch shape, optimizer and with whatever else the machine is doing, so the only honest number for
+"how long here" is a few real optimization steps of the real model, optimizer and batch shape, now.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradwise.config.load import apply_overrides, build_config
+from gradwise.config.schema import Config
+from gradwise.config.validate import objective_terms, parse_duration
+from gradwise.core.checkpoint import save_checkpoint
+from gradwise.core.device_memory import available_memory
+from gradwise.core.errors import ConfigError
+from gradwise.core.runtime import autocast_context, backends_for_training, select_dtype, synchronize
+from gradwise.models import build_model
+from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
+from gradwise.objectives.losses import CausalLMObjective, ClassificationObjective
+from gradwise.objectives.penalties import Penalties
+from gradwise.optim import build_optimizer, build_scheduler
+from gradwise.plan.estimate import (
+    CHINCHILLA_TOKENS_PER_PARAM,
+    MEMORY_HEADROOM,
+    Plan,
+    budget_seconds,
+    fitting_micro_batch,
+    memory_bytes,
+    model_spec,
+    tokens_per_step,
+)
+from gradwise.tasks.classify import classifier
+from gradwise.training.fp8 import fp8_if_asked
+from gradwise.training.step import OptimizationStep
+
+MAX_EPOCHS = 4.0  # repeated data is nearly as good as fresh up to ~4 epochs (Muennighoff et al. 2023)
+WARMUP_STEPS = 2  # calibration steps not timed (allocator, kernel selection, lazy optimizer state)
+MAX_TIMED_STEPS = 5
+TARGET_SECONDS = 2.0  # stop timing once this much was measured (and MIN_TIMED_STEPS)
+MIN_TIMED_STEPS = 3  # the median of 3 shrugs off one step slowed by another process
+SLOW_STEP = 10.0  # seconds: one timed step is enough
+MAX_CALIBRATIONS = 4  # model sizes calibrated while searching for a budget's proposal
+MIN_STEPS = 10  # a proposal shorter than this is not a training run
+EVAL_SHARE = 0.1  # a proposal spends at most this share of its budget on validation (when it has to choose)
+ASSUMED_DISK_BYTES_PER_S = 1e9  # checkpoint cost when the state is too large to time a real save
+
+Batches = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+# ---------------------------------------------------------------- calibration
+
+def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, accum: int,
+              task: Any = None) -> dict[str, Any]:
+    """Time real optimization steps of ``cfg``'s model, optimizer and objective at this batch shape.
+
+    LM batches are random tokens (the cost does not depend on which tokens); a classifier reads its real
+    training batches when the data was read (the LSTM's cost follows the real lengths), else random
+    full-length texts, an upper bound. Also times an evaluation forward pass and the two checkpoint writes.
+    """
+    t, r = cfg.train, cfg.regularization
+    autocast = select_dtype(t.dtype, device)
+    cuda = [device] if device.type == "cuda" else []
+    with backends_for_training(device, t.deterministic), torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)  # the run's initialisation; the caller's random state is left as it was
+        model, objective, batches = _model_and_batches(cfg, spec, device, micro, task)
+        optimizer = build_optimizer(model, cfg.optim, device)
+        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
+        penalties = Penalties(model, r.l1, r.l2, r.params)
+        stepper = OptimizationStep(model, optimizer, objective, scheduler=scheduler, grad_clip=t.grad_clip,
+                                   autocast_dtype=autocast, max_nonfinite=1 << 30,  # time it, never stop it
+                                   clip_mode=t.grad_clip_mode,
+                                   penalty=penalties if penalties.active else None)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        samples = _timed_steps(stepper, batches, accum, device)
+        forward = _time_forward(model, batches, device, autocast, spec)
+        save_last, save_best = _time_checkpoints(model, optimizer, scheduler)
+    out = {"step_seconds": statistics.median(samples), "samples": [round(s, 5) for s in samples],
+           "warmup_steps": WARMUP_STEPS, "micro_batch": micro, "grad_accum": accum,
+           "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
+           "forward_seconds": forward, "save_last_seconds": save_last, "save_best_seconds": save_best,
+           "batches": "random tokens" if cfg.task == "lm" else "real training batches" if task is not None
+           else "random full-length texts"}
+    if device.type == "cuda":
+        out["peak_memory_measured"] = torch.cuda.max_memory_allocated(device)
+    return out
+
+
+def _timed_steps(stepper: Any, batches: Batches, accum: int, device: torch.device) -> list[float]:
+    """Seconds of the steps after WARMUP_STEPS: at least MIN_TIMED_STEPS and TARGET_SECONDS in all, at most
+    MAX_TIMED_STEPS; a step slower than SLOW_STEP is timed once (a big model on a CPU: minutes prove no more)."""
+    samples: list[float] = []
+    for i in range(WARMUP_STEPS + MAX_TIMED_STEPS):
+        t0 = time.perf_counter()
+        stepper([batches(i, m) for m in range(accum)])
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+        if i >= WARMUP_STEPS:
+            samples.append(seconds)
+            if sum(samples) >= TARGET_SECONDS and (len(samples) >= MIN_TIMED_STEPS or seconds > SLOW_STEP):
+                break
+    return samples
+
+
+def _model_and_batches(cfg: Config, spec: ModelSpec, device: torch.device, micro: int,
+                       task: Any) -> tuple[torch.nn.Module, Any, Batches]:
+    """The model ``cfg`` builds, its objective, and a source of micro-batches (step, micro) -> (x, y)."""
+    V, T = spec.vocab_size, spec.block_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.task == "lm":
+        if spec.hf is not None:  # its own shape with random weights: a step's time does not depend on them
+            from gradwise.plan.hf_shape import meta_model
+
+            built = meta_model(cfg, device)
+        else:
+            built = build_model(cfg.model, V).to(device)
+        model = fp8_if_asked(built, cfg.train.fp8, device)  # as training runs it
+
+        def lm_batch(step: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x = torch.randint(0, V, (micro, T + 1), generator=gen)
+            return x[:, :-1].to(device), x[:, 1:].to(device)
+
+        return model, CausalLMObjective(cfg.objective.label_smoothing, cfg.objective.z_loss,
+                                 fused=cfg.train.fused_ce), lm_batch
+    pad = task.pad_id if task is not None else V - 1
+    model = classifier(cfg, V, spec.n_classes, pad).to(device)
+    objective = task.objective() if task is not None else ClassificationObjective(
+        objective_terms(cfg), None, cfg.objective.label_smoothing, pad)
+
+    def cls_batch(step: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if task is not None:
+            x, y = task.splits["train"].batch(cfg.seed, step, m, micro, pad)
+            return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        x = torch.randint(0, V - 1, (micro, T), generator=gen)
+        if cfg.data.multi_label:
+            y = torch.randint(0, 2, (micro, spec.n_classes), generator=gen).float()
+        else:
+            y = torch.randint(0, spec.n_classes, (micro,), generator=gen)
+        return x.to(device), y.to(device)
+
+    return model, objective, cls_batch
+
+
+@torch.no_grad()
+def _time_forward(model: torch.nn.Module, batches: Batches, device: torch.device,
+                  autocast: torch.dtype | None, spec: ModelSpec) -> float:
+    """Seconds of one evaluation batch (no gradient, eval mode), as evaluate() and predict() run it."""
+    model.eval()
+    times = []
+    for i in range(3):
+        x, y = batches(10_000 + i, 0)
+        t0 = time.perf_counter()
+        with autocast_context(device, autocast):
+            out = CausalLMObjective.summed(model, x, y) if spec.task == "lm" else model(x).float().softmax(-1)
+        out.cpu()
+        if i:
+            times.append(time.perf_counter() - t0)
+    model.train()
+    return statistics.median(times)
+
+
+def _time_checkpoints(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      scheduler: Any) -> tuple[float, float]:
+    """Seconds to write the last checkpoint (weights + optimizer) and the best (weights), into a temp dir."""
+    frozen_left_out = getattr(model, "frozen_base", None) is not None  # LoRA: a checkpoint holds the adapters
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not frozen_left_out)
+    state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
+                if torch.is_tensor(v))
+    if weights + state > 2 << 30:  # do not write gigabytes to time a write
+        return (weights + state) / ASSUMED_DISK_BYTES_PER_S, weights / ASSUMED_DISK_BYTES_PER_S
+    with tempfile.TemporaryDirectory(prefix="gradwise-plan-") as tmp:
+        t0 = time.perf_counter()
+        save_checkpoint(Path(tmp) / "last", model, {"step": 0, "kind": "last", "loop": {}}, optimizer=optimizer,
+                        scheduler=scheduler)
+        t1 = time.perf_counter()
+        save_checkpoint(Path(tmp) / "best", model, {"step": 0, "kind": "best"})
+        return t1 - t0, time.perf_counter() - t1
+
+
+# ---------------------------------------------------------------- wall time of the loop
+
+def loop_time(cfg: Config, info: dict[str, Any], timing: dict[str, Any], micro: int,
+              steps: int | None = None, eval_every: int | None = None) -> dict[str, Any]:
+    """Wall time of ``train``: steps, validation (step 0, every eval_every, the last step), checkpoints and
+    the one test evaluation, from calibrated seconds. The loop (``summary.json``'s train_seconds) is
+    everything but the test evaluation. Best checkpoints are counted at every evaluation: an upper bound."""
+    t = cfg.train
+    steps = t.max_steps if steps is None else steps
+    every = eval_every or t.eval_every
+    evals = 1 + steps // every + (1 if steps % every else 0)
+    ckpt_every = t.checkpoint_every or every
+    saves = steps // ckpt_every + (1 if steps % ckpt_every else 0)
+    val, test = _eval_batches(cfg, info, micro)
+    out = {"steps": steps, "train_seconds": steps * timing["step_seconds"], "evals": evals, "val_batches": val,
+           "eval_seconds": evals * val * timing["forward_seconds"], "checkpoints": saves + evals,
+           "checkpoint_seconds": saves * timing["save_last_seconds"] + evals * timing["save_best_seconds"],
+           "test_batches": test if t.test_eval else 0}
+    out["test_seconds"] = out["test_batches"] * timing["forward_seconds"]
+    out["loop_seconds"] = out["train_seconds"] + out["eval_seconds"] + out["checkpoint_seconds"]
+    max_time = parse_duration(t.max_time)
+    if max_time is not None and out["loop_seconds"] > max_time:
+        out["capped_by_max_time"] = max_time
+        out["loop_seconds"] = max_time
+    out["total_seconds"] = out["loop_seconds"] + out["test_seconds"]
+    return out
+
+
+def _eval_batches(cfg: Config, info: dict[str, Any], micro: int) -> tuple[int, int]:
+    """Batches per validation pass and in the test pass (LM: fixed windows; classify: every record)."""
+    t = cfg.train
+    if cfg.task == "lm":
+        if "val_windows_all" not in info:
+            return t.eval_batches, t.eval_batches
+        val = min(info["val_windows_all"], t.eval_batches * micro)
+        return math.ceil(val / micro), math.ceil(info["test_windows_all"] / micro)
+    splits = info.get("splits")
+    if not splits:
+        return t.eval_batches, t.eval_batches
+    return math.ceil(splits["val"] / micro), math.ceil(splits["test"] / micro)
+
+
+def estimate_time(cfg: Config, spec: ModelSpec, info: dict[str, Any], task: Any, device: torch.device,
+                  plan: Plan) -> dict[str, Any]:
+    """Calibrate at the micro-batch that fits (the configured one, or the suggestion) and add up the loop."""
+    mem = plan.memory
+    micro, accum = cfg.train.batch_size, cfg.train.grad_accum
+    if not mem["fits"]:
+        if mem["suggestion"] is None:
+            return {"skipped": "not calibrated: the model does not fit in memory at any micro-batch"}
+        micro, accum = mem["suggestion"]["batch_size"], mem["suggestion"]["grad_accum"]
+    timing = calibrate(cfg, spec, device, micro, accum, task)
+    if device.type == "cpu" and timing["cores"] and timing["load"] > timing["cores"]:
+        plan.notes.append(f"this machine is busy (load {timing['load']:g} on {timing['cores']} cores): the times "
+                          "measured now are inflated and noisy; plan again when it is quieter")
+    out = {**timing, **loop_time(cfg, info, timing, micro)}
+    tokens = tokens_per_step(cfg)
+    if "mean_tokens_per_record" in info:  # real batches: count the texts' mean length, not the upper bound
+        tokens = cfg.train.batch_size * cfg.train.grad_accum * info["mean_tokens_per_record"]
+    out["flops_per_second"] = plan.flops["per_token"] * tokens / timing["step_seconds"]
+    out["tokens_per_second"] = tokens / timing["step_seconds"]
+    return out
+
+
+# ---------------------------------------------------------------- the budget proposal
+
+def candidate_shapes() -> list[tuple[int, int, int]]:
+    """(n_layer, n_head, n_embd) of a GPT family: ~64 width per layer as GPT-2 small (768 / 12) and nanoGPT's
+    Shakespeare model (384 / 6), at least 2 layers; heads of width 32 below 256, 64 from there."""
+    widths = [32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 2048]
+    out = []
+    for c in widths:
+        head = 64 if c >= 256 and c % 64 == 0 else 32 if c % 32 == 0 else c
+        out.append((max(2, round(c / 64)), c // head, c))
+    return out
+
+
+class Throughput:
+    """Seconds per step as a function of FLOPs per step, interpolated log-log between calibrated sizes and
+    extrapolated at the nearest size's FLOP/s (so every proposal ends on a size that was really timed)."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, dict[str, Any]]] = []  # (flops per step, calibration)
+
+    def add(self, flops: float, timing: dict[str, Any]) -> None:
+        self.points.append((flops, timing))
+        self.points.sort(key=lambda p: p[0])
+
+    def predict(self, flops: float) -> dict[str, float]:
+        """Step, forward and checkpoint seconds at this many FLOPs per step."""
+        pts = self.points
+        if flops <= pts[0][0] or len(pts) == 1 or flops >= pts[-1][0]:
+            f0, near = pts[0] if flops <= pts[0][0] or len(pts) == 1 else pts[-1]
+            return _scaled(near, flops / f0)
+        i = next(k for k in range(1, len(pts)) if pts[k][0] >= flops)
+        (fa, a), (fb, b) = pts[i - 1], pts[i]
+        w = math.log(flops / fa) / math.log(fb / fa)
+        step = math.exp((1 - w) * math.log(a["step_seconds"]) + w * math.log(b["step_seconds"]))
+        return _scaled(a, step / a["step_seconds"])
+
+
+def _scaled(timing: dict[str, Any], factor: float) -> dict[str, float]:
+    keys = ("step_seconds", "forward_seconds", "save_last_seconds", "save_best_seconds")
+    return {k: timing[k] * factor for k in keys}
+
+
+def propose(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torch.device, bf16: bool,
+            budget: str | float, plan: Plan) -> dict[str, Any]:
+    """A config that spends ``budget`` well: for a language model the size whose affordable tokens are
+    closest to 20 per parameter (bounded by MAX_EPOCHS of the data and by memory); for a classifier the
+    steps that fit (its size is the user's choice: Chinchilla's rule is about LM pretraining)."""
+    seconds = budget_seconds(budget)  # already validated by plan_run
+    limit = f"{int(seconds)}s" if not isinstance(budget, str) else budget.strip()
+    train_tokens = (info.get("splits") or {}).get("train")
+    max_tokens = MAX_EPOCHS * train_tokens if train_tokens else math.inf
+    base = plan.time if plan.time and "step_seconds" in plan.time else None
+    if cfg.task != "lm" or cfg.model.init_from:
+        why = ("classification: the model keeps its size; the budget sets the steps" if cfg.task != "lm" else
+               "model.init_from fixes the model's size; the budget sets the steps")
+        return _steps_only(cfg, spec, info, device, seconds, limit, plan, base, why)
+    meter = Throughput()
+    if base is not None:
+        meter.add(flops_per_token(spec)[0] * tokens_per_step(cfg), base)
+    candidates = [_candidate(cfg, shape, info, device, bf16) for shape in candidate_shapes()]
+    candidates = [c for c in candidates if c["micro"] is not None]
+    if not candidates:
+        raise ConfigError("no model size fits in memory at this context and batch; lower model.block_size")
+    n = plan.params["total"]  # nothing timed yet: start at the size closest to the configured model
+    chosen = min(candidates, key=lambda c: abs(math.log(c["params"]["total"] / n))) if not meter.points else None
+    for _ in range(MAX_CALIBRATIONS + 1):
+        if meter.points:
+            feasible = [s for c in candidates if (s := _schedule(cfg, c, info, meter, seconds, max_tokens))]
+            if not feasible:
+                break
+            chosen = _closest_to_optimal(feasible)["cand"]
+            if chosen.get("calibrated"):
+                break
+        if sum(1 for c in candidates if c.get("calibrated")) >= MAX_CALIBRATIONS:
+            break
+        _calibrate_candidate(chosen, device, meter)
+    feasible = [s for c in candidates if c.get("calibrated") and (s := _schedule(cfg, c, info, meter, seconds,
+                                                                                   max_tokens))]
+    if not feasible:
+        raise ConfigError(f"--budget {limit} is too short for {MIN_STEPS} steps of even the smallest model here")
+    best = _closest_to_optimal(feasible)
+    return _proposal(cfg, best, info, seconds, limit, candidates, [])
+
+
+def _closest_to_optimal(scheduled: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scheduled size whose tokens per parameter is nearest 20, on a log scale (2x too many = 2x too few)."""
+    return min(scheduled, key=lambda s: abs(math.log(s["tokens_per_param"] / CHINCHILLA_TOKENS_PER_PARAM)))
+
+
+def _candidate(cfg: Config, shape: tuple[int, int, int], info: dict[str, Any], device: torch.device,
+               bf16: bool) -> dict[str, Any]:
+    """A model size of the family at the user's context, vocabulary, batch and optimizer, and the
+    micro-batch that fits it (None: not even 1)."""
+    layers, heads, width = shape
+    sets = [f"model.n_layer={layers}", f"model.n_head={heads}", f"model.n_embd={width}"]
+    ccfg = build_config(apply_overrides(cfg.to_dict(), sets))
+    cspec = model_spec(ccfg, info["vocab_size"])
+    t, o = ccfg.train, ccfg.optim
+    available, _ = available_memory(device)
+    micro = fitting_micro_batch(cspec, o.name, o.momentum, t.batch_size, t.grad_accum, bf16, device.type, available)
+    return {"shape": shape, "overrides": sets, "cfg": ccfg, "spec": cspec, "micro": micro,
+            "params": param_counts(cspec), "flops_per_step": flops_per_token(cspec)[0] * tokens_per_step(ccfg),
+            "memory": memory_bytes(cspec, o.name, o.momentum, micro[0], bf16, device.type)["total"] if micro else None,
+            "available": available}
+
+
+def _calibrate_candidate(cand: dict[str, Any], device: torch.device, meter: Throughput) -> None:
+    micro, accum = cand["micro"]
+    timing = calibrate(cand["cfg"], cand["spec"], device, micro, accum)
+    cand["calibrated"] = timing
+    meter.add(cand["flops_per_step"], timing)
+
+
+def _schedule(cfg: Config, cand: dict[str, Any], info: dict[str, Any], meter: Throughput, seconds: float,
+              max_tokens: float) -> dict[str, Any] | None:
+    """The most steps of this size that fit the budget and the data cap; None when fewer than MIN_STEPS."""
+    timing = cand.get("calibrated") or meter.predict(cand["flops_per_step"])
+    per_step = tokens_per_step(cand["cfg"])
+    cap = math.floor(max_tokens / per_step) if math.isfinite(max_tokens) else None
+    fit = _fit_steps(cfg, cand["cfg"], info, timing, cand["micro"][0], seconds, cap)
+    if fit is None:
+        return None
+    tokens = fit["steps"] * per_step
+    return {**cand, **fit, "cand": cand, "timing": timing, "tokens": tokens,
+            "tokens_per_param": tokens / cand["params"]["non_embedding"]}
+
+
+def _fit_steps(cfg: Config, run_cfg: Config, info: dict[str, Any], timing: dict[str, Any], micro: int,
+               seconds: float, cap: int | None = None) -> dict[str, Any] | None:
+    """The most steps of ``run_cfg`` within ``seconds`` (and ``cap``), evaluating at the user's cadence but at
+    least ~4 times, and at most as often as EVAL_SHARE of the budget allows; None when fewer than MIN_STEPS fit."""
+    run_cfg, sets = _eval_size(run_cfg, info, timing, micro, seconds)
+    per_eval = _eval_batches(run_cfg, info, micro)[0] * timing["forward_seconds"]
+    intervals = max(1, int(EVAL_SHARE * seconds / per_eval) - 1) if per_eval > 0 else 1 << 30
+
+    def every(steps: int) -> int:
+        return max(1, min(cfg.train.eval_every, steps // 4), math.ceil(steps / intervals))
+
+    fit = max_steps_within(lambda n: loop_time(run_cfg, info, timing, micro, n, every(n))["total_seconds"], seconds)
+    steps = min(fit, cap) if cap is not None else fit
+    if steps < MIN_STEPS:
+        return None
+    return {"steps": steps, "data_limited": steps < fit, "sets": sets + _cadence_sets(cfg, steps, every(steps)),
+            "time": loop_time(run_cfg, info, timing, micro, steps, every(steps))}
+
+
+def _eval_size(run_cfg: Config, info: dict[str, Any], timing: dict[str, Any], micro: int,
+               seconds: float) -> tuple[Config, list[str]]:
+    """The config as the budget runs it (no train.max_time: the budget is the limit being planned), with fewer
+    validation batches (LM) when two evaluations alone would take more than EVAL_SHARE of the budget."""
+    sets: list[str] = []
+    forward = timing["forward_seconds"]
+    if run_cfg.task == "lm" and 2 * _eval_batches(run_cfg, info, micro)[0] * forward > EVAL_SHARE * seconds:
+        sets = [f"train.eval_batches={max(1, int(EVAL_SHARE * seconds / (2 * forward)))}"]
+    return build_config(apply_overrides(run_cfg.to_dict(), ["train.max_time=null", *sets])), sets
+
+
+def max_steps_within(total_seconds: Callable[[int], float], seconds: float) -> int:
+    """The largest step count whose estimated wall time stays within ``seconds`` (0 if none)."""
+    lo, hi = 0, 1
+    while total_seconds(hi) <= seconds and hi < 1 << 40:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if total_seconds(mid) <= seconds else (lo, mid)
+    return lo
+
+
+def _proposal(cfg: Config, best: dict[str, Any], info: dict[str, Any], seconds: float, limit: str,
+              candidates: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """The proposal as ``--set`` overrides with what it costs; ``best`` is a scheduled size."""
+    steps, (micro, accum) = best["steps"], best["micro"]
+    sets = list(best["overrides"]) + [f"train.max_steps={steps}"]
+    sets += _batch_sets(cfg, micro, accum) + best["sets"] + [f"train.max_time={limit}"]
+    train = (info.get("splits") or {}).get("train")
+    seen = best["tokens"] if cfg.task == "lm" else steps * micro * accum  # tokens, or records
+    if best["data_limited"]:
+        notes.append(f"data-limited: {MAX_EPOCHS:g} epochs of the training split ({train:,} tokens) is all this "
+                     f"proposal trains on; it uses {best['time']['total_seconds'] / seconds:.0%} of the budget "
+                     "(more data would let a larger model use the rest)")
+    if not info.get("read"):
+        notes.append("corpus not read (--no-data): the proposal is not bounded by the data")
+    calibrated = [{"n_layer": c["shape"][0], "n_head": c["shape"][1], "n_embd": c["shape"][2],
+                   "params": c["params"]["total"], "step_seconds": c["calibrated"]["step_seconds"],
+                   "flops_per_second": c["flops_per_step"] / c["calibrated"]["step_seconds"]}
+                  for c in candidates if c.get("calibrated")]
+    return {"budget_seconds": seconds, "n_layer": best["shape"][0], "n_head": best["shape"][1],
+            "n_embd": best["shape"][2], "params": best["params"], "steps": steps, "tokens": best["tokens"],
+            "tokens_per_param": best["tokens_per_param"], "epochs": seen / train if train else None,
+            "data_limited": best["data_limited"], "estimated_seconds": best["time"]["total_seconds"],
+            "time": best["time"], "step_seconds": best["timing"]["step_seconds"], "memory_total": best["memory"],
+            "memory_available": best["available"], "fits": best["memory"] <= MEMORY_HEADROOM * best["available"],
+            "calibrated": calibrated, "overrides": sets, "notes": notes}
+
+
+def _batch_sets(cfg: Config, micro: int, accum: int) -> list[str]:
+    t = cfg.train
+    if micro == t.batch_size:
+        return []
+    return [f"train.batch_size={micro}"] + ([] if t.tokens_per_step is not None else [f"train.grad_accum={accum}"])
+
+
+def _cadence_sets(cfg: Config, steps: int, every: int) -> list[str]:
+    """The evaluation cadence, and a warmup of at most a tenth of the run, where they differ from the config."""
+    out = [f"train.eval_every={every}"] if every != cfg.train.eval_every else []
+    warmup = min(cfg.schedule.warmup_steps, max(1, steps // 10))
+    if warmup != cfg.schedule.warmup_steps:
+        out.append(f"schedule.warmup_steps={warmup}")
+    return out
+
+
+def _steps_only(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torch.device, seconds: float,
+                limit: str, plan: Plan, base: dict[str, Any] | None, why: str) -> dict[str, Any]:
+    """The model keeps its size; the budget decides the steps (and the micro-batch, if memory says so)."""
+    mem = plan.memory
+    if not mem["fits"] and mem["suggestion"] is None:
+        raise ConfigError("the model does not fit in memory at any micro-batch; shrink it before budgeting")
+    s = mem["suggestion"] or {"batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum}
+    micro, accum = s["batch_size"], s["grad_accum"]
+    timing = base or calibrate(cfg, spec, device, micro, accum)
+    memory = memory_bytes(spec, cfg.optim.name, cfg.optim.momentum, micro, mem["precision"] != "fp32", device.type)
+    fit = _fit_steps(cfg, cfg, info, timing, micro, seconds)
+    if fit is None:
+        raise ConfigError(f"--budget {limit} is too short for {MIN_STEPS} steps of this model here")
+    best = {**fit, "shape": (spec.n_layer, spec.n_head, spec.n_embd), "params": plan.params, "micro": (micro, accum),
+            "overrides": [], "tokens": fit["steps"] * tokens_per_step(cfg), "tokens_per_param": None,
+            "timing": timing, "memory": memory["total"], "available": mem["available"]}
+    return _proposal(cfg, best, info, seconds, limit, [], [why])

@@ -1,0 +1,191 @@
+"""Text classification on labelled records: LSTM or GPT backbone, class or multi-label cross-entropy, accuracy and F1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradwise.config.schema import Config
+from gradwise.config.validate import objective_terms
+from gradwise.core.errors import GradwiseError
+from gradwise.core.runtime import autocast_context
+from gradwise.data import Tokenizer, check_params, save_tokenizer
+from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_records, stratified_split
+from gradwise.data.quality.check import cached, check_records, finish_report
+from gradwise.data.quality.dedupe import dedupe_records
+from gradwise.data.sources import hash_file
+from gradwise.data.store import default_cache_dir
+from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
+from gradwise.hf.auto_tokenizer import load_any_tokenizer
+from gradwise.models import gpt_config
+from gradwise.models.gpt_classifier import GPTClassifier
+from gradwise.models.lstm import LSTMClassifier, LSTMConfig
+from gradwise.objectives.losses import ClassificationObjective
+from gradwise.tasks.base import EvalReport
+from gradwise.tasks.classify_metrics import classification_report, multilabel_report
+from gradwise.tasks.init_from import adopt_init_run
+
+
+class ClassifyTask:
+    kind = "classify"
+
+    def __init__(self, cfg: Config, tokenizer: Tokenizer, classes: list[str], splits: dict[str, LabelledSplit]):
+        self.cfg, self.tokenizer, self.classes, self.splits = cfg, tokenizer, classes, splits
+        self.pad_id = tokenizer.eot_id
+
+    @classmethod
+    def prepare(cls, cfg: Config, run_dir: Path | None = None) -> ClassifyTask:
+        d = cfg.data
+        if d.path is None:
+            raise GradwiseError("classification needs labelled data: pass --data FILE.jsonl or FILE.csv with "
+                                f"'{d.text_field}' and '{d.label_field}' fields")
+        records = read_records(d.path, d.text_field, d.label_field, d.multi_label, d.label_separator)
+        dedupe = None
+        if d.dedupe:
+            keep, dedupe = dedupe_records(records.texts, records.labels, check_params(d))
+            records.texts = [records.texts[i] for i in keep]
+            records.labels = [records.labels[i] for i in keep]
+            records.lines = [records.lines[i] for i in keep]
+        texts, labels = records.texts, records.labels
+        index = stratified_split(labels, d.split, cfg.seed)
+        if run_dir is not None:
+            tokenizer = load_any_tokenizer(run_dir / "tokenizer.json")
+            classes = json.loads((run_dir / "labels.json").read_text())["classes"]
+            unknown = sorted(set(label_set(labels)) - set(classes))
+            if unknown:
+                raise GradwiseError(f"labels {unknown[:3]} were not in the run's training data; use the same corpus")
+        else:
+            tokenizer = adopt_init_run(cfg)
+            if tokenizer is None:
+                train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
+                tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
+                             else BPETokenizer.train(train_texts, d.vocab_size))
+            classes = label_set(labels)
+        splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)
+                  for name, idx in index.items()}
+        task = cls(cfg, tokenizer, classes, splits)
+        task.records, task.index, task.dedupe = records, index, dedupe
+        return task
+
+    def data_check(self) -> dict[str, Any]:
+        """Duplicates and leakage across this task's split (cached by corpus, split and thresholds)."""
+        d, r = self.cfg.data, self.records
+        params = check_params(d)
+        key = [hash_file(hashlib.sha256(), Path(d.path).expanduser()).hexdigest(), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
+                                                      d.split, d.dedupe, self.cfg.seed, params.to_dict()])]
+        report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
+            check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))
+        return {**report, "corpus": str(d.path)}  # the cache key is the file's content, not its name
+
+    def check(self, splits: tuple[str, ...]) -> None:
+        for name in splits:
+            if len(self.splits[name]) == 0:
+                raise GradwiseError(f"the {name} split holds no records; add data or change data.split")
+
+    def save(self, run_dir: Path) -> None:
+        save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
+        (run_dir / "labels.json").write_text(json.dumps({"classes": self.classes}, indent=1))
+
+    @property
+    def multi_label(self) -> bool:
+        return self.cfg.data.multi_label
+
+    def build_model(self) -> nn.Module:
+        return classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+
+    def train_counts(self) -> np.ndarray:
+        """Training records per class (multi-label: records carrying each label)."""
+        labels = self.splits["train"].labels
+        if self.multi_label:
+            return labels.sum(axis=0).astype(np.int64)
+        return np.bincount(labels, minlength=len(self.classes))
+
+    def class_weights(self) -> torch.Tensor | None:
+        o = self.cfg.objective
+        if o.class_weights is not None:
+            if len(o.class_weights) != len(self.classes):
+                raise GradwiseError(f"objective.class_weights has {len(o.class_weights)} values for "
+                                    f"{len(self.classes)} classes ({', '.join(self.classes)})")
+            return torch.tensor(o.class_weights, dtype=torch.float32)
+        if o.balance_classes:
+            counts = self.train_counts().astype(float)
+            if self.multi_label:  # pos_weight: negatives per positive, so each label's two sides weigh alike
+                n = len(self.splits["train"])
+                weights = np.where(counts > 0, (n - counts) / np.maximum(counts, 1), 1.0)
+            else:
+                weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+            return torch.tensor(weights, dtype=torch.float32)
+        return None
+
+    def objective(self) -> ClassificationObjective:
+        return ClassificationObjective(objective_terms(self.cfg), self.class_weights(),
+                                       self.cfg.objective.label_smoothing, self.pad_id)
+
+    def micro_batch(self, step: int, micro: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.splits["train"].batch(self.cfg.seed, step, micro, self.cfg.train.batch_size, self.pad_id)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: LabelledSplit, device: torch.device,
+                autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+        """Class probabilities (N, C) for every record of ``split``, in order (multi-label: each class's own)."""
+        was_training = model.training
+        model.eval()
+        probs = []
+        order = np.arange(len(split))
+        for i in range(0, len(order), self.cfg.train.batch_size):
+            tokens, _ = split.padded(order[i:i + self.cfg.train.batch_size], self.pad_id)
+            with autocast_context(device, autocast_dtype):
+                logits = model(torch.from_numpy(tokens).to(device))
+            probs.append(class_probabilities(logits, self.multi_label).cpu().numpy())
+        model.train(was_training)
+        return np.concatenate(probs)
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, autocast_dtype: torch.dtype | None,
+                 fixed_subset: bool) -> EvalReport:
+        data = self.splits[split]
+        probs = self.predict(model, data, device, autocast_dtype)
+        if self.multi_label:
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            loss = float(-(data.labels * np.log(p) + (1 - data.labels) * np.log(1 - p)).mean())
+            report = multilabel_report(data.labels.astype(bool), probs >= 0.5, self.classes)
+            return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                                     "micro_f1": report["micro_f1"]}, report)
+        loss = float(-np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())
+        report = classification_report(data.labels, probs.argmax(-1), self.classes)
+        return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}, report)
+
+    def describe(self) -> str:
+        counts = self.train_counts()
+        sizes = ", ".join(f"{k} {len(s):,}" for k, s in self.splits.items())
+        per_class = ", ".join(f"{c} {n}" for c, n in zip(self.classes, counts, strict=True))
+        kind = "labels, multi-label" if self.multi_label else "classes"
+        return (f"{self.cfg.data.path} | {len(self.classes)} {kind} (train: {per_class}) | {self.tokenizer.kind} "
+                f"tokenizer, vocab {self.tokenizer.vocab_size:,} | records: {sizes}")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {k: len(s) for k, s in self.splits.items()}
+
+
+def lstm_classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> LSTMClassifier:
+    m = cfg.model
+    return LSTMClassifier(LSTMConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=m.n_embd,
+                                     hidden=m.hidden or m.n_embd, n_layer=m.n_layer, bidirectional=m.bidirectional,
+                                     dropout=m.dropout, pool=m.pool))
+
+
+def class_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Class logits (..., C) -> probabilities: softmax over classes, or each class's own sigmoid (multi-label)."""
+    return logits.float().sigmoid() if multi_label else logits.float().softmax(-1)
+
+
+def classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
+    """The classifier ``model.arch`` names: an LSTM, or a GPT backbone with a class head."""
+    if cfg.model.arch == "gpt":
+        return GPTClassifier(gpt_config(cfg.model, vocab_size), n_classes, pad_id, cfg.model.pool)
+    return lstm_classifier(cfg, vocab_size, n_classes, pad_id)

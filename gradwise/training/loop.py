@@ -1,0 +1,358 @@
+"""The multi-step loop: repeat the step, evaluate, keep the best and last checkpoints, stop on a rule.
+
+Stops on ``max_steps``, a wall-clock budget, early stopping (validation loss not better by
+``min_delta`` for ``patience`` evaluations) or a signal (Ctrl-C / SIGTERM: the current step finishes,
+a checkpoint is written, and the run can be resumed). Everything the loop needs to continue exactly
+lives in :class:`LoopState` and goes into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradwise.config.schema import Config
+from gradwise.config.validate import parse_duration
+from gradwise.core.errors import TrainingStopped
+from gradwise.core.progress import TrainingProgress
+from gradwise.core.rundir import MetricsWriter, RunDir
+from gradwise.core.runtime import micro_batch_seed
+from gradwise.training.distributed import Distributed
+from gradwise.training.meter import FlopsMeter
+from gradwise.training.step import OptimizationStep, StepResult
+
+if TYPE_CHECKING:
+    from gradwise.tasks.base import EvalReport
+    from gradwise.tasks.classify import ClassifyTask
+    from gradwise.tasks.lm import LMTask
+
+    Task = LMTask | ClassifyTask
+
+
+@dataclass
+class LogWindow:
+    """Sums over the steps since the last log line (saved in checkpoints: resume logs the same numbers)."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    grad_norm_sum: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+    skipped: int = 0
+    loss_max: float = 0.0  # the worst single step: a spike the window's mean would hide
+    grad_norm_max: float = 0.0
+    part_sums: dict[str, float] = field(default_factory=dict)  # objective terms and penalties
+
+    def add(self, r: StepResult, seconds: float) -> None:
+        """Count a step; ``seconds`` is the whole iteration (batch sampling and transfer included)."""
+        self.steps += 1
+        self.tokens += r.tokens
+        self.seconds += seconds
+        if r.skipped:
+            self.skipped += 1
+        else:
+            self.loss_sum += r.loss
+            self.grad_norm_sum += r.grad_norm
+            self.loss_max = max(self.loss_max, r.loss)
+            self.grad_norm_max = max(self.grad_norm_max, r.grad_norm)
+            for name, value in (r.parts or {}).items():
+                self.part_sums[name] = self.part_sums.get(name, 0.0) + value
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0  # wall time of the loop (steps, evaluation, checkpoints)
+    step_seconds: float = 0.0  # time inside optimization steps only
+    eval_seconds: float = 0.0  # time spent evaluating on validation
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    last_eval_step: int | None = None
+    last_val_loss: float | None = None
+    window: LogWindow = field(default_factory=LogWindow)
+    stepper: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoopState:
+        data = dict(data)
+        data["window"] = LogWindow(**data.get("window", {}))
+        return cls(**data)
+
+
+class StopSignal:
+    """Turns the first Ctrl-C / SIGTERM into a polite stop request; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class TrainLoop:
+    def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
+                 device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
+                 metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None,
+                 on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None,
+                 flops: FlopsMeter | None = None):
+        self.cfg = cfg
+        self.flops = flops  # model TFLOP/s and MFU on the log lines
+        self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
+        self.model = model  # possibly compiled
+        self.raw_model = raw_model or model  # what checkpoints save
+        self.stepper = stepper
+        self.task = task
+        self.run_dir = run
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.state = state
+        self.metrics = metrics
+        self.progress = progress
+        self.max_time = parse_duration(cfg.train.max_time)
+        t = cfg.train
+        self.checkpoint_every = t.checkpoint_every or t.eval_every
+        # Ranks under torchrun: this rank's micro-batches, agreed decisions, rank 0 writes (one process: no-ops)
+        self.dist = dist or Distributed(device=device)
+        # steps run, not yet in the log window: (result, start time, the step's index)
+        self._unsettled: list[tuple[StepResult, float, int]] = []
+
+    # ------------------------------------------------------------ batches
+    def micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for micro in self.dist.micro_indices(self.cfg.train.grad_accum):  # one process: all of them
+            x, y = self.task.micro_batch(step, micro)
+            out.append((self._to_device(x), self._to_device(y)))
+        return out
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate_val(self) -> EvalReport:
+        """The fixed validation set (LM: the same windows every time; classification: every record).
+
+        With ranks every rank evaluates it (FSDP needs all of them in each forward) and rank 0's report is
+        taken by all, so the best checkpoint and early stopping are decided alike everywhere."""
+        res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
+        return res.shared(self.dist)
+
+    def _eval_and_track(self) -> bool:
+        """Evaluate, update the best checkpoint; True when early stopping says stop."""
+        st, t = self.state, self.cfg.train
+        t0 = time.perf_counter()
+        res = self.evaluate_val()
+        st.eval_seconds += time.perf_counter() - t0
+        st.last_eval_step, st.last_val_loss = st.step, res.loss
+        improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
+        if improved:
+            st.best_val_loss, st.best_step, st.evals_since_best = res.loss, st.step, 0
+            self.dist.save_checkpoint(self.run_dir.best, self.raw_model,
+                                      {"step": st.step, "val_loss": res.loss, "kind": "best"})
+        else:
+            st.evals_since_best += 1
+        self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss,
+                            **{f"val_{k}": v for k, v in res.scalars.items()}, "best_val_loss": st.best_val_loss,
+                            "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3)})
+        best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
+        shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items() if k != "perplexity")
+        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f}{shown} | best {best} @ {st.best_step}")
+        return t.patience is not None and st.evals_since_best >= t.patience
+
+    def save_last(self) -> None:
+        self._settle()  # the log window and the non-finite count go into the checkpoint
+        st = self.state
+        st.stepper = self.stepper.state_dict()
+        self.dist.save_checkpoint(self.run_dir.last, self.raw_model,  # rank 0 writes (FSDP: all gather first)
+                                  {"step": st.step, "kind": "last", "loop": st.to_json()},
+                                  optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler)
+        self._saved_step = st.step
+
+    # ------------------------------------------------------------ logging
+    def _settle(self) -> None:
+        """Count the steps not yet in the log window, reading asynchronous ones from the device first (one sync).
+        Each step's seconds run from its start to the next one's, the last to now: the sync's wait is counted."""
+        if not self._unsettled:
+            return
+        waiting, self._unsettled = self._unsettled, []
+        t_sync = time.perf_counter()
+        try:
+            self.stepper.settle([r for r, _, _ in waiting])
+        except TrainingStopped as exc:  # the stop record names the step that ended the streak, as a synchronous
+            failed = getattr(exc, "result", None)  # run's does, not the later step where it was read
+            exc.step = next((step for r, _, step in waiting if r is failed), self.state.step)  # type: ignore[attr-defined]
+            raise
+        finally:
+            now = time.perf_counter()
+            self.state.step_seconds += now - t_sync
+            ends = [start for _, start, _ in waiting[1:]] + [now]
+            for (result, start, _), end in zip(waiting, ends, strict=True):
+                self.state.window.add(result, end - start)
+
+    def _log(self) -> None:
+        self._settle()
+        st, w = self.state, self.state.window
+        if w.steps == 0:
+            return
+        good = w.steps - w.skipped
+        loss = w.loss_sum / good if good else float("nan")
+        tok_s = w.tokens / w.seconds if w.seconds > 0 else float("nan")
+        record = {"kind": "train", "step": st.step, "train_loss": loss,
+                  "grad_norm": w.grad_norm_sum / good if good else float("nan"), "lr": self._last_lr,
+                  "train_loss_max": w.loss_max if good else float("nan"),
+                  "grad_norm_max": w.grad_norm_max if good else float("nan"),
+                  "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3), "tokens_per_s": round(tok_s, 1)}
+        for name, total in w.part_sums.items():  # e.g. train_lm, train_z_loss, train_reg_l2
+            record[f"train_{name}"] = total / good if good else float("nan")
+        if w.skipped:
+            record["skipped_steps"] = w.skipped
+        if self._last_update_ratio is not None:
+            record["update_ratio"] = self._last_update_ratio
+        shown = f"{tok_s / 1000:.1f}k tok/s"
+        if self.flops is not None and math.isfinite(tok_s):
+            record.update(self.flops.fields(tok_s))
+            if "mfu" in record:
+                shown += f" | MFU {record['mfu']:.1%}"
+        self.metrics.write(record)
+        self.progress.update(st.step, f"loss {loss:.4f} | lr {self._last_lr:.2e} | {shown}")
+        st.window = LogWindow()
+
+    def record_stop(self, reason: str, step: int | None = None) -> None:
+        """Log the steps since the last line and why training could not go on (diagnosis reads it); ``step``
+        is where it stopped going on when that was before the current step (asynchronous steps)."""
+        self._log()
+        self.metrics.write({"kind": "stop", "step": self.state.step if step is None else step, "reason": reason,
+                            "elapsed_s": round(self.state.train_seconds, 3)})
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> str:
+        prefetch = BatchPrefetcher(self.micro_batches, self.cfg.train.max_steps)
+        try:
+            return self._run(prefetch)
+        finally:
+            prefetch.close()
+
+    def _run(self, prefetch: BatchPrefetcher) -> str:
+        st, t = self.state, self.cfg.train
+        self._last_lr = self.stepper.optimizer.param_groups[0]["lr"]
+        self._last_update_ratio: float | None = None
+        self._saved_step: int | None = None
+        session_start = time.perf_counter()
+        base_seconds = st.train_seconds
+        stopped_because = "max_steps"
+
+        def tick() -> None:
+            st.train_seconds = base_seconds + time.perf_counter() - session_start
+
+        with StopSignal() as stop:
+            if st.step == 0 and st.last_eval_step is None:
+                self._eval_and_track()  # the untrained baseline: the curve starts at step 0
+            while st.step < t.max_steps:
+                tick()
+                # Ranks stop together: a signal to any rank, or any rank over the time budget, stops all.
+                interrupted, out_of_time = self.dist.agree(
+                    stop.requested, self.max_time is not None and st.train_seconds >= self.max_time)
+                if interrupted:
+                    stopped_because = "interrupted"
+                    break
+                if out_of_time:
+                    stopped_because = "time_budget"
+                    break
+                measure = (st.step + 1) % t.log_every == 0
+                t_iter = time.perf_counter()
+                seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
+                         for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
+                result = self.stepper(prefetch.get(st.step), measure_update=measure, seeds=seeds)
+                st.step += 1
+                st.tokens_seen += result.tokens
+                st.step_seconds += result.seconds
+                self._last_lr = result.lr
+                self.progress.advance(st.step)
+                if measure:
+                    self._last_update_ratio = result.update_ratio
+                self._unsettled.append((result, t_iter, st.step - 1))
+                log_now = st.step % t.log_every == 0 or st.step == t.max_steps
+                eval_now = st.step % t.eval_every == 0 or st.step == t.max_steps
+                save_now = st.step % self.checkpoint_every == 0
+                # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
+                # or a checkpoint (or the end), before the clock ticks, so the wait for the device is counted.
+                # Until then the host queues the next step without waiting.
+                if result.pending is None or log_now or eval_now or save_now:
+                    self._settle()
+                tick()
+                if log_now:
+                    self._log()
+                early_stop = pruned = False
+                if eval_now:
+                    early_stop = self._eval_and_track()
+                    pruned = self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss))
+                    tick()
+                if pruned:
+                    stopped_because = "pruned"
+                    break
+                if save_now or early_stop:
+                    self.save_last()
+                if early_stop:
+                    stopped_because = "early_stopping"
+                    break
+            if stopped_because not in ("interrupted", "pruned"):  # resumable mid-window: keep its sums
+                self._log()
+                if st.last_eval_step != st.step:
+                    self._eval_and_track()
+            if self._saved_step != st.step and stopped_because != "pruned":  # nobody resumes a pruned trial
+                self.save_last()
+            tick()
+        return stopped_because
+
+
+class BatchPrefetcher:
+    """The next step's micro-batches read and sent to the device by a background thread while this step runs.
+
+    A batch is a pure function of (seed, step, micro-batch), so reading it early changes nothing but the wait:
+    the device is not left idle while the host gathers, pins and copies the next batch. A step asked for out of
+    order (the first one, a resumed one) is made on the spot."""
+
+    def __init__(self, make: Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]], max_steps: int):
+        self.make, self.max_steps = make, max_steps
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="gradwise-batches")
+        self.pending: tuple[int, Future] | None = None
+
+    def get(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        pending, self.pending = self.pending, None
+        batches = pending[1].result() if pending is not None and pending[0] == step else self.make(step)
+        if step + 1 < self.max_steps:
+            self.pending = (step + 1, self.pool.submit(self.make, step + 1))
+        return batches
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
