@@ -17,7 +17,6 @@ per-step losses compared.
 
 A device command may run 10 minutes; compiling takes about a minute per row, so the whole table can be split
 over calls that each write their rows as they finish (a killed call keeps what it measured), then merged:
-
     python3 bench/gpu_throughput.py --levers 0-5 --no-match --jsonl $OUT/rows1.jsonl     # call 1
     python3 bench/gpu_throughput.py --levers 6-11 --jsonl $OUT/rows2.jsonl              # call 2
     python3 bench/gpu_throughput.py --merge rows1.jsonl rows2.jsonl --record            # here, afterwards
@@ -45,14 +44,13 @@ from benchrecord import append_record
 
 from gradwise.config.load import load_config
 from gradwise.config.schema import Config
-from gradwise.core.runtime import compiled, seed_everything, select_dtype, synchronize, uses_cuda_graphs
+from gradwise.core.runtime import seed_everything, synchronize
 from gradwise.models import build_model
 from gradwise.models.cost import model_flops_per_token
 from gradwise.objectives.losses import CausalLMObjective
-from gradwise.optim import build_optimizer
-from gradwise.training.fp8 import fp8_if_asked
+from gradwise.training.build import assemble
 from gradwise.training.meter import measure_matmul_peak
-from gradwise.training.step import OptimizationStep, asynchronous_steps
+from gradwise.training.step import OptimizationStep
 
 VOCAB = 50304  # GPT-2's 50,257 padded to a multiple of 128
 REFERENCE = {12: 385_000, 32: 480_000}  # issue 7: a minimal compiled trainer on one H100, tokens/s
@@ -97,16 +95,12 @@ class Measured:
 
 
 def build(cfg: Config, vocab: int, device: torch.device) -> tuple[torch.nn.Module, OptimizationStep]:
-    """The model, optimizer and step as ``gradwise train`` builds them (fp8 swap, then compile)."""
+    """The model and step as ``gradwise train`` assembles them (gradwise.training.build: fp8 swap, schedule,
+    penalties, compile, CUDA graphs, asynchronous steps)."""
     torch._dynamo.reset()  # each row compiles afresh: no shapes or guards carried over from the last one
     seed_everything(cfg.seed)
-    model = fp8_if_asked(build_model(cfg.model, vocab).to(device), cfg.train.fp8, device)
-    step_model = compiled(model, cfg.train.compile_mode) if cfg.train.compile else model
-    optimizer = build_optimizer(model, cfg.optim, device)
-    stepper = OptimizationStep(step_model, optimizer, CausalLMObjective(fused=cfg.train.fused_ce),
-                               grad_clip=cfg.train.grad_clip, autocast_dtype=select_dtype(cfg.train.dtype, device),
-                               cuda_graphs=uses_cuda_graphs(cfg.train.compile, cfg.train.compile_mode),
-                               asynchronous=asynchronous_steps(cfg.train.async_steps, device, optimizer))
+    built = assemble(cfg, build_model(cfg.model, vocab), CausalLMObjective(fused=cfg.train.fused_ce), device)
+    model, stepper = built.model, built.step
     return model, stepper
 
 

@@ -21,6 +21,7 @@ from gradwise.models.gpt_classifier import GPTClassifier
 from gradwise.tasks import prepare_task
 from gradwise.tasks.classify_metrics import format_report, multilabel_report
 from gradwise.tasks.init_from import load_init_weights
+from gradwise.training.run_config import resolve_train_config
 from tests.conftest import TINY, run_cli
 from tests.test_classify import FILLER, SMALL, TOPICS, make_dataset
 
@@ -62,7 +63,8 @@ def test_init_from_an_lm_run_loads_its_weights_tokenizer_and_shape(tmp_path: Pat
     lm = train("default", overrides=[*TINY, f"data.path={corpus}", f"out_dir={tmp_path}", "name=lm",
                                      "model.n_embd=48", "model.n_layer=3", "model.block_size=96"], quiet=True)
     data = make_dataset(tmp_path / "topics.jsonl")
-    cfg = load_config("classify-lstm", [*GPT_SMALL, f"data.path={data}", f"model.init_from={lm.run_dir}"])
+    cfg, _, _ = resolve_train_config("classify-lstm", [*GPT_SMALL, f"data.path={data}",
+                                                        f"model.init_from={lm.run_dir}"])  # resolved: shape taken over
     task = prepare_task(cfg)
     assert (cfg.model.n_embd, cfg.model.n_layer, cfg.data.tokenizer) == (48, 3, "char")  # the LM run's shape
     assert task.tokenizer.chars == json.loads((lm.run_dir / "tokenizer.json").read_text())["chars"]

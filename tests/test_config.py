@@ -125,3 +125,34 @@ def test_cli_error_line_is_written_whole(monkeypatch: pytest.MonkeyPatch) -> Non
     assert cli.main(["train", "--set", "model.n_layers=6"]) == 2
     assert writes == ["gradwise: error: unknown config key 'model.n_layers'; did you mean 'model.n_layer'?\n",
                       "<flush>"]
+
+
+def test_a_resolved_config_is_frozen_and_the_callers_config_is_left_alone() -> None:
+    """Issue 18: resolution computes every derived value once, then nothing rewrites the config."""
+    import dataclasses
+
+    from gradwise.config import Config, build_config, is_frozen
+    from gradwise.training.run_config import resolve_train_config
+
+    mine = build_config({"model": {"arch": "gpt"}, "train": {"tokens_per_step": 8192, "batch_size": 4},
+                         "optim": {"name": "auto"}})
+    assert (mine.optim.name, mine.train.grad_accum) == ("muon", 16)  # derived once, at build time
+    cfg, _, _ = resolve_train_config(mine, ["optim.lr=0.01"])
+    assert is_frozen(cfg) and not is_frozen(mine) and mine.optim.lr != 0.01  # a copy; the caller's is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError, match="resolved and frozen"):
+        cfg.optim.lr = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.objective.terms = []
+    again = build_config(cfg.to_dict())  # a new config from a frozen one is an ordinary, open one
+    again.optim.lr = 1.0
+    assert isinstance(again, Config) and cfg.optim.lr == 0.01
+
+
+def test_validation_is_pure() -> None:
+    from gradwise.config import Config, validate
+
+    cfg = Config()
+    cfg.train.tokens_per_step, cfg.optim.name = 4 * cfg.train.batch_size * cfg.model.block_size, "auto"
+    before = cfg.to_dict()
+    validate(cfg)
+    assert cfg.to_dict() == before

@@ -32,8 +32,9 @@ from gradwise.hf.convert import gpt_from_hf, hf_config  # noqa: E402
 from gradwise.inference import load_run  # noqa: E402
 from gradwise.tasks import prepare_task  # noqa: E402
 from gradwise.tasks.classify import classifier  # noqa: E402
-from gradwise.tasks.init_from import adopt_init_run, load_init_weights  # noqa: E402
+from gradwise.tasks.init_from import adopt_init_config, init_tokenizer, load_init_weights  # noqa: E402
 from gradwise.training.run import train  # noqa: E402
+from gradwise.training.run_config import resolve_train_config  # noqa: E402
 from tests.hf_models import byte_level_bpe, english_paragraphs, make_gpt2  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -228,8 +229,8 @@ def test_import_reads_sharded_safetensors(hf_dir: Path, workdir: Path) -> None:
 
 
 def test_classifier_backbone_starts_from_hf(hf_dir: Path) -> None:
-    cfg = load_config("classify-lstm", ["model.arch=gpt", f"model.init_from=hf:{hf_dir}"])
-    tok = adopt_init_run(cfg)
+    cfg, _, _ = resolve_train_config("classify-lstm", ["model.arch=gpt", f"model.init_from=hf:{hf_dir}"])
+    tok = init_tokenizer(cfg)
     assert (cfg.model.n_embd, cfg.data.tokenizer, tok.vocab_size) == (64, "bpe", gpt_from_hf(hf_dir).config.vocab_size)
     model = classifier(cfg, tok.vocab_size, 3, tok.eot_id)
     load_init_weights(cfg, model)
@@ -305,7 +306,7 @@ def test_import_errors(hf_dir: Path, workdir: Path) -> None:
     with pytest.raises(GradwiseError, match="uses activation 'relu'"):
         gpt_from_hf(wide)
     with pytest.raises(GradwiseError, match="set model.arch=gpt"):
-        adopt_init_run(load_config("classify-lstm", [f"model.init_from=hf:{hf_dir}"]))
+        adopt_init_config(load_config("classify-lstm", [f"model.init_from=hf:{hf_dir}"]))
 
 
 def test_export_errors(bpe_run: Path, workdir: Path) -> None:

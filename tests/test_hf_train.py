@@ -312,9 +312,10 @@ def test_a_full_lora_checkpoint_keeps_its_run_saving_full_ones(gpt2_dir: Path, t
 def test_lora_default_targets_are_peft_defaults_for_the_architecture(llama_dir: Path) -> None:
     pytest.importorskip("peft")
     from gradwise.config.schema import LoraSettings, ModelConfig
-    from gradwise.hf.model import build_hf_model
+    from gradwise.hf.model import build_hf_model, fit_lora_targets
 
     m = ModelConfig(arch="hf", hf_path=str(llama_dir), lora=LoraSettings(r=2, alpha=4))
+    fit_lora_targets(m)  # what resolving the run's config does: the targets are named before the model is built
     model = build_hf_model(m, 10)
     assert m.lora.targets == ["q_proj", "v_proj"]
     shapes = lora_shapes(transformers.AutoModelForCausalLM.from_pretrained(str(llama_dir)), m.lora.targets)

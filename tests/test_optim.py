@@ -69,3 +69,21 @@ def test_scheduler_drives_the_optimizer_lr() -> None:
         opt.step()
         sched.step()
     assert seen == pytest.approx([lr_at(s, cfg, 1e-3, 20) for s in range(20)])
+
+
+def test_the_optimizer_names_are_one_table() -> None:
+    """gradwise.optim.OPTIMIZERS is the one list of optimizers: the config accepts exactly its names (and
+    auto), every one builds, and the planner sizes every one's state."""
+    import typing
+
+    from gradwise.config import OptimConfig
+    from gradwise.models.cost import ParamTensor
+    from gradwise.optim import OPTIMIZERS, build_optimizer
+    from gradwise.plan.estimate import optimizer_state_bytes
+
+    accepted = set(typing.get_args(typing.get_type_hints(OptimConfig)["name"]))
+    assert accepted == set(OPTIMIZERS) | {"auto"}
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3))
+    for name in OPTIMIZERS:
+        assert isinstance(build_optimizer(model, OptimConfig(name=name), torch.device("cpu")), torch.optim.Optimizer)
+        assert optimizer_state_bytes([ParamTensor("w", (3, 4), "matrices")], name) >= 0

@@ -60,6 +60,7 @@ def test_pruner_stops_hopeless_trials(corpus_file: Path, tmp_path: Path) -> None
 
 def test_a_failing_trial_does_not_stop_the_study(corpus_file: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradwise.search.study
     import gradwise.training.run
 
     real_train = gradwise.training.run.train
@@ -69,7 +70,7 @@ def test_a_failing_trial_does_not_stop_the_study(corpus_file: Path, tmp_path: Pa
             raise torch_oom()
         return real_train(cfg, **kw)
 
-    monkeypatch.setattr(gradwise.training.run, "train", flaky)
+    monkeypatch.setattr(gradwise.search.study, "train", flaky)
     res = tune("default", {"optim.lr": [1e-3, 2e-3, 3e-3]}, sampler="grid", pruner="none",
                out_dir=tmp_path / "studies", overrides=base(corpus_file, tmp_path))
     rows = {r["params"]["optim.lr"]: r for r in read_trials(res.study_dir)}

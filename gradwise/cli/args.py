@@ -1,9 +1,47 @@
-"""Argument handling the sub-commands share: the config and overrides that --data/--task/--set stand for."""
+"""The options the sub-commands share, each declared once here (config, --data, --task, --set, --device,
+--json, --checkpoint), and what --data/--task/--set stand for."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+CONFIG_HELP = "YAML/TOML config file or preset name (default: the 'default' preset)"
+DATA_HELP = "corpus (shorthand for --set data.path=PATH)"
+TASK_HELP = "lm (default) or classify; classify without a config file uses the 'classify-lstm' preset"
+SET_HELP = "override any config key, e.g. --set optim.lr=3e-4 (repeatable)"
+
+
+def add_config_options(p: argparse.ArgumentParser, *, config: str | None = CONFIG_HELP, data: str = DATA_HELP,
+                       task: str | None = TASK_HELP, overrides: str = SET_HELP) -> None:
+    """The positional config and --data, --task, --set: what a command trains, plans or checks (None leaves one
+    out)."""
+    if config is not None:
+        p.add_argument("config", nargs="?", help=config)
+    p.add_argument("--data", metavar="PATH", help=data)
+    if task is not None:
+        add_task(p, task)
+    add_overrides(p, overrides)
+
+
+def add_task(p: argparse.ArgumentParser, help: str = TASK_HELP) -> None:
+    p.add_argument("--task", choices=["lm", "classify"], help=help)
+
+
+def add_overrides(p: argparse.ArgumentParser, help: str = SET_HELP) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_device(p: argparse.ArgumentParser, help: str = "auto, cpu, cuda, cuda:N") -> None:
+    p.add_argument("--device", default="auto", help=help)
+
+
+def add_json(p: argparse.ArgumentParser, help: str = "print the result as JSON") -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
 
 
 def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:

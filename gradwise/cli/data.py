@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gradwise.cli.args import add_json, add_overrides, add_task
+
 
 def add_data_parser(sub: Any) -> None:
     p = sub.add_parser("data", help="corpus statistics, duplicates and split leakage",
@@ -20,11 +22,9 @@ def add_data_parser(sub: Any) -> None:
         q.add_argument("corpus", help="text file, directory, .jsonl (LM or labelled) or .csv (labelled)")
         q.add_argument("--config", help="config file or preset whose tokenizer and split to use (default: the "
                        "'default' preset, or 'classify-lstm' for labelled data)")
-        q.add_argument("--task", choices=["lm", "classify"], help="default: classify for .csv and for .jsonl "
-                       "records with a label field, else lm")
-        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set data.split_chunks=20 (repeatable)")
-        q.add_argument("--json", action="store_true", help="print the full result as JSON")
+        add_task(q, "default: classify for .csv and for .jsonl records with a label field, else lm")
+        add_overrides(q, "override a config key, e.g. --set data.split_chunks=20 (repeatable)")
+        add_json(q, "print the full result as JSON")
         if name == "check":
             q.add_argument("--threshold", type=float, help="near-duplicate Jaccard threshold (default 0.8)")
             q.add_argument("--ngram", type=int, help="words in a contamination n-gram (default 13)")
@@ -47,7 +47,7 @@ def guess_task(corpus: str, label_field: str = "label") -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from gradwise.tools.data_stats import check_data, data_stats
+    from gradwise.api import check_data, data_stats
 
     overrides = [f"data.path={json.dumps(args.corpus)}", *args.overrides]
     label_field = next((o.split("=", 1)[1].strip('"') for o in args.overrides if o.startswith("data.label_field=")),

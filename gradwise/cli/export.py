@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gradwise.cli.args import add_checkpoint
+
 
 def add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a run's model in another format (Hugging Face)",
@@ -17,16 +19,15 @@ def add_export_parser(sub: Any) -> None:
     p.add_argument("--format", default="hf", choices=["hf"], help="output format (default: hf)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write (created; must be empty "
                    "unless --force)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default: best)")
+    add_checkpoint(p)
     p.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing the files")
     p.add_argument("--verify", action="store_true", help="load the export with transformers and compare its "
                    "logits and tokenizer with the run's (needs the hf extra)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from gradwise.api import export_hf, verify_export
     from gradwise.core.errors import GradwiseError
-    from gradwise.export import export_hf
-    from gradwise.export.gpt2 import verify_export
 
     if args.verify:
         from gradwise.hf import require

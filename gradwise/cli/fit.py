@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from gradwise.cli.args import config_and_overrides
+from gradwise.cli.args import add_config_options, add_json, config_and_overrides
 
 
 def add_fit_parsers(sub: Any) -> None:
@@ -15,26 +15,23 @@ def add_fit_parsers(sub: Any) -> None:
                        "unstable, overfitting, underfitting, still improving or converged, with the numbers that "
                        "show it and the config changes to try (docs/diagnosis.md).")
     p.add_argument("run", help="run directory, e.g. runs/NAME (finished, diverged or still training)")
-    p.add_argument("--json", action="store_true", help="print verdicts and the facts they were read from as JSON")
+    add_json(p, "print verdicts and the facts they were read from as JSON")
 
     p = sub.add_parser("lr-find", help="learning-rate range test: a short run with a growing lr, and a suggestion",
                        description="Train for a few steps with an exponentially growing learning rate, plot the "
                        "smoothed loss against it and suggest a learning rate (a tenth of the one at the lowest "
                        "loss). Nothing is saved but the plot and the curve.")
-    p.add_argument("config", nargs="?", help="config file or preset name (default: the 'default' preset)")
-    p.add_argument("--data", metavar="PATH", help="corpus (shorthand for --set data.path=PATH)")
-    p.add_argument("--task", choices=["lm", "classify"], help="classify without a config uses 'classify-lstm'")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable)")
+    add_config_options(p)
     p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--steps", type=int, default=100, help="steps from --start to --end (default 100)")
     p.add_argument("--out", metavar="DIR", help="where lr_find.png and lr_find.json go (default runs/lr-find-...)")
-    p.add_argument("--json", action="store_true", help="print the curve and suggestion as JSON")
+    add_json(p, "print the curve and suggestion as JSON")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from gradwise.training.diagnose import diagnose_run, format_diagnosis
+    from gradwise.api import diagnose_run
+    from gradwise.training.diagnose import format_diagnosis
 
     d = diagnose_run(args.run)
     if args.json:
@@ -49,7 +46,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from gradwise.tools.lr_find import format_lr_find, lr_find
+    from gradwise.api import lr_find
+    from gradwise.tools.lr_find import format_lr_find
 
     config, overrides = config_and_overrides(args)
     res = lr_find(config, overrides=overrides, start_lr=args.start, end_lr=args.end, steps=args.steps,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradwise.cli.args import config_and_overrides
+from gradwise.cli.args import add_config_options, add_json, config_and_overrides
 from gradwise.core.errors import GradwiseError
 from gradwise.plan.estimate import Plan, fmt_bytes, fmt_count
 
@@ -20,12 +20,7 @@ def add_plan_parser(sub: Any) -> None:
                        "gradients, optimizer state, activations) and whether it fits, tokens per parameter "
                        "against the compute-optimal ~20, and the wall time here from a few calibrated steps. "
                        "With --budget: the model size and steps that spend that time compute-optimally.")
-    p.add_argument("config", nargs="?", help="YAML/TOML config file or preset name (default: the 'default' preset)")
-    p.add_argument("--data", metavar="PATH", help="corpus (shorthand for --set data.path=PATH)")
-    p.add_argument("--task", choices=["lm", "classify"], help="lm (default) or classify; classify without a "
-                   "config file uses the 'classify-lstm' preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set model.n_layer=6 (repeatable)")
+    add_config_options(p, overrides="override any config key, e.g. --set model.n_layer=6 (repeatable)")
     p.add_argument("--budget", metavar="DURATION", help="propose a config that trains within this wall time "
                    "on this device, e.g. 10m or 2h")
     p.add_argument("--out", metavar="FILE", help="with --budget: write the proposed config as YAML here")
@@ -33,11 +28,12 @@ def add_plan_parser(sub: Any) -> None:
                    "no epochs, no data bound on --budget)")
     p.add_argument("--no-calibrate", action="store_true", help="skip timing the configured model (no wall-time estimate; "
                    "--budget still times the sizes it considers)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_json(p, "print the plan as JSON")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gradwise.plan.planner import plan_run, resolve_config
+    from gradwise.api import plan_run
+    from gradwise.plan.planner import resolve_config
 
     if args.out and not args.budget:
         raise GradwiseError("--out writes the --budget proposal; add --budget DURATION (e.g. --budget 10m)")

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gradwise.cli.args import add_device
+
 
 def add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page about a run, or several compared",
@@ -23,7 +25,7 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=120, help="length of each sample in tokens (default 120)")
     p.add_argument("--prompt", default="", help="text the samples continue (default: start of a document)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0), so the report is repeatable")
-    p.add_argument("--device", default="auto", help="device for sampling: auto, cpu, cuda, cuda:N")
+    add_device(p, "device for sampling: auto, cpu, cuda, cuda:N")
     p.add_argument("--data-stats", action="store_true", help="also compute the full corpus statistics (tokens, "
                    "labels; the length histogram comes from the data check) from each run's config; reads the corpus again")
     p.add_argument("--no-diagnosis", action="store_true", help="leave the diagnosis out")
@@ -31,7 +33,7 @@ def add_report_parser(sub: Any) -> None:
 
 def run_diagnosis(path: str) -> list[dict[str, Any]] | None:
     """The diagnosis verdicts of a run, or None when this gradwise has no diagnoser or it fails on the run."""
-    try:
+    try:  # the diagnoser itself, so a gradwise without it still writes reports
         from gradwise.training.diagnose import diagnose_run
     except ImportError:
         return None
@@ -43,7 +45,7 @@ def run_diagnosis(path: str) -> list[dict[str, Any]] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gradwise.report import write_report
+    from gradwise.api import write_report
     from gradwise.report.data import load_run_data
 
     for path in args.runs:

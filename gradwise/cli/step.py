@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OPTIMIZERS = ["adam", "adamw", "sgd", "muon", "lion", "adafactor", "radam", "nadam"]
+from gradwise.cli.args import add_device, add_json
+from gradwise.optim.optimizers import OPTIMIZERS
 
 
 def add_step_parser(sub: Any) -> None:
@@ -22,7 +23,7 @@ def add_step_parser(sub: Any) -> None:
                    "Hugging Face causal-LM directory (config.json, weights, tokenizer files)")
     p.add_argument("--text", help="the text to step on")
     p.add_argument("--text-file", metavar="FILE", help="read the text from a file (cut into context-length windows)")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="default adam")
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS), help="default adam")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the global gradient norm (default 0: off; "
@@ -35,15 +36,15 @@ def add_step_parser(sub: Any) -> None:
     p.add_argument("--window", type=int, default=5, help="steps the change must stay below --tol (default 5)")
     p.add_argument("--max-steps", type=int, default=1000, help="cap for --until-converged (default 1000)")
     p.add_argument("--save", metavar="DIR", help="write the stepped model here, in the format it came in")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed for dropout (default 0)")
-    p.add_argument("--json", action="store_true", help="one JSON object per step (every number, every layer)")
+    add_json(p, "one JSON object per step (every number, every layer)")
 
 
 def cmd_step(args: argparse.Namespace) -> int:
+    from gradwise.api import run_steps
     from gradwise.core.errors import GradwiseError
     from gradwise.tools.step_inspect import StepReport, converged, sparkline
-    from gradwise.tools.step_runs import run_steps
 
     if (args.text is None) == (args.text_file is None):
         raise GradwiseError("give the text to step on: --text 'some text' or --text-file FILE (one of them)")

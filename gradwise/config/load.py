@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import yaml
 
+from gradwise.config.keys import set_key
+from gradwise.config.resolve import derive
 from gradwise.config.schema import Config
 from gradwise.config.validate import validate
 from gradwise.core.errors import ConfigError
@@ -67,15 +69,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted keys in a raw config dict (validation happens afterwards, in :func:`build_config`)."""
     for item in overrides:
-        key, value = parse_override(item)
-        parts = key.split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        set_key(data, *parse_override(item))
     return data
 
 
@@ -89,6 +83,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def build_config(data: dict[str, Any]) -> Config:
     cfg = _from_dict(Config, data, "")
     validate(cfg)
+    derive(cfg)
     return cfg
 
 

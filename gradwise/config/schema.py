@@ -1,8 +1,9 @@
-"""Typed config tree: YAML/TOML load, dotted overrides, validation with one-line errors.
+"""The typed config tree: one dataclass per section, each key with its type, default and meaning.
 
-A config is data, never code: files are read with ``yaml.safe_load`` or ``tomllib``. Every key is
-checked against the dataclasses below, so a typo such as ``model.n_layers`` stops the run with a
-message that names the key and suggests the right one, before any work is done.
+A config is data, never code (gradwise.config.load reads it). Every key is checked against these
+dataclasses, so a typo such as ``model.n_layers`` stops the run with a message that names the key and
+suggests the right one, before any work is done. Once a run's config is resolved it is frozen
+(:func:`freeze`): nothing downstream can rewrite it, and the run's config.yaml is that object.
 """
 
 from __future__ import annotations
@@ -12,8 +13,36 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
+class Section:
+    """A part of the config tree that can be frozen: setting a key of a frozen config raises
+    ``dataclasses.FrozenInstanceError`` instead of quietly changing what a run was resolved to."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise dataclasses.FrozenInstanceError(
+                f"cannot set {type(self).__name__}.{name}: the config is resolved and frozen; build a new one "
+                "(gradwise.config.build_config with overrides) instead")
+        super().__setattr__(name, value)
+
+
+def freeze(config: Any) -> Any:
+    """Freeze a config tree in place (every section and the sections in its lists) and return it."""
+    if isinstance(config, Section):
+        for f in dataclasses.fields(config):  # type: ignore[arg-type]
+            freeze(getattr(config, f.name))
+        object.__setattr__(config, "_frozen", True)
+    elif isinstance(config, list):
+        for item in config:
+            freeze(item)
+    return config
+
+
+def is_frozen(config: Any) -> bool:
+    return bool(getattr(config, "__dict__", {}).get("_frozen"))
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where the corpus comes from, how it is tokenized and split."""
 
     path: str | None = None  # text file, directory or .jsonl; None = the embedded Python docs corpus
@@ -35,7 +64,7 @@ class DataConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraSettings(Section):
     """LoRA adapters (peft) on a Hugging Face model: only the adapters train."""
 
     r: int = 8  # rank of each adapter
@@ -45,7 +74,7 @@ class LoraSettings:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """The network: a decoder-only GPT (language modelling), an LSTM (classification) or a local Hugging
     Face causal LM (``arch: hf``, language modelling)."""
 
@@ -74,7 +103,7 @@ class ModelConfig:
 
 
 @dataclass
-class ObjectiveTerm:
+class ObjectiveTerm(Section):
     """One weighted part of the objective."""
 
     name: Literal["lm", "classify", "multilabel"]  # next-token CE, class CE, per-class binary CE
@@ -82,7 +111,7 @@ class ObjectiveTerm:
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """What the step minimises (the evaluation always reports plain cross-entropy)."""
 
     label_smoothing: float = 0.0  # spread this much target probability over the whole vocabulary
@@ -95,7 +124,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class RegularizationConfig:
+class RegularizationConfig(Section):
     """Explicit penalties added to the loss, separate from optim.weight_decay."""
 
     l1: float = 0.0  # weight of sum |w|
@@ -104,7 +133,7 @@ class RegularizationConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
     """The optimizer and its hyperparameters."""
 
     # auto: muon for GPT models (fewer steps to the same loss, docs/benchmarks.md), adamw for the LSTM
@@ -124,7 +153,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Learning-rate schedule: linear warmup, then constant, linear or cosine decay to a floor."""
 
     name: Literal["constant", "linear", "cosine", "wsd", "inverse_sqrt", "onecycle"] = "cosine"
@@ -135,7 +164,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """The loop: batch, steps, evaluation cadence, stopping rules, device."""
 
     batch_size: int = 12  # sequences per micro-batch
@@ -174,7 +203,7 @@ class TrainConfig:
 
 
 @dataclass
-class Config:
+class Config(Section):
     """A whole training run."""
 
     name: str | None = None  # run directory name; default: <config name>-<timestamp>

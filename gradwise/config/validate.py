@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from gradwise.config.keys import get_key
 from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError
 
@@ -71,7 +72,8 @@ def _validate_hf(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Reject impossible values with a message that names the key and the fix."""
+    """Reject impossible values with a message that names the key and the fix. Pure: it changes nothing (the
+    derived values are gradwise.config.resolve's)."""
     m, o, s, t, d = cfg.model, cfg.optim, cfg.schedule, cfg.train, cfg.data
     for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
                        ("model.block_size", m.block_size), ("train.batch_size", t.batch_size),
@@ -88,8 +90,6 @@ def validate(cfg: Config) -> None:
              "train.fp8 trains a language model's own weights (task lm, no model.lora); set train.fp8=false")
     _validate_hf(cfg)
     _validate_terms(cfg)
-    if o.name == "auto":  # resolved here so the saved config names the optimizer that really ran
-        o.name = default_optimizer(m.arch)
     _require(m.hidden is None or m.hidden >= 1, f"model.hidden must be at least 1; got {m.hidden}")
     _require(cfg.objective.class_weights is None or all(w >= 0 for w in cfg.objective.class_weights),
              f"objective.class_weights must be >= 0; got {cfg.objective.class_weights}")
@@ -102,8 +102,7 @@ def validate(cfg: Config) -> None:
     _require(0.0 <= cfg.objective.label_smoothing < 1.0,
              f"objective.label_smoothing must be in [0, 1); got {cfg.objective.label_smoothing}")
     for key in ("objective.z_loss", "regularization.l1", "regularization.l2"):
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = get_key(cfg, key)
         _require(value >= 0 and math.isfinite(value), f"{key} must be >= 0; got {value}")
     _require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a positive number; got {o.lr}")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
@@ -120,7 +119,6 @@ def validate(cfg: Config) -> None:
         _require(t.tokens_per_step >= per_micro,
                  f"train.tokens_per_step ({t.tokens_per_step}) is less than one micro-batch "
                  f"(train.batch_size x model.block_size = {per_micro}); raise it or lower train.batch_size")
-        t.grad_accum = round(t.tokens_per_step / per_micro)
     _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0; got {s.warmup_steps}")
     _require(s.min_lr >= 0, f"schedule.min_lr must be >= 0; got {s.min_lr}")
     _require(s.min_lr <= o.lr, f"schedule.min_lr ({s.min_lr}) must not exceed optim.lr ({o.lr})")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import RunDir, read_metrics
 
 PREFIXES = ("train", "val", "test")
 SKIP = ("kind", "step")
@@ -59,7 +60,6 @@ class TensorBoardMirror:
 def mirror_run(run_dir: str | Path, log_dir: str | Path | None = None) -> Path:
     """Write a finished (or running) run's metrics.jsonl as TensorBoard events, by default into
     RUN_DIR/tensorboard; returns the log directory."""
-    from gradwise.core.rundir import RunDir, read_metrics
 
     run = RunDir.existing(run_dir)
     target = Path(log_dir) if log_dir is not None else run.path / "tensorboard"

@@ -18,6 +18,7 @@ from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import RunDir, check_out_dir
 from gradwise.hf.causal import quiet_transformers
 from gradwise.hf.lora import is_peft, merged
+from gradwise.inference import load_run
 
 
 @dataclass
@@ -36,7 +37,6 @@ class HFRunExport:
 
 def export_hf_run(run: RunDir, out: str | Path, checkpoint: str = "best", force: bool = False) -> HFRunExport:
     """Write a ``--model hf:DIR`` run's checkpoint as a Hugging Face directory (adapters merged)."""
-    from gradwise.inference import load_run
 
     out = check_out_dir(out, force)
     loaded = load_run(run.path, checkpoint, device="cpu")

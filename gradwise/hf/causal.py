@@ -25,6 +25,9 @@ from typing import Any
 import torch
 
 from gradwise.core.errors import ConfigError, GradwiseError
+from gradwise.core.rundir import write_json
+from gradwise.data.sources import hash_file
+from gradwise.data.store import default_cache_dir
 from gradwise.hf import RUN_MODEL_DIR, require
 from gradwise.hf.auto_tokenizer import copy_tokenizer_files
 
@@ -150,9 +153,6 @@ def base_fingerprint(path: str | Path) -> str:
     """SHA-256 over the directory's config.json and weight files, cached by (file, size, inode, mtime, ctime) so
     a 14 GB base is hashed once, not at every resume: what a LoRA checkpoint records to know its frozen base
     (architecture settings included) has not changed."""
-    from gradwise.core.rundir import write_json
-    from gradwise.data.sources import hash_file
-    from gradwise.data.store import default_cache_dir
 
     directory = model_dir(path, weights=True)
     cache_path = default_cache_dir() / "hf-weight-hashes.json"

@@ -306,8 +306,9 @@ def gpt_from_hf(path: str | Path) -> HFImport:
     return HFImport(shape.config, state, shape.tokenizer, shape.warnings)
 
 
-def adopt_hf_model(cfg: Any) -> Tokenizer:
-    """``model.init_from=hf:DIR``: take the model's shape and tokenizer into ``cfg`` (a gradwise Config)."""
+def adopt_hf_config(cfg: Any) -> None:
+    """``model.init_from=hf:DIR``: take the model's shape and tokenizer keys into ``cfg`` (a gradwise Config,
+    while it is resolved: nothing rewrites it afterwards)."""
     if cfg.model.arch != "gpt":
         raise GradwiseError("model.init_from loads a GPT; set model.arch=gpt (the LSTM cannot start from it)")
     shape = read_hf_shape(hf_path(cfg.model.init_from))
@@ -317,20 +318,25 @@ def adopt_hf_model(cfg: Any) -> Tokenizer:
     cfg.data.tokenizer = shape.tokenizer.kind
     if isinstance(shape.tokenizer, BPETokenizer):
         cfg.data.vocab_size = shape.tokenizer.vocab_size
-    if isinstance(shape.tokenizer, CharTokenizer) and cfg.task == "classify":
-        shape.tokenizer.skip_unknown = True  # labelled texts may hold characters the model's corpus never had
     for line in shape.warnings:
         print(f"gradwise: warning: {line}", file=sys.stderr)
-    return shape.tokenizer
+
+
+def hf_init_tokenizer(cfg: Any) -> Tokenizer:
+    """The tokenizer of ``model.init_from=hf:DIR``, as gradwise's own (its keys are in ``cfg`` already)."""
+    tok = read_hf_shape(hf_path(cfg.model.init_from)).tokenizer
+    if isinstance(tok, CharTokenizer) and cfg.task == "classify":
+        tok.skip_unknown = True  # labelled texts may hold characters the model's corpus never had
+    return tok
 
 
 def load_hf_weights(init_from: str, model: GPT) -> None:
-    """Load ``hf:DIR``'s weights into a gradwise GPT shaped by :func:`adopt_hf_model`."""
+    """Load ``hf:DIR``'s weights into a gradwise GPT shaped by :func:`adopt_hf_config`."""
     directory = Path(hf_path(init_from)).expanduser()
     read_hf_config(directory)
     state = hf_to_gpt_state(read_hf_weights(directory), model.cfg, f"hf:{directory}")
     model.load_state_dict(state)
 
 
-__all__ = ["HFImport", "HFShape", "adopt_hf_model", "gpt_from_hf", "gpt_to_hf_state", "hf_config", "hf_to_gpt_state",
+__all__ = ["HFImport", "HFShape", "adopt_hf_config", "hf_init_tokenizer", "gpt_from_hf", "gpt_to_hf_state", "hf_config", "hf_to_gpt_state",
            "is_hf_source", "load_hf_weights", "read_hf_shape"]

@@ -17,6 +17,8 @@ from torch import nn
 
 from gradwise.config.schema import ModelConfig
 from gradwise.core.errors import GradwiseError
+from gradwise.hf.causal import base_fingerprint, from_config, from_run, load_pretrained, model_dir
+from gradwise.hf.lora import apply_lora
 from gradwise.models.gpt import sample_tokens
 
 
@@ -71,8 +73,7 @@ class HFCausalLM(nn.Module):
 def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None) -> HFCausalLM:
     """The ``model.hf_path`` model with its trained weights, or (``run_dir``) rebuilt from a run's copy of its
     config for a checkpoint to fill; with ``model.lora``, wrapped with adapters (the targets used are recorded
-    in ``m.lora.targets`` so the saved config names them)."""
-    from gradwise.hf.causal import base_fingerprint, from_run, load_pretrained
+    in the config when it is resolved, :func:`fit_lora_targets`, so the saved config names them)."""
 
     # A LoRA run's checkpoints hold only the adapters: its frozen base comes from model.hf_path (when it is
     # still there; otherwise loading a checkpoint says what is missing). A full fine-tune's hold everything.
@@ -85,12 +86,20 @@ def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None)
     model: nn.Module = base
     frozen = None
     if m.lora is not None:
-        from gradwise.hf.lora import apply_lora
-
-        model, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
+        model, _ = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets)
         if pretrained:
             frozen = {"path": str(Path(m.hf_path).expanduser().resolve()), "fingerprint": base_fingerprint(m.hf_path)}
     return HFCausalLM(model, m.block_size, frozen)
 
 
-__all__ = ["HFCausalLM", "build_hf_model"]
+def fit_lora_targets(m: ModelConfig) -> None:
+    """``model.lora`` without targets: record the layers peft (or the attention fallback) picks for this
+    architecture, found on a copy built on the meta device (no weights read), so the run's resolved config
+    names what it trains before it starts."""
+    if m.lora is None or m.lora.targets is not None:
+        return
+    base = from_config(model_dir(m.hf_path), f"hf:{m.hf_path}", device="meta")
+    _, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, None)
+
+
+__all__ = ["HFCausalLM", "build_hf_model", "fit_lora_targets"]

@@ -11,6 +11,10 @@ optimizer:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -71,29 +75,55 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     if name == "auto":  # a config that skipped validation: decide by the model, as validation would
         name = default_optimizer("lstm" if isinstance(model, LSTMClassifier) else
                                  "hf" if hasattr(model, "get_output_embeddings") else "gpt")
-    if name == "muon":
-        return _muon_with_adamw(groups, cfg, device)
-    return _single(name, groups, cfg, device)
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name '{name}' is not an optimizer gradwise knows")
+    return OPTIMIZERS[name].build(groups, cfg, device)
 
 
-def _single(name: str, groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    betas = (cfg.betas[0], cfg.betas[1])
-    fused = (device.type in ("cuda", "cpu")) if cfg.fused is None else cfg.fused
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused)
-    if name == "adam":  # coupled L2 weight decay, as Adam defines it
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if name == "lion":
-        return Lion(groups, lr=cfg.lr, betas=betas)
-    if name == "adafactor":
-        return torch.optim.Adafactor(groups, lr=cfg.lr)
-    if name == "radam":
-        return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, decoupled_weight_decay=True)
-    if name == "nadam":
-        return torch.optim.NAdam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, decoupled_weight_decay=True)
-    raise ConfigError(f"optim.name '{name}' is not an optimizer gradwise knows")
+def _betas(cfg: OptimConfig) -> tuple[float, float]:
+    return cfg.betas[0], cfg.betas[1]
+
+
+def _fused(cfg: OptimConfig, device: torch.device) -> bool:
+    return (device.type in ("cuda", "cpu")) if cfg.fused is None else cfg.fused
+
+
+def _adafactor_floats(shape: tuple[int, ...], momentum: float) -> int:
+    """Row and column second moments of a matrix (a vector's in full), and the step."""
+    rows_cols = math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1] if len(shape) >= 2 else math.prod(shape)
+    return rows_cols + 1
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """One optimizer: how it is built over parameter groups, and how many fp32 numbers of state it keeps for
+    a tensor of a given shape after its first step (the planner's memory estimate reads this)."""
+
+    build: Callable[[list[dict], OptimConfig, torch.device], torch.optim.Optimizer]
+    state_floats: Callable[[tuple[int, ...], float], int]  # (shape, momentum) -> fp32 numbers
+
+
+def _moments(scalars: int) -> Callable[[tuple[int, ...], float], int]:
+    return lambda shape, momentum: 2 * math.prod(shape) + scalars  # exp_avg, exp_avg_sq, step (+ mu_product)
+
+
+# The one table of optimizer names: config validation, `gradwise step --optimizer`, the planner and
+# build_optimizer all read it. Muon trains the hidden matrices and hands every other tensor to AdamW.
+OPTIMIZERS: dict[str, OptimizerEntry] = {
+    "adamw": OptimizerEntry(lambda g, c, d: torch.optim.AdamW(g, lr=c.lr, betas=_betas(c), eps=c.eps,
+                                                               fused=_fused(c, d)), _moments(1)),
+    "adam": OptimizerEntry(  # coupled L2 weight decay, as Adam defines it
+        lambda g, c, d: torch.optim.Adam(g, lr=c.lr, betas=_betas(c), eps=c.eps, fused=_fused(c, d)), _moments(1)),
+    "sgd": OptimizerEntry(lambda g, c, d: torch.optim.SGD(g, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
+                          lambda shape, momentum: math.prod(shape) if momentum > 0 else 0),
+    "muon": OptimizerEntry(lambda g, c, d: _muon_with_adamw(g, c, d), lambda shape, momentum: math.prod(shape)),
+    "lion": OptimizerEntry(lambda g, c, d: Lion(g, lr=c.lr, betas=_betas(c)), lambda shape, momentum: math.prod(shape)),
+    "adafactor": OptimizerEntry(lambda g, c, d: torch.optim.Adafactor(g, lr=c.lr), _adafactor_floats),
+    "radam": OptimizerEntry(lambda g, c, d: torch.optim.RAdam(g, lr=c.lr, betas=_betas(c), eps=c.eps,
+                                                               decoupled_weight_decay=True), _moments(1)),
+    "nadam": OptimizerEntry(lambda g, c, d: torch.optim.NAdam(g, lr=c.lr, betas=_betas(c), eps=c.eps,
+                                                               decoupled_weight_decay=True), _moments(2)),
+}
 
 
 def _muon_with_adamw(groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -103,4 +133,4 @@ def _muon_with_adamw(groups: list[dict], cfg: OptimConfig, device: torch.device)
                 momentum=cfg.muon_momentum, nesterov=True, adjust_lr=cfg.muon_adjust_lr)
     if not rest:
         return muon
-    return CombinedOptimizer([muon, _single("adamw", rest, cfg, device)])
+    return CombinedOptimizer([muon, OPTIMIZERS["adamw"].build(rest, cfg, device)])

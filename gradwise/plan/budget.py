@@ -29,8 +29,6 @@ from gradwise.core.runtime import autocast_context, backends_for_training, selec
 from gradwise.models import build_model
 from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
 from gradwise.objectives.losses import CausalLMObjective, ClassificationObjective
-from gradwise.objectives.penalties import Penalties
-from gradwise.optim import build_optimizer, build_scheduler
 from gradwise.plan.estimate import (
     CHINCHILLA_TOKENS_PER_PARAM,
     MEMORY_HEADROOM,
@@ -41,9 +39,9 @@ from gradwise.plan.estimate import (
     model_spec,
     tokens_per_step,
 )
+from gradwise.plan.hf_shape import meta_model
 from gradwise.tasks.classify import classifier
-from gradwise.training.fp8 import fp8_if_asked
-from gradwise.training.step import OptimizationStep
+from gradwise.training.build import assemble
 
 MAX_EPOCHS = 4.0  # repeated data is nearly as good as fresh up to ~4 epochs (Muennighoff et al. 2023)
 WARMUP_STEPS = 2  # calibration steps not timed (allocator, kernel selection, lazy optimizer state)
@@ -69,24 +67,20 @@ def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, ac
     training batches when the data was read (the LSTM's cost follows the real lengths), else random
     full-length texts, an upper bound. Also times an evaluation forward pass and the two checkpoint writes.
     """
-    t, r = cfg.train, cfg.regularization
+    t = cfg.train
     autocast = select_dtype(t.dtype, device)
     cuda = [device] if device.type == "cuda" else []
     with backends_for_training(device, t.deterministic), torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)  # the run's initialisation; the caller's random state is left as it was
         model, objective, batches = _model_and_batches(cfg, spec, device, micro, task)
-        optimizer = build_optimizer(model, cfg.optim, device)
-        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
-        penalties = Penalties(model, r.l1, r.l2, r.params)
-        stepper = OptimizationStep(model, optimizer, objective, scheduler=scheduler, grad_clip=t.grad_clip,
-                                   autocast_dtype=autocast, max_nonfinite=1 << 30,  # time it, never stop it
-                                   clip_mode=t.grad_clip_mode,
-                                   penalty=penalties if penalties.active else None)
+        # the step training runs (compile, CUDA graphs, asynchronous steps included); timed, never stopped
+        built = assemble(cfg, model, objective, device, max_nonfinite=1 << 30)
+        model = built.model
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        samples = _timed_steps(stepper, batches, accum, device)
+        samples = _timed_steps(built.step, batches, accum, device)
         forward = _time_forward(model, batches, device, autocast, spec)
-        save_last, save_best = _time_checkpoints(model, optimizer, scheduler)
+        save_last, save_best = _time_checkpoints(model, built.optimizer, built.scheduler)
     out = {"step_seconds": statistics.median(samples), "samples": [round(s, 5) for s in samples],
            "warmup_steps": WARMUP_STEPS, "micro_batch": micro, "grad_accum": accum,
            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
@@ -120,13 +114,9 @@ def _model_and_batches(cfg: Config, spec: ModelSpec, device: torch.device, micro
     V, T = spec.vocab_size, spec.block_size
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.task == "lm":
-        if spec.hf is not None:  # its own shape with random weights: a step's time does not depend on them
-            from gradwise.plan.hf_shape import meta_model
-
-            built = meta_model(cfg, device)
-        else:
-            built = build_model(cfg.model, V).to(device)
-        model = fp8_if_asked(built, cfg.train.fp8, device)  # as training runs it
+        # a Hugging Face model: its own shape with random weights (a step's time does not depend on them);
+        # fp8 layers, where asked, are swapped in by the assembly, as training does
+        model = meta_model(cfg, device) if spec.hf is not None else build_model(cfg.model, V).to(device)
 
         def lm_batch(step: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
             x = torch.randint(0, V, (micro, T + 1), generator=gen)

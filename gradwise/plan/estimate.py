@@ -23,8 +23,13 @@ import numpy as np
 from gradwise.config.schema import Config
 from gradwise.config.validate import parse_duration
 from gradwise.core.errors import ConfigError
+from gradwise.hf.auto_tokenizer import load_hf_tokenizer
+from gradwise.models.chunked_ce import chunk_rows
 from gradwise.models.cost import ModelSpec, ParamTensor, architecture_spec, param_tensors
+from gradwise.optim.optimizers import OPTIMIZERS
 from gradwise.plan.hf_shape import hf_shape
+from gradwise.tasks import prepare_task
+from gradwise.tasks.init_from import init_tokenizer
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022: compute-optimal training tokens per parameter
 MEMORY_HEADROOM = 0.9  # plan to use at most this share of free memory (allocator slack, the OS, other tensors)
@@ -42,29 +47,20 @@ def model_spec(cfg: Config, vocab_size: int, n_classes: int = 0) -> ModelSpec:
 # ---------------------------------------------------------------- memory
 
 def optimizer_state_bytes(tensors: list[ParamTensor], name: str, momentum: float = 0.9) -> int:
-    """Bytes of optimizer state after the first step, as gradwise's optimizers keep it (fp32 throughout).
+    """Bytes of optimizer state after the first step, as gradwise's optimizers keep it (fp32 throughout; each
+    optimizer's count is its ``state_floats`` in gradwise.optim.optimizers.OPTIMIZERS).
 
     adamw/adam/radam: exp_avg + exp_avg_sq + a scalar step per tensor; nadam adds a scalar mu_product;
     sgd: momentum_buffer only when momentum > 0; lion: exp_avg; adafactor: row and column second moments of
     a matrix (a vector's in full) + step; muon: momentum_buffer for hidden matrices, AdamW for everything
     else. Tensors without a gradient get no state.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}")
     total = 0
     for t in (t for t in tensors if t.grad):
         kind = "adamw" if name == "muon" and t.kind != "matrices" else name
-        if kind in ("adamw", "adam", "radam"):
-            total += 2 * t.numel * FP32 + FP32
-        elif kind == "nadam":
-            total += 2 * t.numel * FP32 + 2 * FP32
-        elif kind == "sgd":
-            total += t.numel * FP32 if momentum > 0 else 0
-        elif kind in ("lion", "muon"):
-            total += t.numel * FP32
-        elif kind == "adafactor":
-            rows_cols = math.prod(t.shape[:-1]) + math.prod(t.shape[:-2]) * t.shape[-1] if len(t.shape) >= 2 else t.numel
-            total += rows_cols * FP32 + FP32
-        else:
-            raise ValueError(f"unknown optimizer {name!r}")
+        total += OPTIMIZERS[kind].state_floats(t.shape, momentum) * FP32
     return total
 
 
@@ -133,8 +129,6 @@ def logits_working_bytes(spec: ModelSpec, batch: int) -> int:
         return 0
     rows = batch * spec.block_size
     if spec.fused_ce:
-        from gradwise.models.chunked_ce import chunk_rows
-
         rows = chunk_rows(rows, spec.n_embd, spec.vocab_size)
     return 2 * rows * spec.vocab_size * FP32
 
@@ -169,16 +163,10 @@ def fitting_micro_batch(spec: ModelSpec, optimizer: str, momentum: float, batch:
 def read_data(cfg: Config, data: bool) -> tuple[dict[str, Any], Any]:
     """Vocabulary, split sizes and evaluation windows from the config's corpus (tokenized once, then cached);
     with ``data=False`` only what the config says, and assumptions stated in ``notes``."""
-    from gradwise.tasks import prepare_task
-    from gradwise.tasks.init_from import adopt_init_run
 
     if not data:
-        if cfg.model.arch == "hf":  # its own tokenizer: the vocabulary without reading the corpus
-            from gradwise.hf.auto_tokenizer import load_hf_tokenizer
-
-            tok = load_hf_tokenizer(cfg.model.hf_path)
-        else:
-            tok = adopt_init_run(cfg)
+        # a Hugging Face model's own tokenizer: the vocabulary without reading the corpus
+        tok = load_hf_tokenizer(cfg.model.hf_path) if cfg.model.arch == "hf" else init_tokenizer(cfg)
         d = cfg.data
         vocab = tok.vocab_size if tok is not None else (d.vocab_size if d.tokenizer == "bpe" else 256)
         info: dict[str, Any] = {"read": False, "vocab_size": vocab, "notes": []}

@@ -22,7 +22,11 @@ import torch
 
 from gradwise.config.schema import Config
 from gradwise.core.runtime import select_device
-from gradwise.hf.lora import linear_like
+from gradwise.hf.causal import from_config, model_dir
+from gradwise.hf.lora import apply_lora, linear_like
+from gradwise.hf.model import HFCausalLM
+from gradwise.models.cost import ParamTensor, hf_attention_shape, hf_flops_per_token, lookup_tables
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim.optimizers import classify_params
 
 
@@ -45,7 +49,6 @@ class HFModelShape:
 
 def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFModelShape, dict[str, int]]:
     """The shape of ``cfg``'s Hugging Face model (LoRA applied) and its config's layer, head and width."""
-    from gradwise.models.cost import ParamTensor, hf_attention_shape, hf_flops_per_token, lookup_tables
 
     m = cfg.model
     model = meta_model(cfg)
@@ -77,15 +80,11 @@ def hf_shape(cfg: Config, vocab_size: int) -> tuple[HFModelShape, dict[str, int]
 def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
     """``cfg``'s model (LoRA applied) on the meta device: shapes and dtypes, no weights read or allocated.
     On a real device: randomly initialised, which is all a timing of its steps needs."""
-    from gradwise.hf.causal import from_config, model_dir
-    from gradwise.hf.model import HFCausalLM
 
     m = cfg.model
     base = from_config(model_dir(m.hf_path), f"hf:{m.hf_path} as a causal language model", device)
     model, frozen = base, None
     if m.lora is not None:
-        from gradwise.hf.lora import apply_lora
-
         lora = copy.deepcopy(m.lora)  # apply_lora records the targets it chose: not in the user's config
         model, _ = apply_lora(base, lora.r, lora.alpha, lora.dropout, lora.targets)
         # Checkpoints then hold the adapters alone, as a LoRA run's do (the timed writes are the real ones)
@@ -108,7 +107,6 @@ def _activations(model: Any, context: int, target: str) -> tuple[int | None, int
 def saved_bytes(model: Any, batch: int, context: int) -> int:
     """Bytes of the storages one training forward (the LM objective included) keeps for backward, each once,
     parameters not counted (they are already in the weights)."""
-    from gradwise.objectives.losses import CausalLMObjective
 
     device = next(model.parameters()).device
     params = {p.untyped_storage()._cdata for p in model.parameters()}

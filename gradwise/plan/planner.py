@@ -12,6 +12,7 @@ from gradwise.core.device_memory import available_memory
 from gradwise.core.errors import ConfigError
 from gradwise.core.runtime import select_device, select_dtype
 from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
+from gradwise.plan.budget import estimate_time, propose  # plan_budget builds on this module
 from gradwise.plan.estimate import (
     CHINCHILLA_TOKENS_PER_PARAM,
     FP32,
@@ -27,12 +28,12 @@ from gradwise.plan.estimate import (
     tokens_per_step,
 )
 from gradwise.plan.hf_shape import HFModelShape
+from gradwise.training.run_config import resolve_train_config
 
 
 def resolve_config(config: Config | str | Path | None, overrides: list[str] | None) -> Config:
     """The config ``gradwise train`` would run with (a Config, a file, a preset name or the default preset),
     a Hugging Face model's context fitted to it as training fits it."""
-    from gradwise.training.run_config import resolve_train_config
 
     return resolve_train_config(config, overrides)[0]
 
@@ -45,7 +46,6 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     ``data=False`` skips reading the corpus (a char vocabulary is then assumed to be 256 symbols and a
     classifier to have 2 classes); tokens per parameter still come from the planned steps.
     """
-    from gradwise.plan.budget import estimate_time, propose  # plan_budget builds on this module
 
     if budget is not None:
         budget_seconds(budget)  # a bad --budget fails before any work

@@ -15,7 +15,10 @@ from typing import Any
 
 import yaml
 
+from gradwise.config.keys import flatten
 from gradwise.core.rundir import RunDir, read_metrics
+from gradwise.inference import generate_text
+from gradwise.tools.data_stats import data_stats
 
 RUNNING_WITHIN_S = 600  # no summary.json, metrics.jsonl written this recently: the run is probably still going
 NOT_COMPARED = ("name", "out_dir")  # where a run lives, not what it did
@@ -177,20 +180,6 @@ def load_run_data(path: str | Path) -> RunData:
                    data_check, stats, status, note, notes)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{'optim': {'lr': 0.001}} -> {'optim.lr': 0.001}; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 MISSING = object()
 
 
@@ -219,8 +208,6 @@ def add_samples(data: RunData, count: int = 3, max_new_tokens: int = 120, prompt
         data.samples_note = "no best checkpoint yet"
         return
     try:
-        from gradwise.inference import generate_text
-
         data.samples = generate_text(data.path, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                                      top_k=top_k, num_samples=count, seed=seed, checkpoint="best", device=device)
     except Exception as e:  # noqa: BLE001 - a report shows what it can; sampling is a nicety
@@ -232,8 +219,6 @@ def add_data_stats(data: RunData) -> None:
     """Corpus statistics from the run's own config (as ``gradwise data stats`` prints them); a corpus that is
     no longer where the config says leaves a note instead."""
     try:
-        from gradwise.tools.data_stats import data_stats
-
         data.data_stats = data_stats(str(data.path / "config.yaml"))
     except Exception as e:  # noqa: BLE001 - the rest of the report stands without it
         data.notes.append(f"data statistics could not be computed: {e.__class__.__name__}: {e}")

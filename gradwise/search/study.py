@@ -33,6 +33,9 @@ from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError, GradwiseError
 from gradwise.search.plots import write_study_plots
 from gradwise.search.space import Param, load_space, to_overrides
+from gradwise.training.distributed import torchrun_world_size
+from gradwise.training.run import train
+from gradwise.training.run_config import resolve_train_config
 
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 PRUNERS = ("none", "median", "halving", "hyperband")
@@ -166,9 +169,6 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
     ``workers`` > 1 starts that many local processes on one study (journal-file storage unless ``storage``
     names a database); workers on other machines join by running the same call with the same ``storage``.
     """
-    from gradwise.training.distributed import torchrun_world_size
-    from gradwise.training.run import train
-    from gradwise.training.run_config import resolve_train_config
 
     if torchrun_world_size() > 1:  # every rank would run its own search on the one study
         raise GradwiseError("gradwise tune runs each trial in one process; start it without torchrun (--workers N "
@@ -295,8 +295,6 @@ def run_worker(spec: WorkerSpec, index: int) -> bool:
 
 
 def _run_trials(spec: WorkerSpec, index: int) -> bool:
-    from gradwise.training.run import train
-
     optuna = require_optuna()
     base = build_config(spec.base)
     params = load_space(spec.space, base)

@@ -15,11 +15,11 @@ from gradwise.hf.model import build_hf_model
 from gradwise.models import build_model
 from gradwise.tasks.base import EvalReport, Task
 from gradwise.tasks.classify import ClassifyTask, class_probabilities, classifier
-from gradwise.tasks.init_from import adopt_init_run, load_init_weights
+from gradwise.tasks.init_from import adopt_init_config, init_tokenizer, load_init_weights
 from gradwise.tasks.lm import LMTask
 
-__all__ = ["ClassifyTask", "EvalReport", "LMTask", "Task", "adopt_init_run", "class_probabilities", "classifier",
-           "load_init_weights", "model_for_run", "prepare_task"]
+__all__ = ["ClassifyTask", "EvalReport", "LMTask", "Task", "adopt_init_config", "class_probabilities", "classifier",
+           "init_tokenizer", "load_init_weights", "model_for_run", "prepare_task"]
 
 
 def model_for_run(cfg: Config, run_dir: Path) -> tuple[nn.Module, Tokenizer, list[str] | None]:

@@ -23,13 +23,11 @@ from gradwise.data.sources import hash_file
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
 from gradwise.hf.auto_tokenizer import load_any_tokenizer
-from gradwise.models import gpt_config
-from gradwise.models.gpt_classifier import GPTClassifier
-from gradwise.models.lstm import LSTMClassifier, LSTMConfig
+from gradwise.models import build_classifier
 from gradwise.objectives.losses import ClassificationObjective
 from gradwise.tasks.base import EvalReport
 from gradwise.tasks.classify_metrics import classification_report, multilabel_report
-from gradwise.tasks.init_from import adopt_init_run
+from gradwise.tasks.init_from import init_tokenizer
 
 
 class ClassifyTask:
@@ -61,7 +59,7 @@ class ClassifyTask:
             if unknown:
                 raise GradwiseError(f"labels {unknown[:3]} were not in the run's training data; use the same corpus")
         else:
-            tokenizer = adopt_init_run(cfg)
+            tokenizer = init_tokenizer(cfg)
             if tokenizer is None:
                 train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
                 tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
@@ -172,20 +170,12 @@ class ClassifyTask:
         return {k: len(s) for k, s in self.splits.items()}
 
 
-def lstm_classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> LSTMClassifier:
-    m = cfg.model
-    return LSTMClassifier(LSTMConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=m.n_embd,
-                                     hidden=m.hidden or m.n_embd, n_layer=m.n_layer, bidirectional=m.bidirectional,
-                                     dropout=m.dropout, pool=m.pool))
-
-
 def class_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Class logits (..., C) -> probabilities: softmax over classes, or each class's own sigmoid (multi-label)."""
     return logits.float().sigmoid() if multi_label else logits.float().softmax(-1)
 
 
 def classifier(cfg: Config, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
-    """The classifier ``model.arch`` names: an LSTM, or a GPT backbone with a class head."""
-    if cfg.model.arch == "gpt":
-        return GPTClassifier(gpt_config(cfg.model, vocab_size), n_classes, pad_id, cfg.model.pool)
-    return lstm_classifier(cfg, vocab_size, n_classes, pad_id)
+    """The classifier ``model.arch`` names (gradwise.models.CLASSIFIERS): an LSTM, or a GPT backbone with a
+    class head."""
+    return build_classifier(cfg.model, vocab_size, n_classes, pad_id)

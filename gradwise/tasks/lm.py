@@ -16,12 +16,13 @@ from gradwise.data.quality.check import cached, check_lm, finish_report
 from gradwise.data.quality.dedupe import DedupedSource
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import fingerprint
-from gradwise.hf.auto_tokenizer import load_any_tokenizer
+from gradwise.hf.auto_tokenizer import load_any_tokenizer, load_hf_tokenizer
+from gradwise.hf.causal import save_run_files
 from gradwise.hf.model import build_hf_model
 from gradwise.models import build_model
 from gradwise.objectives.losses import CausalLMObjective
 from gradwise.tasks.base import EvalReport
-from gradwise.tasks.init_from import adopt_init_run
+from gradwise.tasks.init_from import init_tokenizer
 from gradwise.tasks.lm_eval import evaluate
 
 
@@ -38,11 +39,9 @@ class LMTask:
         if run_dir:
             tok = load_any_tokenizer(run_dir / "tokenizer.json")
         elif cfg.model.arch == "hf":  # the Hugging Face model's own tokenizer (gradwise/hf/auto_tokenizer.py)
-            from gradwise.hf.auto_tokenizer import load_hf_tokenizer
-
             tok = load_hf_tokenizer(cfg.model.hf_path)
         else:
-            tok = adopt_init_run(cfg)
+            tok = init_tokenizer(cfg)
         return cls(cfg, prepare_corpus(cfg.data, tokenizer=tok), run_dir)
 
     def check(self, splits: tuple[str, ...]) -> None:
@@ -66,8 +65,6 @@ class LMTask:
 
     def save(self, run_dir: Path) -> None:
         if self.cfg.model.arch == "hf":  # RUN/hf/: the model's config and tokenizer files, to rebuild the run
-            from gradwise.hf.causal import save_run_files
-
             save_run_files(self.cfg.model.hf_path, run_dir)
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
 

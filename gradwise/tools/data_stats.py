@@ -13,9 +13,11 @@ from typing import Any
 
 from gradwise.config.schema import Config
 from gradwise.core.errors import DataError
+from gradwise.data import prepare_corpus
 from gradwise.data.labelled import label_set, read_records
 from gradwise.data.quality.textunits import length_histogram, split_paragraphs
 from gradwise.data.sources import CorpusSource, iter_jsonl
+from gradwise.hf.auto_tokenizer import load_hf_tokenizer
 from gradwise.tasks import prepare_task
 from gradwise.tasks.classify import ClassifyTask
 from gradwise.training.run_config import resolve_train_config
@@ -24,8 +26,6 @@ BAR = 30
 
 
 def lm_stats(cfg: Config) -> dict[str, Any]:
-    from gradwise.data import prepare_corpus
-
     d = cfg.data
     source = CorpusSource.from_config(d.path, d.format, d.text_field)
     problems = _jsonl_problems(source, d.text_field) if source.kind == "jsonl" else []
@@ -56,8 +56,6 @@ def lm_stats(cfg: Config) -> dict[str, Any]:
         return out
     tok = None
     if cfg.model.arch == "hf":  # counted in the Hugging Face model's own tokens
-        from gradwise.hf.auto_tokenizer import load_hf_tokenizer
-
         tok = load_hf_tokenizer(cfg.model.hf_path)
     corpus = prepare_corpus(d, tokenizer=tok)
     tok = corpus.tokenizer
@@ -84,7 +82,6 @@ def _jsonl_problems(source: CorpusSource, field: str) -> list[tuple[int, str]]:
 
 
 def classify_stats(cfg: Config) -> dict[str, Any]:
-
     d = cfg.data
     if d.path is None:
         raise DataError("classification stats need labelled data: pass a .jsonl or .csv file")
@@ -192,7 +189,6 @@ def check_data(config: Config | str | Path | None = None, *, overrides: list[str
 
 def data_stats(config: Config | str | Path | None = None, *, overrides: list[str] | None = None) -> dict[str, Any]:
     """Sizes, tokens, lengths and (for labelled data) label counts of this config's corpus."""
-    from gradwise.tools.data_stats import classify_stats, lm_stats
 
     cfg, _, _ = resolve_train_config(config, overrides)
     return classify_stats(cfg) if cfg.task == "classify" else lm_stats(cfg)

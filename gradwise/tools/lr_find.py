@@ -24,10 +24,11 @@ import torch
 from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError
 from gradwise.core.rundir import default_run_name, write_json
-from gradwise.core.runtime import backends_for_training, seed_everything, select_device, select_dtype
-from gradwise.optim import build_optimizer
-from gradwise.training.fp8 import fp8_if_asked
-from gradwise.training.step import OptimizationStep
+from gradwise.core.runtime import backends_for_training, seed_everything, select_device
+from gradwise.tasks import prepare_task
+from gradwise.tasks.init_from import load_init_weights
+from gradwise.training.build import assemble
+from gradwise.training.run_config import resolve_train_config
 
 
 @dataclass
@@ -52,8 +53,6 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, smooth: float = 0.9,
             stop_factor: float = 4.0, out_dir: str | Path | None = None, save: bool = True) -> LRFindResult:
     """Run the range test on ``config``'s model and data; write lr_find.json and lr_find.png to ``out_dir``."""
-    from gradwise.tasks import prepare_task
-    from gradwise.training.run_config import resolve_train_config
 
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"the range must grow: --start {start_lr:g} and --end {end_lr:g}; use e.g. --start 1e-7 "
@@ -70,10 +69,7 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
         task.check(("train",))
         model = task.build_model()
         if cfg.model.init_from:
-            from gradwise.tasks.init_from import load_init_weights
-
             load_init_weights(cfg, model)
-        model = fp8_if_asked(model.to(device), cfg.train.fp8, device)  # the model as training runs it
         result = _range_test(cfg, task, model, device, start_lr, end_lr, steps, smooth, stop_factor)
     if save:
         out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir) / default_run_name(f"lr-find-{stem}")
@@ -87,12 +83,12 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
 def _range_test(cfg: Config, task: Any, model: torch.nn.Module, device: torch.device, start_lr: float,
                 end_lr: float, steps: int, smooth: float, stop_factor: float) -> LRFindResult:
     base = cfg.optim.lr
-    optimizer = build_optimizer(model, cfg.optim, device)
     growth = (end_lr / start_lr) ** (1 / (steps - 1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: start_lr * growth ** i / base)
-    stepper = OptimizationStep(model, optimizer, task.objective(), scheduler=scheduler, grad_clip=cfg.train.grad_clip,
-                               autocast_dtype=select_dtype(cfg.train.dtype, device), max_nonfinite=steps + 1,
-                               clip_mode=cfg.train.grad_clip_mode)
+    # the step training runs (penalties, fp8, compile included) under an exponentially growing rate; every
+    # step's loss is read, so the steps stay synchronous
+    stepper = assemble(cfg, model, task.objective(), device, max_nonfinite=steps + 1, asynchronous=False,
+                       scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                           opt, lambda i: start_lr * growth ** i / base)).step
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []

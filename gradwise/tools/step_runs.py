@@ -16,14 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gradwise.config.schema import OptimConfig
+from gradwise.config import Config, OptimConfig, TrainConfig
 from gradwise.core.errors import GradwiseError
 from gradwise.core.runtime import seed_everything, select_device
 from gradwise.objectives.losses import IGNORE_INDEX, CausalLMObjective
-from gradwise.optim import build_optimizer
 from gradwise.tools.step_inspect import StepInspector, StepReport
 from gradwise.tools.step_target import load_step_target
-from gradwise.training.step import OptimizationStep
+from gradwise.training.build import assemble
 
 MAX_WINDOWS = 64  # a --text-file longer than this many context windows is cut (the step is for study)
 
@@ -75,8 +74,11 @@ def run_steps(model_path: str | Path, text: str, *, optimizer: str = "adam", lr:
     target = load_step_target(model_path, dev)
     model = target.model.to(dev)
     x, y, tokens = text_batch(target.encode(text), target.block_size, dev)
-    opt = build_optimizer(model, OptimConfig(name=optimizer, lr=lr, weight_decay=weight_decay), dev)
-    stepper = OptimizationStep(model, opt, CausalLMObjective(), grad_clip=grad_clip, max_nonfinite=steps + 1)
+    # the training step, in fp32 with a constant learning rate, synchronous so every number can be read
+    cfg = Config(optim=OptimConfig(name=optimizer, lr=lr, weight_decay=weight_decay),
+                 train=TrainConfig(grad_clip=grad_clip, dtype="float32", compile=False, async_steps=False))
+    stepper = assemble(cfg, model, CausalLMObjective(), dev, scheduler=lambda opt: None,
+                       max_nonfinite=steps + 1).step
     inspector = StepInspector(model, stepper, mean_loss)
     setup = {"model": target.describe, "device": f"{dev.type} fp32", "windows": int(x.shape[0]), "tokens": tokens,
              "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip,

@@ -15,7 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gradwise.core.checkpoint import save_checkpoint
 from gradwise.core.errors import GradwiseError
+from gradwise.hf.causal import load_pretrained, max_positions, quiet_transformers
+from gradwise.hf.model import HFCausalLM
+from gradwise.inference import load_run
 
 
 @dataclass
@@ -44,9 +48,6 @@ def load_step_target(path: str | Path, device: torch.device) -> StepTarget:
 
 
 def _gradwise_target(p: Path, device: torch.device) -> StepTarget:
-    from gradwise.core.checkpoint import save_checkpoint
-    from gradwise.inference import load_run
-
     loaded = load_run(p, "best", str(device))
     if loaded.cfg.task != "lm":
         raise GradwiseError(f"--model {p} is a {loaded.cfg.task} run; `gradwise step` steps language models "
@@ -71,8 +72,6 @@ def _gradwise_target(p: Path, device: torch.device) -> StepTarget:
 
 def _hf_target(p: Path, device: torch.device) -> StepTarget:
     """The directory's causal LM (safetensors only, fp32) behind the same wrapper training uses."""
-    from gradwise.hf.causal import load_pretrained, max_positions, quiet_transformers
-    from gradwise.hf.model import HFCausalLM
 
     hf_model = load_pretrained(p)
     with quiet_transformers() as transformers:

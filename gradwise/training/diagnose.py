@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradwise.config.keys import get_key
 from gradwise.config.load import read_config_file
 from gradwise.core.rundir import RunDir, read_metrics
 
@@ -276,12 +277,8 @@ class Advice:
         self.arch = get("model.arch", "gpt")
 
     def _get(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.cfg
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return default if node is None else node
+        value = get_key(self.cfg, dotted, None)
+        return default if value is None else value
 
     def diverged(self, keep: str | None) -> list[str]:
         out = [keep] if keep else []

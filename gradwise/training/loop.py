@@ -27,16 +27,13 @@ from gradwise.core.errors import TrainingStopped
 from gradwise.core.progress import TrainingProgress
 from gradwise.core.rundir import MetricsWriter, RunDir
 from gradwise.core.runtime import micro_batch_seed
-from gradwise.training.distributed import Distributed
+from gradwise.training.build import Assembled
+from gradwise.training.context import RunContext
 from gradwise.training.meter import FlopsMeter
 from gradwise.training.step import OptimizationStep, StepResult
 
 if TYPE_CHECKING:
-    from gradwise.tasks.base import EvalReport
-    from gradwise.tasks.classify import ClassifyTask
-    from gradwise.tasks.lm import LMTask
-
-    Task = LMTask | ClassifyTask
+    from gradwise.tasks.base import EvalReport, Task
 
 
 @dataclass
@@ -118,21 +115,18 @@ class StopSignal:
 
 
 class TrainLoop:
-    def __init__(self, cfg: Config, model: nn.Module, stepper: OptimizationStep, task: Task, run: RunDir,
-                 device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState,
-                 metrics: MetricsWriter, progress: TrainingProgress, raw_model: nn.Module | None = None,
-                 on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None,
-                 flops: FlopsMeter | None = None):
+    def __init__(self, cfg: Config, ctx: RunContext, task: Task, run: RunDir, built: Assembled, state: LoopState,
+                 metrics: MetricsWriter, progress: TrainingProgress,
+                 on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
         self.cfg = cfg
         self.flops = flops  # model TFLOP/s and MFU on the log lines
         self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
-        self.model = model  # possibly compiled
-        self.raw_model = raw_model or model  # what checkpoints save
-        self.stepper = stepper
+        self.model: nn.Module = built.evaluated  # possibly compiled
+        self.raw_model: nn.Module = built.model  # what checkpoints save
+        self.stepper: OptimizationStep = built.step
         self.task = task
         self.run_dir = run
-        self.device = device
-        self.autocast_dtype = autocast_dtype
+        self.device, self.autocast_dtype = ctx.device, ctx.autocast_dtype
         self.state = state
         self.metrics = metrics
         self.progress = progress
@@ -140,7 +134,7 @@ class TrainLoop:
         t = cfg.train
         self.checkpoint_every = t.checkpoint_every or t.eval_every
         # Ranks under torchrun: this rank's micro-batches, agreed decisions, rank 0 writes (one process: no-ops)
-        self.dist = dist or Distributed(device=device)
+        self.dist = ctx.dist
         # steps run, not yet in the log window: (result, start time, the step's index)
         self._unsettled: list[tuple[StepResult, float, int]] = []
 

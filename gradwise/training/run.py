@@ -22,29 +22,25 @@ from gradwise.core.progress import TrainingProgress, format_seconds
 from gradwise.core.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
 from gradwise.core.runtime import (
     backends_for_training,
-    compiled,
     seed_everything,
     select_device,
-    select_dtype,
     unverified_on_gpu,
-    uses_cuda_graphs,
 )
 from gradwise.data.quality.check import data_warnings
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import fingerprint
 from gradwise.models.cost import hf_flops_per_token, model_flops_per_token
-from gradwise.objectives.penalties import Penalties
-from gradwise.optim import build_optimizer, build_scheduler
 from gradwise.tasks import Task, prepare_task
 from gradwise.tasks.classify_metrics import format_report
 from gradwise.tasks.init_from import load_init_weights
+from gradwise.training.build import Assembled, assemble
+from gradwise.training.context import RunContext
 from gradwise.training.diagnose import diagnose, format_verdicts
-from gradwise.training.distributed import Distributed, NoMetrics, joined
-from gradwise.training.fp8 import fp8_if_asked, fp8_layers
+from gradwise.training.distributed import NoMetrics, joined
+from gradwise.training.fp8 import fp8_layers
 from gradwise.training.loop import LoopState, TrainLoop
 from gradwise.training.meter import FlopsMeter, device_peak
 from gradwise.training.run_config import resolve_train_config
-from gradwise.training.step import OptimizationStep, asynchronous_steps
 
 __all__ = ["RunResult", "train"]
 
@@ -90,15 +86,13 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
                 raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
                                     "or choose another name with --set name=NEW")
         with backends_for_training(dist.device, t.deterministic):
-            return _run(cfg, run, resumed is not None, dist.device, live_progress, quiet, on_eval, dist)
+            return _run(cfg, RunContext.of(cfg, dist), run, resumed is not None, live_progress, quiet, on_eval)
 
 
-def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_progress: bool | None,
-         quiet: bool, on_eval: Callable[[int, float], bool] | None = None, dist: Distributed | None = None) -> RunResult:
-    t = cfg.train
-    dist = dist or Distributed(device=device)
+def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress: bool | None, quiet: bool,
+         on_eval: Callable[[int, float], bool] | None = None) -> RunResult:
+    t, dist = cfg.train, ctx.dist
     seed_everything(cfg.seed)
-    autocast_dtype = select_dtype(t.dtype, device)
     # Ranks: rank 0 tokenizes (and fills the cache) first, the others then read it; all must agree.
     task = dist.in_turn(lambda: prepare_task(cfg, run.path if resumed else None))
     dist.check_same(fingerprint(task.tokenizer) + json.dumps(task.split_sizes()), "tokenizer and data split")
@@ -108,29 +102,13 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     model = task.build_model()
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)
-    # fp8 linear layers are swapped in before sharding, wrapping and compiling see the model
-    model = dist.shard(fp8_if_asked(model.to(device), t.fp8, device))  # FSDP2: sharded in place, before the optimizer sees the parameters
-    optimizer = build_optimizer(model, cfg.optim, device)
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps)
-    r = cfg.regularization
-    penalties = Penalties(model, r.l1, r.l2, r.params)
-    # Ranks: the step trains through DDP (gradients all-reduced); evaluation and checkpoints use the plain model.
-    # train.compile compiles what the step runs (the DDP wrapper included), so training is what gets faster.
-    trained = dist.wrap(model)
-    if t.compile:
-        trained = compiled(trained, t.compile_mode)
-    stepper = OptimizationStep(trained, optimizer, task.objective(),
-                               scheduler=scheduler, grad_clip=t.grad_clip, autocast_dtype=autocast_dtype,
-                               max_nonfinite=t.max_nonfinite, clip_mode=t.grad_clip_mode,
-                               penalty=penalties if penalties.active else None, dist=dist,
-                               cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode),
-                               asynchronous=asynchronous_steps(t.async_steps, device, optimizer,
-                                                               dist.world_size))
+    built = assemble(cfg, model, task.objective(), ctx.device, dist)
+    model = built.model
     state = LoopState()
     if resumed:
-        saved = dist.load_checkpoint(run.last, model, optimizer, scheduler)
+        saved = dist.load_checkpoint(run.last, model, built.optimizer, built.scheduler)
         state = LoopState.from_json(saved["loop"])
-        stepper.load_state_dict(state.stepper)
+        built.step.load_state_dict(state.stepper)
         if state.step >= t.max_steps:
             raise ConfigError(f"run {run.path} already reached train.max_steps ({t.max_steps}); to train further "
                               f"raise it, e.g. --set train.max_steps={t.max_steps * 2}")
@@ -144,13 +122,12 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
             write_json(run.path / "data_check.json", data_report)
 
     progress = TrainingProgress(t.max_steps, state.step, live=live_progress, quiet=quiet or not dist.is_main)
-    _print_header(progress, cfg, run, task, model, device, autocast_dtype, state)
+    _print_header(progress, cfg, ctx, run, task, model, state)
     if dist.enabled:
         progress.message(f"parallel {dist.describe()} | each rank {t.grad_accum // dist.world_size} of "
                          f"{t.grad_accum} micro-batches per step")
     for line in data_warnings(data_report):
         progress.message(f"data     warning: {line}")
-    eval_model = compiled(model, t.compile_mode) if t.compile else model
     mirror = None
     if t.tensorboard and dist.is_main:
         from gradwise.core.tensorboard import TensorBoardMirror
@@ -159,9 +136,8 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     metrics = (MetricsWriter(run.metrics, resume_step=state.step if resumed else None, mirror=mirror)
                if dist.is_main else NoMetrics())  # ranks: rank 0 alone writes metrics
     try:
-        loop = TrainLoop(cfg, eval_model, stepper, task, run, device, autocast_dtype, state, metrics, progress,
-                         raw_model=model, on_eval=on_eval, dist=dist,
-                         flops=_flops_meter(cfg, task, model, device, dist.world_size))
+        loop = TrainLoop(cfg, ctx, task, run, built, state, metrics, progress, on_eval=on_eval,
+                         flops=_flops_meter(cfg, ctx, task, model))
         stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
@@ -170,8 +146,7 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
             loop.record_stop(str(exc), getattr(exc, "step", None))
         finally:
             progress.close()
-        summary = _finish(cfg, run, task, model, device, autocast_dtype, state, stopped_because, metrics, stepper,
-                          dist)
+        summary = _finish(cfg, ctx, run, task, built, state, stopped_because, metrics)
     finally:
         metrics.close()
     _print_footer(progress, run, summary)
@@ -180,29 +155,25 @@ def _run(cfg: Config, run: RunDir, resumed: bool, device: torch.device, live_pro
     return RunResult(run.path, summary)
 
 
-def _flops_meter(cfg: Config, task: Task, model: torch.nn.Module, device: torch.device,
-                 ranks: int = 1) -> FlopsMeter:
+def _flops_meter(cfg: Config, ctx: RunContext, task: Task, model: torch.nn.Module) -> FlopsMeter:
     """Model FLOP/s on every log line; MFU where the device's peak is known (CUDA). Logged tokens/s are summed
     over ranks, so the peak is too (one device's peak x ranks)."""
-    peak = device_peak(device, default_cache_dir(cfg.data.cache_dir), cfg.train.peak_tflops)
+    peak = device_peak(ctx.device, default_cache_dir(cfg.data.cache_dir), cfg.train.peak_tflops)
     if cfg.model.arch == "hf":
         per_token = hf_flops_per_token(model, cfg.model.block_size)
     else:
         classes = len(task.classes) if cfg.task == "classify" else 0
         per_token = model_flops_per_token(cfg, task.tokenizer.vocab_size, classes)
-    return FlopsMeter(per_token, peak * ranks if peak else None)
+    return FlopsMeter(per_token, peak * ctx.dist.world_size if peak else None)
 
 
-def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device: torch.device,
-            autocast_dtype: torch.dtype | None, state: LoopState, stopped_because: str,
-            metrics: MetricsWriter | NoMetrics, stepper: OptimizationStep,
-            dist: Distributed | None = None) -> dict[str, Any]:
-    t = cfg.train
-    dist = dist or Distributed(device=device)
+def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assembled, state: LoopState,
+            stopped_because: str, metrics: MetricsWriter | NoMetrics) -> dict[str, Any]:
+    t, dist, model = cfg.train, ctx.dist, built.model
     test = None
     if t.test_eval and stopped_because != "interrupted" and state.best_step is not None:
         dist.load_weights(run.best, model)  # the honest number: the checkpoint chosen on validation, tested once
-        test = task.evaluate(model, "test", device, autocast_dtype, fixed_subset=False).shared(dist)
+        test = task.evaluate(model, "test", ctx.device, ctx.autocast_dtype, fixed_subset=False).shared(dist)
         metrics.write({"kind": "test", "step": state.best_step, "test_loss": test.loss,
                        **{f"test_{k}": v for k, v in test.scalars.items()}})
     train_only = state.train_seconds - state.eval_seconds
@@ -215,7 +186,7 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
         # Training throughput over the loop's wall time minus validation: sampling, transfers, logging
         # and checkpoints count against it, so it is what a user actually gets.
         "tokens_per_second": round(state.tokens_seen / train_only, 1) if train_only > 0 else None,
-        "stopped_because": stopped_because, "nonfinite_steps": stepper.nonfinite_total,
+        "stopped_because": stopped_because, "nonfinite_steps": built.step.nonfinite_total,
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "vocab_size": task.tokenizer.vocab_size,
@@ -240,10 +211,10 @@ def _finish(cfg: Config, run: RunDir, task: Task, model: torch.nn.Module, device
 _TEST_KEYS = {"lm": ("perplexity", "bits_per_byte"), "classify": ("accuracy", "macro_f1")}
 
 
-def _print_header(progress: TrainingProgress, cfg: Config, run: RunDir, task: Task, model: torch.nn.Module,
-                  device: torch.device, autocast_dtype: torch.dtype | None, state: LoopState) -> None:
-    t, m = cfg.train, cfg.model
-    precision = "bf16 autocast" if autocast_dtype == torch.bfloat16 else "fp32"
+def _print_header(progress: TrainingProgress, cfg: Config, ctx: RunContext, run: RunDir, task: Task,
+                  model: torch.nn.Module, state: LoopState) -> None:
+    t, m, device = cfg.train, cfg.model, ctx.device
+    precision = "bf16 autocast" if ctx.autocast_dtype == torch.bfloat16 else "fp32"
     params = sum(p.numel() for p in model.parameters())
     shape = (f"GPT {m.n_layer} layers, {m.n_head} heads, width {m.n_embd}, context {m.block_size}" if m.arch == "gpt"
              else f"LSTM {m.n_layer} layer(s), hidden {m.hidden or m.n_embd}"

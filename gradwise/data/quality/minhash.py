@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradwise.data.quality.textunits import available_cpus, mix64
+from gradwise.data.quality.textunits import available_cpus, mix64, ngram_hashes
 
 SHINGLE_WORDS = 3
 MAX_BUCKET = 32  # a bucket bigger than this pairs each member with its first MAX_BUCKET members only
@@ -166,7 +166,6 @@ def batch_shingles(word_hashes: np.ndarray, lengths: np.ndarray, n: int = SHINGL
 
     ``word_hashes`` holds the words of all units back to back, ``lengths`` the word count of each. A shingle
     is a run of ``n`` words inside one unit; a unit shorter than ``n`` words (but not empty) is one shingle."""
-    from gradwise.data.quality.textunits import ngram_hashes
 
     unit_of = np.repeat(np.arange(len(lengths)), lengths)
     grams = ngram_hashes(word_hashes, n)
