@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def generate_text(run_path: str | Path, prompt: str = "", max_new_tokens: int = 
         raise GradwiseError("--max-new-tokens must be >= 0 and --num-samples >= 1")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise GradwiseError(f"--top-p must be in (0, 1]; got {top_p}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise GradwiseError(f"--temperature must be a number >= 0 (0 is greedy); got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise GradwiseError(f"--top-k must be at least 1 (or left out to sample from every token); got {top_k}")
     loaded = load_run(run_path, checkpoint, device)
     if loaded.cfg.task != "lm":
         raise GradwiseError(f"{run_path} is a {loaded.cfg.task} run; generate needs a language model "

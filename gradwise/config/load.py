@@ -25,7 +25,13 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or TOML file (or a preset name) into a plain dict."""
     p = resolve_config_path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); give a YAML or TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     try:
         if p.suffix == ".toml":
             import tomllib

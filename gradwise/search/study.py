@@ -182,6 +182,12 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         raise ConfigError(f"sampler {sampler} needs a budget: pass --trials N, --timeout 30m or --max-tokens N")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; got {workers}")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be at least 1; got {trials}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1; got {max_tokens}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout must be a positive duration, e.g. 30m; got {timeout}")
     if keep is not None and keep < 1:
         raise ConfigError(f"--keep must be at least 1; got {keep}")
     if workers > 1 and storage is not None and storage.startswith("sqlite"):
