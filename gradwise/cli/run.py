@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from gradwise.cli.args import (
-    CONFIG_HELP,
     add_checkpoint,
     add_config_options,
     add_device,
@@ -22,7 +21,8 @@ def add_run_parsers(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model (default: the embedded corpus and the default preset)",
                        description="Train a GPT on a corpus, validating as it goes, keeping the best and last "
                        "checkpoints, and evaluating the best once on the test split.")
-    add_config_options(p, config=f"{CONFIG_HELP[:-1]}; with --resume: the run's own config)",
+    add_config_options(p, config="YAML/TOML config file or preset name (default: the 'default' preset; with --resume: the "
+                       "run's own config)",
                        data="corpus: a text file, a directory of text files or a .jsonl file with a 'text' field; "
                        "for --task classify a .jsonl or .csv with 'text' and 'label' (shorthand for --set "
                        "data.path=PATH)")

@@ -36,7 +36,6 @@ class Assembled:
     evaluated: nn.Module  # what validation runs: ``model``, compiled when train.compile asks
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
-    penalties: Penalties
     step: OptimizationStep
 
 
@@ -71,4 +70,4 @@ def assemble(cfg: Config, model: nn.Module, objective: Objective, device: torch.
                             dist=dist, cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode),
                             asynchronous=asynchronous_steps(asked, device, optimizer, dist.world_size))
     evaluated = compiled(model, t.compile_mode) if t.compile else model
-    return Assembled(model, evaluated, optimizer, schedule, penalties, step)
+    return Assembled(model, evaluated, optimizer, schedule, step)
