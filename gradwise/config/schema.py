@@ -58,6 +58,7 @@ class DataConfig(Section):
     cache_dir: str | None = None  # default: $GRADWISE_CACHE or ~/.cache/gradwise
     check: bool = True  # check duplicates and split leakage before training (cached; data_check.json in the run)
     dedupe: bool = False  # drop exact and near duplicates (paragraphs / records) before splitting
+    baseline: bool = True  # classify: fit TF-IDF + logistic regression on the same split and report the model beside it
     near_threshold: float = 0.8  # Jaccard similarity (3-word shingles) from which two texts are near copies
     ngram: int = 13  # LM contamination: words in a run shared by a val/test window and the training split
     min_unit_chars: int = 30  # LM: paragraphs shorter than this are not compared (names, headings)

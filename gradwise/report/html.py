@@ -15,6 +15,7 @@ from gradwise import __version__
 from gradwise.core.progress import format_seconds
 from gradwise.report.charts import Chart, colour, histogram_svg
 from gradwise.report.data import MISSING, RunData, config_differences
+from gradwise.tasks.classify_baseline import against_baseline
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -97,7 +98,7 @@ def badge(text: str, cls: str) -> str:
 
 
 KNOWN_KINDS = {"converged": "ok", "diverged": "bad", "unstable": "bad", "overfitting": "warn",
-               "underfitting": "warn", "still_improving": "info", "too_early": "info"}
+               "underfitting": "warn", "still_improving": "info", "too_early": "info", "below_baseline": "bad"}
 
 
 def _severity(kind: str) -> str:
@@ -129,6 +130,14 @@ def summary_html(run: RunData) -> str:
              ("tokens seen", e(fmt(n["tokens_seen"]))), ("tokens per second", e(fmt(n["tokens_per_second"], 1))),
              ("parameters", e(fmt(n["params"]))), ("non-finite steps skipped", e(fmt(n["nonfinite_steps"])))]
     s = run.summary or {}
+    compared = against_baseline(s)
+    if compared:
+        verdict = "above" if compared["margin"] >= 0 else "below"
+        rows.append(("baseline", badge(verdict, "ok" if verdict == "above" else "bad") + e(
+            f" {compared['split']} macro-F1 {fmt(compared['baseline_macro_f1'])} for TF-IDF + logistic regression "
+            f"(C={compared['c']:g}) against this model's {fmt(compared['model_macro_f1'])}")))
+    elif (s.get("baseline") or {}).get("skipped"):
+        rows.append(("baseline", e(f"skipped: {s['baseline']['skipped']}")))
     if s.get("split_sizes"):
         rows.append(("split sizes", e(fmt(s["split_sizes"]))))
     if s.get("dedupe"):

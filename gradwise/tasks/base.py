@@ -50,6 +50,8 @@ class Task(Protocol):
 
     def data_check(self) -> dict[str, Any]: ...  # duplicates and leakage across the split (data_check.json)
 
+    def baseline(self) -> dict[str, Any] | None: ...  # the classic model on the same split, or None for none
+
     def save(self, run_dir: Path) -> None: ...  # what a run directory needs to rebuild the task's data
 
     def build_model(self) -> nn.Module: ...

@@ -13,7 +13,7 @@ from torch import nn
 
 from gradwise.config.schema import Config
 from gradwise.config.validate import objective_terms
-from gradwise.core.errors import GradwiseError
+from gradwise.core.errors import DataError, GradwiseError
 from gradwise.core.runtime import autocast_context
 from gradwise.data import Tokenizer, check_params, save_tokenizer
 from gradwise.data.labelled import LabelledSplit, encode_split, label_set, read_records, stratified_split
@@ -26,6 +26,7 @@ from gradwise.hf.auto_tokenizer import load_any_tokenizer
 from gradwise.models import build_classifier
 from gradwise.objectives.losses import ClassificationObjective
 from gradwise.tasks.base import EvalReport
+from gradwise.tasks.classify_baseline import BASELINE_VERSION, fit_baseline
 from gradwise.tasks.classify_metrics import classification_report, multilabel_report
 from gradwise.tasks.init_from import init_tokenizer
 
@@ -80,6 +81,24 @@ class ClassifyTask:
         report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
             check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))
         return {**report, "corpus": str(d.path)}  # the cache key is the file's content, not its name
+
+    def baseline(self) -> dict[str, Any] | None:
+        """TF-IDF + logistic regression fitted on this split's training texts (tasks.classify_baseline); cached by
+        corpus and split, so a study's trials fit it once. A split it cannot learn from gives ``{"skipped": why}``."""
+        d = self.cfg.data
+        texts = {name: split.texts for name, split in self.splits.items()}  # whole texts, not cut to block_size
+        labels = {name: split.labels for name, split in self.splits.items()}
+        key = ["baseline", BASELINE_VERSION, hash_file(hashlib.sha256(), Path(d.path).expanduser()).hexdigest(),
+               json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator, d.split, d.dedupe,
+                           self.cfg.seed, self.classes])]
+
+        def fit() -> dict[str, Any]:
+            try:
+                return fit_baseline(texts, labels, self.classes, self.multi_label)
+            except DataError as exc:
+                return {"skipped": str(exc)}
+
+        return cached(default_cache_dir(d.cache_dir), key, fit)
 
     def check(self, splits: tuple[str, ...]) -> None:
         for name in splits:

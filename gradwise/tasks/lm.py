@@ -63,6 +63,9 @@ class LMTask:
             check_lm(c, self.cfg.model.block_size, params), c.source.describe(), "lm", params))
         return {**report, "corpus": c.source.describe()}  # the cache key is the content, not the file's name
 
+    def baseline(self) -> dict[str, Any] | None:
+        return None  # a language model's run reports bits per byte; it has no classic baseline fitted beside it
+
     def save(self, run_dir: Path) -> None:
         if self.cfg.model.arch == "hf":  # RUN/hf/: the model's config and tokenizer files, to rebuild the run
             save_run_files(self.cfg.model.hf_path, run_dir)

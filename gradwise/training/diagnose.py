@@ -19,6 +19,7 @@ from typing import Any
 from gradwise.config.keys import get_key
 from gradwise.config.load import read_config_file
 from gradwise.core.rundir import RunDir, read_metrics
+from gradwise.tasks.classify_baseline import against_baseline
 
 # Thresholds (docs/diagnosis.md explains each one).
 TAIL = 0.25  # "the end of the run": its last quarter of steps (at least its last three evaluations)
@@ -33,7 +34,7 @@ SPIKE = 1.5  # a step's loss >= 1.5x the median of the 5 windows before it
 GRAD_SPIKE = 5.0  # a step's gradient norm >= 5x the median of the 5 windows before it
 MIN_EVALS = 3  # evaluations (with the untrained baseline) needed to judge anything
 
-ORDER = ("diverged", "unstable", "overfitting", "underfitting", "still_improving", "converged", "too_early")
+ORDER = ("diverged", "below_baseline", "unstable", "overfitting", "underfitting", "still_improving", "converged", "too_early")
 
 
 @dataclass
@@ -129,6 +130,9 @@ def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, conf
     unstable = _unstable(c, finite, advice, facts, diverged is not None)
     if unstable:
         verdicts.append(unstable)
+    below = _below_baseline(summary, advice, facts)
+    if below:
+        verdicts.append(below)
     if diverged or len(finite) < MIN_EVALS:
         if not verdicts:
             verdicts.append(Verdict("too_early", "too early to tell",
@@ -232,6 +236,21 @@ def _diverged(c: Curves, evals: list[tuple[int, float]], finite: list[tuple[int,
                        f"validation loss ended at {finite[-1][1]:.4f}, no better than the untrained model's "
                        f"{finite[0][1]:.4f} (lowest {low:.4f} at step {low_step:,})", advice.diverged(keep))
     return None
+
+
+def _below_baseline(summary: dict[str, Any] | None, advice: Advice, facts: dict[str, Any]) -> Verdict | None:
+    """A classifier that scores below TF-IDF + logistic regression fitted on its own split (summary's baseline)."""
+    cmp = against_baseline(summary or {})
+    if cmp is None:
+        return None
+    facts["against_baseline"] = cmp
+    if cmp["margin"] >= 0:
+        return None
+    return Verdict(
+        "below_baseline", "worse than the baseline",
+        f"{cmp['split']} macro-F1 {cmp['model_macro_f1']:.4f}, baseline {cmp['baseline_macro_f1']:.4f}: this model is "
+        f"worse than a linear baseline (TF-IDF + logistic regression, C={cmp['c']:g}, fitted on the same training "
+        "split)", advice.below_baseline())
 
 
 def _unstable(c: Curves, finite: list[tuple[int, float]], advice: Advice, facts: dict[str, Any],
@@ -341,6 +360,11 @@ class Advice:
             less.append("--set regularization.l2=0 --set regularization.l1=0")
         if less:
             out.append("regularize less: " + " ".join(less))
+        return out
+
+    def below_baseline(self) -> list[str]:
+        out = ["search its recipe on validation: gradwise tune (dropout, weight decay, lr, steps)"]
+        out.append("or keep the baseline: summary.json's baseline holds its settings (scikit-learn)")
         return out
 
     def barely_learned(self) -> list[str]:

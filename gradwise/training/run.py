@@ -31,6 +31,7 @@ from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import fingerprint
 from gradwise.models.cost import hf_flops_per_token, model_flops_per_token
 from gradwise.tasks import Task, prepare_task
+from gradwise.tasks.classify_baseline import baseline_line, footer_line
 from gradwise.tasks.classify_metrics import format_report
 from gradwise.tasks.init_from import load_init_weights
 from gradwise.training.build import Assembled, assemble
@@ -98,6 +99,7 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
     dist.check_same(fingerprint(task.tokenizer) + json.dumps(task.split_sizes()), "tokenizer and data split")
     task.check(("train", "val") + (("test",) if t.test_eval else ()))
     data_report = task.data_check() if cfg.data.check and not resumed and dist.is_main else None
+    baseline = task.baseline() if cfg.data.baseline and dist.is_main else None  # the bar to beat (classify)
 
     model = task.build_model()
     if cfg.model.init_from and not resumed:
@@ -128,6 +130,8 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
                          f"{t.grad_accum} micro-batches per step")
     for line in data_warnings(data_report):
         progress.message(f"data     warning: {line}")
+    if baseline is not None:
+        progress.message(f"baseline {baseline_line(baseline)}")
     mirror = None
     if t.tensorboard and dist.is_main:
         from gradwise.core.tensorboard import TensorBoardMirror
@@ -146,7 +150,7 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
             loop.record_stop(str(exc), getattr(exc, "step", None))
         finally:
             progress.close()
-        summary = _finish(cfg, ctx, run, task, built, state, stopped_because, metrics)
+        summary = _finish(cfg, ctx, run, task, built, state, stopped_because, metrics, baseline)
     finally:
         metrics.close()
     _print_footer(progress, run, summary)
@@ -168,7 +172,7 @@ def _flops_meter(cfg: Config, ctx: RunContext, task: Task, model: torch.nn.Modul
 
 
 def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assembled, state: LoopState,
-            stopped_because: str, metrics: MetricsWriter | NoMetrics) -> dict[str, Any]:
+            stopped_because: str, metrics: MetricsWriter | NoMetrics, baseline: dict[str, Any] | None) -> dict[str, Any]:
     t, dist, model = cfg.train, ctx.dist, built.model
     test = None
     if t.test_eval and stopped_because != "interrupted" and state.best_step is not None:
@@ -197,13 +201,19 @@ def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assemb
     if test is not None and cfg.task == "classify":
         summary["test_report"] = test.details
     if dist.is_main:  # rank 0 writes the summary and the plot
+        records = read_metrics(run.metrics)
+        at_best = [r for r in records if r.get("kind") == "eval" and r.get("step") == state.best_step]
+        summary["best_val_metrics"] = ({k.removeprefix("val_"): v for k, v in at_best[-1].items()
+                                        if k.startswith("val_")} if at_best else None)
+        if baseline is not None:  # its test score is shown only beside a tested model's
+            summary["baseline"] = {k: v for k, v in baseline.items() if k != "test" or test is not None}
         check_file = run.path / "data_check.json"
         if check_file.is_file():
             summary["data_warnings"] = data_warnings(json.loads(check_file.read_text()))
         if stopped_because not in ("interrupted", "pruned"):  # how it fits, read off its own curves
-            summary["diagnosis"] = diagnose(read_metrics(run.metrics), summary, cfg.to_dict()).to_json()["verdicts"]
+            summary["diagnosis"] = diagnose(records, summary, cfg.to_dict()).to_json()["verdicts"]
         write_json(run.summary, summary)
-        plot_losses(read_metrics(run.metrics), run.plot, title=run.path.name)
+        plot_losses(records, run.plot, title=run.path.name)
     return summary
 
 
@@ -258,6 +268,9 @@ def _print_footer(progress: TrainingProgress, run: RunDir, s: dict[str, Any]) ->
                      f"{fmt(s['test_loss'])}, {tested}")
     if s.get("test_report"):
         progress.message(format_report(s["test_report"]))
+    compared = footer_line(s)
+    if compared:
+        progress.message(f"baseline {compared}")
     for i, line in enumerate(format_verdicts(s.get("diagnosis") or [])):
         progress.message(line if line.startswith(" ") else f"{'fit' if i == 0 else '':<9}{line}")
     if s["stopped_because"] == "interrupted":
