@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from gradwise.config.load import CLASSIFY_PRESET
+
 CONFIG_HELP = "YAML/TOML config file or preset name (default: the 'default' preset)"
 DATA_HELP = "corpus (shorthand for --set data.path=PATH)"
-TASK_HELP = "lm (default) or classify; classify without a config file uses the 'classify-lstm' preset"
+TASK_HELP = f"lm (default) or classify; classify without a config file uses the '{CLASSIFY_PRESET}' preset"
 SET_HELP = "override any config key, e.g. --set optim.lr=3e-4 (repeatable)"
 
 
@@ -46,7 +48,7 @@ def add_checkpoint(p: argparse.ArgumentParser) -> None:
 
 def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """(config, overrides) from ``config``, ``--set``, ``--data`` and ``--task``; classify without a config file
-    (and not resuming a run, whose config is its own) means the 'classify-lstm' preset."""
+    (and not resuming a run, whose config is its own) means the CLASSIFY_PRESET."""
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.path={json.dumps(args.data)}")
@@ -54,7 +56,7 @@ def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str
     if getattr(args, "task", None):
         overrides.append(f"task={args.task}")
         if args.task == "classify" and config is None and getattr(args, "resume", None) is None:
-            config = "classify-lstm"
+            config = CLASSIFY_PRESET
     return config, overrides
 
 

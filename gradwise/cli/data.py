@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.cli.args import add_json, add_overrides, add_task
+from gradwise.config.load import CLASSIFY_PRESET
 
 
 def add_data_parser(sub: Any) -> None:
@@ -21,7 +22,7 @@ def add_data_parser(sub: Any) -> None:
         q = data_sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         q.add_argument("corpus", help="text file, directory, .jsonl (LM or labelled) or .csv (labelled)")
         q.add_argument("--config", help="config file or preset whose tokenizer and split to use (default: the "
-                       "'default' preset, or 'classify-lstm' for labelled data)")
+                       f"'default' preset, or '{CLASSIFY_PRESET}' for labelled data)")
         add_task(q, "default: classify for .csv and for .jsonl records with a label field, else lm")
         add_overrides(q, "override a config key, e.g. --set data.split_chunks=20 (repeatable)")
         add_json(q, "print the full result as JSON")
@@ -54,7 +55,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                        "label")
     task = args.task or guess_task(args.corpus, label_field)
     overrides.append(f"task={task}")
-    config = args.config or ("classify-lstm" if task == "classify" else None)
+    config = args.config or (CLASSIFY_PRESET if task == "classify" else None)
     if args.data_command == "stats":
         from gradwise.tools.data_stats import format_stats
 

@@ -90,6 +90,9 @@ def _shape(c: dict[str, Any]) -> str:
     if c["arch"] == "lstm":
         return (f"LSTM {c['n_layer']} layer(s), hidden {c['hidden']}{', bidirectional' if c['bidirectional'] else ''}, "
                 f"embedding {c['n_embd']}, texts cut to {c['block_size']}, {c['n_classes']} classes")
+    if c["arch"] == "ngram":
+        return (f"n-gram bag, vectors of {c['n_embd']}, {c['vocab_size']:,} hashed n-grams, at most "
+                f"{c['block_size']} per text, {c['n_classes']} classes")
     kind = f"GPT classifier ({c['n_classes']} classes)" if c["task"] == "classify" else "GPT"
     return (f"{kind} {c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, context {c['block_size']}, "
             f"vocab {c['vocab_size']:,}")

@@ -20,6 +20,7 @@ from gradwise.config.validate import validate
 from gradwise.core.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+CLASSIFY_PRESET = "classify-lstm"  # what --task classify trains without a config file
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

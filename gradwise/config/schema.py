@@ -51,7 +51,7 @@ class DataConfig(Section):
     label_field: str = "label"  # classification: the field (column) holding the label
     multi_label: bool = False  # classification: each record has a set of labels (a JSON list, or separated text)
     label_separator: str = ","  # multi-label: separates labels given as one string, e.g. "sports,politics"
-    tokenizer: Literal["char", "bpe"] = "char"
+    tokenizer: Literal["char", "bpe", "ngram"] = "char"  # ngram: hashed word and char n-grams (classify, arch ngram)
     vocab_size: int = 4096  # BPE only
     split: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/val/test
     split_chunks: int = 10  # the token stream is cut into this many chunks, each split 90/5/5
@@ -79,7 +79,7 @@ class ModelConfig(Section):
     """The network: a decoder-only GPT (language modelling), an LSTM (classification) or a local Hugging
     Face causal LM (``arch: hf``, language modelling)."""
 
-    arch: Literal["gpt", "lstm", "hf"] = "gpt"
+    arch: Literal["gpt", "lstm", "ngram", "hf"] = "gpt"
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128

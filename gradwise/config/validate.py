@@ -132,6 +132,11 @@ def validate(cfg: Config) -> None:
     parse_duration(t.max_time)
     _require(len(d.split) == 3 and all(x > 0 for x in d.split) and abs(sum(d.split) - 1.0) < 1e-6,
              f"data.split must be three positive fractions (train, val, test) summing to 1; got {d.split}")
+    _require((d.tokenizer == "ngram") == (m.arch == "ngram") or m.arch == "hf" or cfg.task == "lm",
+             "data.tokenizer ngram (a bag of hashed n-grams) and model.arch ngram (a classifier of such bags) go "
+             f"together; got tokenizer {d.tokenizer} with arch {m.arch}: use the classify-ngram preset")
+    _require(d.tokenizer != "ngram" or cfg.task == "classify",
+             "data.tokenizer ngram is for classification (--task classify): its ids cannot be decoded to text")
     _require(d.tokenizer != "bpe" or d.vocab_size >= 260,
              f"data.vocab_size must be at least 260 for byte-level BPE (256 bytes + merges); got {d.vocab_size}")
     _require(d.vocab_size <= 2**32 - 1, f"data.vocab_size is too large; got {d.vocab_size}")

@@ -22,6 +22,7 @@ from gradwise.core.errors import DataError
 EOT = "<|endoftext|>"
 CHAR_FORMAT = "gradwise-char-v1"
 HF_FORMAT = "gradwise-hf-tokenizer-v1"  # a record pointing at a run's copy of a Hugging Face tokenizer
+NGRAM_FORMAT = "gradwise-ngram-v1"
 
 
 class Tokenizer(Protocol):
@@ -71,12 +72,14 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     data = json.loads(text)
     if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
         return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
+    if isinstance(data, dict) and data.get("format") == NGRAM_FORMAT:
+        return NgramTokenizer(int(data["bits"]), tuple(data["word_ngrams"]), tuple(data["char_ngrams"]))
     return BPETokenizer.from_json(text)
 
 
 def portable(tok: Tokenizer) -> bool:
     """Whether ``tokenizer_from_json(tok.to_json())`` rebuilds it (another process can use it from its JSON)."""
-    return isinstance(tok, (CharTokenizer, BPETokenizer))
+    return isinstance(tok, (CharTokenizer, BPETokenizer, NgramTokenizer))
 
 
 # ---------------------------------------------------------------- characters
@@ -191,9 +194,60 @@ class BPETokenizer:
         return self._tok.to_str()
 
 
+# ---------------------------------------------------------------- hashed n-grams (classification)
+
+class NgramTokenizer:
+    """A text as the set of its hashed word and character n-grams: the features of the TF-IDF baseline
+    (scikit-learn's analyzers: word 1-2-grams, char_wb 2-5-grams, lower-cased), hashed into two blocks of
+    ``2**bits`` ids each (words first, then characters) and listed once each, in id order.
+
+    Nothing is learned from the corpus, so nothing is unknown and the JSON is a few numbers. It feeds the
+    ``ngram`` classifier (a bag of these ids); the ids cannot be decoded back to text. The last id pads."""
+
+    kind = "ngram"
+
+    def __init__(self, bits: int = 18, word_ngrams: tuple[int, int] = (1, 2), char_ngrams: tuple[int, int] = (2, 5)):
+        self.bits, self.word_ngrams, self.char_ngrams = bits, tuple(word_ngrams), tuple(char_ngrams)
+        self.vocab_size = 2 * (1 << bits) + 1
+        self.eot_id = self.vocab_size - 1
+        self._vectorizers: tuple[Any, Any] | None = None
+
+    def _hashers(self) -> tuple[Any, Any]:
+        if self._vectorizers is None:
+            from sklearn.feature_extraction.text import HashingVectorizer
+
+            common = {"n_features": 1 << self.bits, "alternate_sign": False, "norm": None, "binary": True}
+            self._vectorizers = (HashingVectorizer(ngram_range=self.word_ngrams, **common),
+                                 HashingVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common))
+        return self._vectorizers
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        words, chars = (h.transform(list(texts)).tocsr() for h in self._hashers())
+        offset = 1 << self.bits
+        return [np.concatenate([words[i].indices, chars[i].indices + offset]).astype(np.int64)
+                for i in range(len(texts))]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise DataError("an ngram tokenizer's ids are hashed word and character n-grams: they cannot be decoded "
+                        "to text (it is for classification; a language model needs data.tokenizer char or bpe)")
+
+    def token_byte_lengths(self) -> np.ndarray:
+        return np.zeros(self.vocab_size, dtype=np.int64)  # features, not pieces of the text
+
+    def to_json(self) -> str:
+        return json.dumps({"format": NGRAM_FORMAT, "bits": self.bits, "word_ngrams": list(self.word_ngrams),
+                           "char_ngrams": list(self.char_ngrams), "analyzers": "scikit-learn word, char_wb",
+                           "lowercase": True})
+
+
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:
     if kind == "char":
         return CharTokenizer.train(texts)
     if kind == "bpe":
         return BPETokenizer.train(texts, vocab_size)
-    raise DataError(f"unknown tokenizer '{kind}'; use char or bpe")
+    if kind == "ngram":
+        return NgramTokenizer()
+    raise DataError(f"unknown tokenizer '{kind}'; use char, bpe or ngram")

@@ -13,6 +13,7 @@ from gradwise.config.schema import ModelConfig
 from gradwise.models.gpt import GPT, GPTConfig
 from gradwise.models.gpt_classifier import GPTClassifier
 from gradwise.models.lstm import LSTMClassifier, LSTMConfig
+from gradwise.models.ngram import NgramClassifier, NgramConfig
 
 __all__ = ["CLASSIFIERS", "GPT", "GPTConfig", "LANGUAGE_MODELS", "build_classifier", "build_model", "gpt_config"]
 
@@ -39,11 +40,16 @@ def _lstm_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: 
                                      bidirectional=cfg.bidirectional, dropout=cfg.dropout, pool=cfg.pool))
 
 
+def _ngram_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
+    return NgramClassifier(NgramConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=cfg.n_embd,
+                                       dropout=cfg.dropout))
+
+
 def build_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
-    """The classifier ``cfg.arch`` names: a GPT backbone with a class head, or the LSTM."""
+    """The classifier ``cfg.arch`` names: a GPT backbone with a class head, the LSTM, or the n-gram bag."""
     return CLASSIFIERS[cfg.arch](cfg, vocab_size, n_classes, pad_id)
 
 
 LANGUAGE_MODELS: dict[str, Callable[[ModelConfig, int], GPT]] = {"gpt": lambda cfg, vocab: GPT(gpt_config(cfg, vocab))}
 CLASSIFIERS: dict[str, Callable[[ModelConfig, int, int, int], nn.Module]] = {
-    "gpt": _gpt_classifier, "lstm": _lstm_classifier}
+    "gpt": _gpt_classifier, "lstm": _lstm_classifier, "ngram": _ngram_classifier}

@@ -89,6 +89,10 @@ def param_tensors(spec: ModelSpec) -> list[ParamTensor]:
         return list(spec.hf.tensors)
     if spec.arch == "lstm":
         return _lstm_tensors(spec)
+    if spec.arch == "ngram":
+        return [ParamTensor("embed.weight", (spec.vocab_size, spec.n_embd), "embeddings"),
+                ParamTensor("head.weight", (spec.n_classes, spec.n_embd), "matrices"),
+                ParamTensor("head.bias", (spec.n_classes,), "vectors")]
     return _gpt_tensors(spec)
 
 
@@ -145,7 +149,7 @@ def param_counts(spec: ModelSpec) -> dict[str, int]:
     """
     tensors = param_tensors(spec)
     total = sum(t.numel for t in tensors)
-    dropped = {"wpe"} | ({"embed.weight"} if spec.arch == "lstm" else set())
+    dropped = {"wpe"} | ({"embed.weight"} if spec.arch in ("lstm", "ngram") else set())
     if spec.arch == "gpt" and not spec.tie_embeddings:
         dropped.add("wte")
     embedding = spec.hf.input_tables if spec.hf is not None else sum(t.numel for t in tensors if t.name in dropped)
@@ -166,6 +170,9 @@ def flops_per_token(spec: ModelSpec) -> tuple[float, str]:
         return 6.0 * n, ("6N, N = LSTM gate weights = sum over layers of 4 gates x (input + hidden) x hidden, x2 "
                          "when bidirectional (2 FLOPs per multiply-add, x3 for forward + backward); "
                          "embedding lookups and the per-record head ignored")
+    if spec.arch == "ngram":  # per feature: the sum of its vector (1 add per width), forward and backward
+        return 3.0 * spec.n_embd, ("3 x n_embd per feature (the bag's sums, forward and backward); the "
+                                   "per-record head ignored")
     C, L, T = spec.n_embd, spec.n_layer, spec.block_size
     n = param_counts(spec)["non_embedding"]
     if spec.task == "classify":  # the class head reads one position per record; the LM head only with an lm term

@@ -22,6 +22,7 @@ from gradwise.config.schema import OptimConfig
 from gradwise.config.validate import default_optimizer
 from gradwise.core.errors import ConfigError
 from gradwise.models.lstm import LSTMClassifier
+from gradwise.models.ngram import NgramClassifier
 from gradwise.optim.combined import CombinedOptimizer
 from gradwise.optim.lion import Lion
 from gradwise.optim.muon import Muon
@@ -73,7 +74,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_on, cfg.embedding_lr)
     name = cfg.name
     if name == "auto":  # a config that skipped validation: decide by the model, as validation would
-        name = default_optimizer("lstm" if isinstance(model, LSTMClassifier) else
+        name = default_optimizer("lstm" if isinstance(model, (LSTMClassifier, NgramClassifier)) else
                                  "hf" if hasattr(model, "get_output_embeddings") else "gpt")
     if name not in OPTIMIZERS:
         raise ConfigError(f"optim.name '{name}' is not an optimizer gradwise knows")

@@ -84,6 +84,8 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     tokens = batch * spec.block_size
     if spec.arch == "lstm":
         return tokens * _lstm_bytes_per_token(spec, act_bytes)
+    if spec.arch == "ngram":  # the looked-up vectors (B, T, n_embd), kept for the sum's backward
+        return tokens * spec.n_embd * FP32
     C, H, T, a = spec.n_embd, spec.n_head, spec.block_size, act_bytes
     mask = 1 if device_type == "cuda" else a
     attention = 3 * H * T * a if spec.drop["attn"] > 0 and device_type != "cuda" else H * FP32
@@ -125,7 +127,7 @@ def autocast_weight_bytes(spec: ModelSpec) -> int:
 def logits_working_bytes(spec: ModelSpec, batch: int) -> int:
     """Around the loss two (B, T, V) fp32 tensors live at once (the logits, then their gradient); with
     ``train.fused_ce`` two (chunk, V) ones."""
-    if not spec.with_lm or spec.arch == "lstm":
+    if not spec.with_lm or spec.arch in ("lstm", "ngram"):
         return 0
     rows = batch * spec.block_size
     if spec.fused_ce:

@@ -21,7 +21,7 @@ from gradwise.data.quality.check import cached, check_records, finish_report
 from gradwise.data.quality.dedupe import dedupe_records
 from gradwise.data.sources import hash_file
 from gradwise.data.store import default_cache_dir
-from gradwise.data.tokenizers import BPETokenizer, CharTokenizer
+from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, NgramTokenizer
 from gradwise.hf.auto_tokenizer import load_any_tokenizer
 from gradwise.models import build_classifier
 from gradwise.objectives.losses import ClassificationObjective
@@ -64,6 +64,7 @@ class ClassifyTask:
             if tokenizer is None:
                 train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
                 tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
+                             else NgramTokenizer() if d.tokenizer == "ngram"
                              else BPETokenizer.train(train_texts, d.vocab_size))
             classes = label_set(labels)
         splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)

@@ -363,7 +363,11 @@ class Advice:
         return out
 
     def below_baseline(self) -> list[str]:
-        out = ["search its recipe on validation: gradwise tune (dropout, weight decay, lr, steps)"]
+        out = []
+        if self.arch != "ngram":
+            out.append("a model made for a few thousand labelled texts: the classify-ngram preset (gradwise train "
+                       "classify-ngram --data FILE), a bag of the baseline's hashed n-grams trained by gradwise's step")
+        out.append("search its recipe on validation: gradwise tune (dropout, weight decay, lr, steps)")
         out.append("or keep the baseline: summary.json's baseline holds its settings (scikit-learn)")
         return out
 

@@ -227,6 +227,7 @@ def _print_header(progress: TrainingProgress, cfg: Config, ctx: RunContext, run:
     precision = "bf16 autocast" if ctx.autocast_dtype == torch.bfloat16 else "fp32"
     params = sum(p.numel() for p in model.parameters())
     shape = (f"GPT {m.n_layer} layers, {m.n_head} heads, width {m.n_embd}, context {m.block_size}" if m.arch == "gpt"
+             else f"n-gram bag, vectors of {m.n_embd}, at most {m.block_size} n-grams per text" if m.arch == "ngram"
              else f"LSTM {m.n_layer} layer(s), hidden {m.hidden or m.n_embd}"
              f"{', bidirectional' if m.bidirectional else ''}, texts cut to {m.block_size} tokens")
     progress.message(f"run      {run.path}" + (f"  (resuming at step {state.step})" if state.step else ""))

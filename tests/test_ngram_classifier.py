@@ -1,0 +1,75 @@
+"""The n-gram classifier: hashed word and character n-grams as a tokenizer, a bag model trained by gradwise's
+step, and the same run directory as every classifier (predict, eval, resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gradwise import predict, train
+from gradwise.config.load import load_config
+from gradwise.core.errors import ConfigError, DataError
+from gradwise.data.tokenizers import NgramTokenizer, tokenizer_from_json
+from gradwise.models.ngram import NgramClassifier, NgramConfig
+from tests.test_classify import make_dataset
+
+SMALL = ["train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "train.log_every=10",
+         "train.patience=null", "model.block_size=512"]
+
+
+def test_the_tokenizer_lists_each_hashed_ngram_once_and_round_trips_as_json() -> None:
+    tok = NgramTokenizer(bits=10)
+    ids = tok.encode("The cat sat. The cat!")
+    assert len(ids) == len(set(ids.tolist())) and ids.min() >= 0 and ids.max() < tok.eot_id
+    words = ids[ids < 1 << 10]
+    assert len(words) == 6  # the, cat, sat, "the cat", "cat sat" and "sat the" (punctuation is no boundary)
+    again = tokenizer_from_json(tok.to_json())
+    assert isinstance(again, NgramTokenizer) and np.array_equal(again.encode("The cat sat. The cat!"), ids)
+    assert np.array_equal(tok.encode("THE CAT SAT. the cat!"), ids)  # lower-cased, as the baseline's analyzers
+    assert [len(x) for x in tok.encode_batch(["a b", "cat"])] == [len(tok.encode("a b")), len(tok.encode("cat"))]
+    with pytest.raises(DataError, match="cannot be decoded"):
+        tok.decode(ids)
+
+
+def test_the_bag_ignores_padding_and_order() -> None:
+    torch.manual_seed(0)
+    model = NgramClassifier(NgramConfig(vocab_size=101, n_classes=3, pad_id=100, n_embd=8)).eval()
+    ids = torch.tensor([[5, 17, 42]])
+    padded = torch.tensor([[42, 5, 17, 100, 100]])
+    assert torch.allclose(model(ids), model(padded), atol=1e-6)
+    logits = model(torch.tensor([[5, 17, 42], [7, 100, 100]]))
+    model(ids).sum().backward()
+    assert model.embed.weight.grad[100].abs().sum() == 0  # the padding vector never trains
+    assert logits.shape == (2, 3)
+
+
+def test_tokenizer_and_arch_go_together() -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        load_config("classify-lstm", ["data.tokenizer=ngram"])
+    with pytest.raises(ConfigError, match="go together"):
+        load_config("classify-ngram", ["model.arch=lstm"])
+    with pytest.raises(ConfigError, match="for classification"):
+        load_config("default", ["data.tokenizer=ngram"])
+
+
+def test_it_learns_topics_predicts_and_resumes_exactly(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "topics.jsonl", n=240)
+    base = [*SMALL, f"data.path={data}", f"out_dir={tmp_path}", "schedule.name=constant", "schedule.warmup_steps=5"]
+    whole = train("classify-ngram", overrides=[*base, "name=whole"], quiet=True)
+    s = whole.summary
+    assert s["test_macro_f1"] >= 0.9 and s["params"] == (2 * 2**18 + 1) * 16 + 3 * 16 + 3
+    assert json.loads((whole.run_dir / "tokenizer.json").read_text())["format"] == "gradwise-ngram-v1"
+    preds = predict(whole.run_dir, ["the rocket and the orbit of a star", "bake the flour in the oven"])
+    assert [p.label for p in preds] == ["space", "cooking"]
+
+    half = train("classify-ngram", overrides=[*base, "name=half", "train.max_steps=30"], quiet=True)
+    resumed = train(overrides=["train.max_steps=60"], resume=half.run_dir, quiet=True)
+    assert resumed.summary["best_val_loss"] == s["best_val_loss"]
+    a = load_file(whole.run_dir / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(half.run_dir / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit: the resumed run is the uninterrupted one
