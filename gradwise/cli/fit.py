@@ -31,6 +31,7 @@ def add_fit_parsers(sub: Any) -> None:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from gradwise.api import diagnose_run
+    from gradwise.core.rundir import RunDir, skipped_lines_note
     from gradwise.training.diagnose import format_diagnosis
 
     d = diagnose_run(args.run)
@@ -38,6 +39,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(json.dumps(d.to_json(), indent=2))
         return 0
     facts = d.facts
+    damaged = skipped_lines_note(RunDir.existing(args.run).metrics, facts.get("skipped_metric_lines", []))
+    if damaged:
+        print(f"warning  {damaged}")
     print(f"run      {d.run}: {facts['steps']:,} steps, {facts['evaluations']} evaluations, "
           f"{str(facts['stopped_because']).replace('_', ' ')}")
     for line in format_diagnosis(d):

@@ -46,12 +46,13 @@ def run_diagnosis(path: str) -> list[dict[str, Any]] | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gradwise.api import write_report
+    from gradwise.core.rundir import check_file_path
     from gradwise.report.data import load_run_data
 
     for path in args.runs:
         load_run_data(path)  # fail early, with the one-line message, on a directory that is not a run
-    out = Path(args.out) if args.out else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1
-                                           else Path("report.html"))
+    out = check_file_path(args.out if args.out else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1
+                                                     else Path("report.html")), "--out")
     diagnosis = None if args.no_diagnosis else {path: run_diagnosis(path) for path in args.runs}
     written = write_report(args.runs, out, diagnosis=diagnosis, samples=args.samples,
                            max_new_tokens=args.max_new_tokens, prompt=args.prompt, seed=args.seed,

@@ -106,21 +106,64 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+    """The records of a ``metrics.jsonl`` (damaged lines left out: :func:`read_metrics_checked` names them)."""
+    return read_metrics_checked(path)[0]
+
+
+def read_metrics_checked(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """(records, numbers of the lines skipped): a line that is not a JSON object (cut short by a crash, binary
+    noise, an edit) is skipped, never a traceback. A blank line is not counted."""
+    if not path.is_file():
+        return [], []
+    out, skipped = [], []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
             continue
-    return out
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict):
+            out.append(record)
+        else:
+            skipped.append(number)
+    return out, skipped
+
+
+def skipped_lines_note(path: Path, skipped: list[int]) -> str | None:
+    """One line saying which lines of a damaged metrics file were skipped, or None when none were."""
+    if not skipped:
+        return None
+    shown = ", ".join(str(n) for n in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return (f"{path}: skipped {len(skipped)} damaged line(s) that are not JSON records (line {shown}); the "
+            "numbers below come from the rest")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent writers never share one
     tmp.write_text(json.dumps(clean_json(data), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def check_dir_path(path: str | Path, what: str) -> Path:
+    """``path`` as a directory that can be made: neither it nor any folder above it is an existing file."""
+    path = Path(path).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise GradwiseError(f"{what} {path} {where}; give a directory (or a new name)")
+            break
+    return path
+
+
+def check_file_path(path: str | Path, what: str) -> Path:
+    """``path`` as a file that can be written: not an existing directory, its folder makeable."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise GradwiseError(f"{what} {path} is a directory; give a file name, e.g. {path / 'report.html'}")
+    check_dir_path(path.parent, f"the folder of {what}")
+    return path
 
 
 def check_out_dir(out: str | Path, force: bool) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gradwise.config.keys import flatten
-from gradwise.core.rundir import RunDir, read_metrics
+from gradwise.core.rundir import RunDir, read_metrics_checked, skipped_lines_note
 from gradwise.inference import generate_text
 from gradwise.tools.data_stats import data_stats
 
@@ -168,7 +168,10 @@ def load_run_data(path: str | Path) -> RunData:
     except yaml.YAMLError as e:
         notes.append(f"config.yaml could not be parsed ({e.__class__.__name__})")
         config = None
-    metrics = read_metrics(run.metrics)
+    metrics, skipped = read_metrics_checked(run.metrics)
+    damaged = skipped_lines_note(run.metrics, skipped)
+    if damaged:
+        notes.append(damaged)
     summary = _read_json(run.summary, notes)
     data_check = _read_json(run.path / "data_check.json", notes)
     stats = _read_json(run.path / "data_stats.json", notes)

@@ -14,7 +14,15 @@ def read_trials(study_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise GradwiseError(f"'{study_dir}' is not a gradwise study directory (no trials.json); "
                             "give a directory such as studies/NAME that `gradwise tune` created")
-    return json.loads(path.read_text())
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GradwiseError(f"{path} is damaged ({exc.__class__.__name__}: {exc}); `gradwise tune --resume` with the "
+                            "same command rewrites it from the study's storage") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise GradwiseError(f"{path} is not a list of trials; `gradwise tune --resume` with the same command "
+                            "rewrites it from the study's storage")
+    return rows
 
 
 def trials_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from gradwise.config.load import build_config, read_config_file, save_config
 from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError, GradwiseError
+from gradwise.core.rundir import check_dir_path
 from gradwise.search.plots import write_study_plots
 from gradwise.search.space import Param, load_space, to_overrides
 from gradwise.training.distributed import torchrun_world_size
@@ -194,7 +195,7 @@ def tune(config: Config | str | Path | None, space: str | Path | dict[str, Any],
         raise ConfigError("SQLite locks up under several workers; use --storage journal (one machine) or a "
                           "database URL such as postgresql://user@host/db")
     name = study_name or stem
-    study_dir = Path(out_dir) / name
+    study_dir = check_dir_path(Path(out_dir) / name, "the study directory")
     existing = (study_dir / "study.db").exists() or (study_dir / "journal.log").exists()
     if existing and not resume and storage is None:
         raise GradwiseError(f"study {study_dir} already exists; add --resume to continue it or choose --study NEW")

@@ -23,7 +23,7 @@ import torch
 
 from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError
-from gradwise.core.rundir import default_run_name, write_json
+from gradwise.core.rundir import check_dir_path, default_run_name, write_json
 from gradwise.core.runtime import backends_for_training, seed_everything, select_device
 from gradwise.tasks import prepare_task
 from gradwise.tasks.init_from import load_init_weights
@@ -62,6 +62,9 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
     if not 0 <= smooth < 1:
         raise ConfigError(f"--smooth {smooth:g} must be in [0, 1), e.g. 0.98")
     cfg, _, stem = resolve_train_config(config, overrides)
+    out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir) / default_run_name(f"lr-find-{stem}")
+    if save:
+        check_dir_path(out, "--out")  # before any work
     device = select_device(cfg.train.device)
     with backends_for_training(device, cfg.train.deterministic):
         seed_everything(cfg.seed)
@@ -72,7 +75,6 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
             load_init_weights(cfg, model)
         result = _range_test(cfg, task, model, device, start_lr, end_lr, steps, smooth, stop_factor)
     if save:
-        out = Path(out_dir) if out_dir is not None else Path(cfg.out_dir) / default_run_name(f"lr-find-{stem}")
         out.mkdir(parents=True, exist_ok=True)
         result.out_dir = str(out)
         write_json(out / "lr_find.json", result.to_json())

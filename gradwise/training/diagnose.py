@@ -18,7 +18,7 @@ from typing import Any
 
 from gradwise.config.keys import get_key
 from gradwise.config.load import read_config_file
-from gradwise.core.rundir import RunDir, read_metrics
+from gradwise.core.rundir import RunDir, read_metrics_checked
 from gradwise.tasks.classify_baseline import against_baseline
 
 # Thresholds (docs/diagnosis.md explains each one).
@@ -109,7 +109,11 @@ def diagnose_run(run_dir: str | Path) -> Diagnosis:
     run = RunDir.existing(run_dir)
     summary_path = run.summary
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
-    return diagnose(read_metrics(run.metrics), summary, read_config_file(run.config), str(run.path))
+    records, skipped = read_metrics_checked(run.metrics)
+    d = diagnose(records, summary, read_config_file(run.config), str(run.path))
+    if skipped:
+        d.facts["skipped_metric_lines"] = skipped
+    return d
 
 
 def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, config: dict[str, Any],

@@ -19,7 +19,14 @@ from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError, GradwiseError, TrainingStopped
 from gradwise.core.plots import plot_losses
 from gradwise.core.progress import TrainingProgress, format_seconds
-from gradwise.core.rundir import MetricsWriter, RunDir, default_run_name, read_metrics, write_json
+from gradwise.core.rundir import (
+    MetricsWriter,
+    RunDir,
+    check_dir_path,
+    default_run_name,
+    read_metrics,
+    write_json,
+)
 from gradwise.core.runtime import (
     backends_for_training,
     seed_everything,
@@ -82,7 +89,8 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
         if resumed is not None:
             run = resumed
         else:  # ranks take rank 0's timestamped name
-            run = RunDir(Path(cfg.out_dir) / (cfg.name or dist.broadcast_json(default_run_name(stem))))
+            run = RunDir(check_dir_path(Path(cfg.out_dir) / (cfg.name or dist.broadcast_json(default_run_name(stem))),
+                                        "the run directory (out_dir/name)"))
             if run.path.exists() and any(run.path.iterdir()):
                 raise GradwiseError(f"run directory {run.path} already exists; continue it with --resume {run.path} "
                                     "or choose another name with --set name=NEW")
