@@ -12,6 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Under pytest-xdist each worker (and every process a test starts) computes on one thread, so the workers
+# share the cores instead of fighting over them; a test compares runs made alike, never against a thread count.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 # A tiny GPT that trains in a few seconds on 2 CPU cores.
 TINY = [
     "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
