@@ -168,9 +168,7 @@ def check_file_path(path: str | Path, what: str) -> Path:
 
 def check_out_dir(out: str | Path, force: bool) -> Path:
     """``--out`` as a path that may be written: not a file, and empty unless ``force``."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise GradwiseError(f"--out {out} is a file; give a directory to write the model into")
+    out = check_dir_path(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise GradwiseError(f"--out {out} exists and is not empty; choose another directory or add --force")
     return out

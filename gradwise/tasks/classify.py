@@ -37,6 +37,7 @@ class ClassifyTask:
     def __init__(self, cfg: Config, tokenizer: Tokenizer, classes: list[str], splits: dict[str, LabelledSplit]):
         self.cfg, self.tokenizer, self.classes, self.splits = cfg, tokenizer, classes, splits
         self.pad_id = tokenizer.eot_id
+        self._corpus_hash: str | None = None
 
     @classmethod
     def prepare(cls, cfg: Config, run_dir: Path | None = None) -> ClassifyTask:
@@ -73,12 +74,20 @@ class ClassifyTask:
         task.records, task.index, task.dedupe = records, index, dedupe
         return task
 
+    def _split_key(self) -> list[str]:
+        """The corpus's content hash (read once per task) and what decides this split: the cache key of every
+        result computed from the split alone (the data check, the baseline)."""
+        if self._corpus_hash is None:
+            self._corpus_hash = hash_file(hashlib.sha256(), Path(self.cfg.data.path).expanduser()).hexdigest()
+        d = self.cfg.data
+        return [self._corpus_hash, json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
+                                               d.split, d.dedupe, self.cfg.seed])]
+
     def data_check(self) -> dict[str, Any]:
         """Duplicates and leakage across this task's split (cached by corpus, split and thresholds)."""
         d, r = self.cfg.data, self.records
         params = check_params(d)
-        key = [hash_file(hashlib.sha256(), Path(d.path).expanduser()).hexdigest(), json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator,
-                                                      d.split, d.dedupe, self.cfg.seed, params.to_dict()])]
+        key = [*self._split_key(), json.dumps(params.to_dict())]
         report = cached(default_cache_dir(d.cache_dir), key, lambda: finish_report(
             check_records(r.texts, r.labels, self.index, r.lines, params), str(d.path), "classify", params))
         return {**report, "corpus": str(d.path)}  # the cache key is the file's content, not its name
@@ -89,9 +98,7 @@ class ClassifyTask:
         d = self.cfg.data
         texts = {name: split.texts for name, split in self.splits.items()}  # whole texts, not cut to block_size
         labels = {name: split.labels for name, split in self.splits.items()}
-        key = ["baseline", BASELINE_VERSION, hash_file(hashlib.sha256(), Path(d.path).expanduser()).hexdigest(),
-               json.dumps([d.text_field, d.label_field, d.multi_label, d.label_separator, d.split, d.dedupe,
-                           self.cfg.seed, self.classes])]
+        key = ["baseline", BASELINE_VERSION, *self._split_key(), json.dumps(self.classes)]
 
         def fit() -> dict[str, Any]:
             try:
