@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradwise.config.load import CLASSIFY_PRESET
+from gradwise.config.load import CLASSIFY_PRESET, SEQUENCE_CLASSIFY_PRESET, classify_preset
 
 CONFIG_HELP = "YAML/TOML config file or preset name (default: the 'default' preset)"
 DATA_HELP = "corpus (shorthand for --set data.path=PATH)"
-TASK_HELP = f"lm (default) or classify; classify without a config file uses the '{CLASSIFY_PRESET}' preset"
+TASK_HELP = (f"lm (default) or classify; classify without a config file uses the '{CLASSIFY_PRESET}' preset "
+             f"('{SEQUENCE_CLASSIFY_PRESET}' when --set model.arch names lstm or gpt)")
 SET_HELP = "override any config key, e.g. --set optim.lr=3e-4 (repeatable)"
 
 
@@ -48,7 +49,7 @@ def add_checkpoint(p: argparse.ArgumentParser) -> None:
 
 def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """(config, overrides) from ``config``, ``--set``, ``--data`` and ``--task``; classify without a config file
-    (and not resuming a run, whose config is its own) means the CLASSIFY_PRESET."""
+    (and not resuming a run, whose config is its own) means the classify preset for the arch the overrides name."""
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides.append(f"data.path={json.dumps(args.data)}")
@@ -56,7 +57,7 @@ def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str
     if getattr(args, "task", None):
         overrides.append(f"task={args.task}")
         if args.task == "classify" and config is None and getattr(args, "resume", None) is None:
-            config = CLASSIFY_PRESET
+            config = classify_preset(overrides)
     return config, overrides
 
 

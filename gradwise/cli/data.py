@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.cli.args import add_json, add_overrides, add_task
-from gradwise.config.load import CLASSIFY_PRESET
+from gradwise.config.load import CLASSIFY_PRESET, classify_preset
 
 
 def add_data_parser(sub: Any) -> None:
@@ -55,7 +55,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                        "label")
     task = args.task or guess_task(args.corpus, label_field)
     overrides.append(f"task={task}")
-    config = args.config or (CLASSIFY_PRESET if task == "classify" else None)
+    config = args.config or (classify_preset(overrides) if task == "classify" else None)
     if args.data_command == "stats":
         from gradwise.tools.data_stats import format_stats
 

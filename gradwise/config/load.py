@@ -20,7 +20,17 @@ from gradwise.config.validate import validate
 from gradwise.core.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
-CLASSIFY_PRESET = "classify-lstm"  # what --task classify trains without a config file
+CLASSIFY_PRESET = "classify-ngram"  # what --task classify trains without a config file
+SEQUENCE_CLASSIFY_PRESET = "classify-lstm"  # ... when an override names a sequence model (lstm, gpt, hf)
+
+
+def classify_preset(overrides: list[str]) -> str:
+    """The preset ``--task classify`` means without a config file. The n-gram bag was measured best
+    (docs/benchmarks.md), but its tokenizer only fits its own arch, so ``--set model.arch=lstm`` (or gpt)
+    takes the sequence preset, whose BPE tokenizer and recipe those models are tuned for: the other
+    architectures stay one ``--set`` away."""
+    arch = [parse_override(o)[1] for o in overrides if parse_override(o)[0] == "model.arch"]
+    return CLASSIFY_PRESET if not arch or arch[-1] == "ngram" else SEQUENCE_CLASSIFY_PRESET
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def classify_stats(cfg: Config) -> dict[str, Any]:
     task = ClassifyTask.prepare(cfg)
     tok = task.tokenizer
     lengths = {name: [len(x) for x in s.ids] for name, s in task.splits.items()}
-    full = [len(ids) for ids in tok.encode_batch(records.texts)] if tok.kind == "bpe" else None
+    full = [len(ids) for ids in tok.encode_batch(records.texts)] if tok.kind in ("bpe", "ngram") else None
     out["tokenizer"] = {"kind": tok.kind, "vocab_size": tok.vocab_size, "trained_on": "train split"}
     out["split_records"] = {name: len(s) for name, s in task.splits.items()}
     out["tokens"] = int(sum(sum(v) for v in lengths.values()))
