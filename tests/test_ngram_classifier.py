@@ -15,7 +15,7 @@ from gradwise import predict, train
 from gradwise.config.load import load_config
 from gradwise.core.errors import ConfigError, DataError
 from gradwise.data.tokenizers import NgramTokenizer, tokenizer_from_json
-from gradwise.models.ngram import NgramClassifier, NgramConfig
+from gradwise.models.ngram import NgramClassifier, NgramConfig, idf_weights
 from tests.test_classify import make_dataset
 
 SMALL = ["train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "train.log_every=10",
@@ -48,6 +48,26 @@ def test_the_bag_ignores_padding_and_order() -> None:
     assert logits.shape == (2, 3)
 
 
+def test_with_idf_the_bag_is_the_baselines_l2_normalised_tfidf_row() -> None:
+    """idf: the bag is exactly (the text's TF-IDF row, L2-normalised, as scikit-learn makes it) @ the vectors."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = [[0, 1, 2], [1, 2, 3, 4], [2, 4], [0, 2, 4, 5]]  # distinct ids per document, as the tokenizer lists them
+    vocab = 7  # id 6 (padding) is in no document
+    as_text = [" ".join(f"t{i}" for i in d) for d in docs]
+    sk = TfidfVectorizer(token_pattern=r"t\d", vocabulary=[f"t{i}" for i in range(vocab)])
+    rows = torch.tensor(sk.fit_transform(as_text).toarray(), dtype=torch.float32)
+    weights = idf_weights(docs, vocab)
+    assert torch.allclose(weights, torch.tensor(sk.idf_, dtype=torch.float32))
+    torch.manual_seed(0)
+    model = NgramClassifier(NgramConfig(vocab_size=vocab, n_classes=2, pad_id=6, n_embd=4, idf=True)).eval()
+    model.set_idf(weights)
+    padded = torch.tensor([d + [6] * (4 - len(d)) for d in docs])
+    expected = model.head(rows @ model.embed.weight)
+    assert torch.allclose(model(padded), expected, atol=1e-5)
+    assert "idf" in model.state_dict()  # saved with the weights: predict reads the training split's weights back
+
+
 def test_tokenizer_and_arch_go_together() -> None:
     with pytest.raises(ConfigError, match="go together"):
         load_config("classify-lstm", ["data.tokenizer=ngram"])
@@ -55,6 +75,8 @@ def test_tokenizer_and_arch_go_together() -> None:
         load_config("classify-ngram", ["model.arch=lstm"])
     with pytest.raises(ConfigError, match="for classification"):
         load_config("default", ["data.tokenizer=ngram"])
+    with pytest.raises(ConfigError, match="model.idf weighs"):
+        load_config("classify-lstm", ["model.idf=true"])
 
 
 def test_it_learns_topics_predicts_and_resumes_exactly(tmp_path: Path) -> None:

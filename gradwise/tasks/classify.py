@@ -24,6 +24,7 @@ from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, NgramTokenizer
 from gradwise.hf.auto_tokenizer import load_any_tokenizer
 from gradwise.models import build_classifier
+from gradwise.models.ngram import idf_weights
 from gradwise.objectives.losses import ClassificationObjective
 from gradwise.tasks.base import EvalReport
 from gradwise.tasks.classify_baseline import BASELINE_VERSION, fit_baseline
@@ -122,7 +123,10 @@ class ClassifyTask:
         return self.cfg.data.multi_label
 
     def build_model(self) -> nn.Module:
-        return classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+        model = classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
+        if self.cfg.model.arch == "ngram" and self.cfg.model.idf:  # from the training split alone, as the baseline
+            model.set_idf(idf_weights(self.splits["train"].ids, self.tokenizer.vocab_size))
+        return model
 
     def train_counts(self) -> np.ndarray:
         """Training records per class (multi-label: records carrying each label)."""
