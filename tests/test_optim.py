@@ -79,7 +79,7 @@ def test_the_optimizer_names_are_one_table() -> None:
     from gradwise.config import OptimConfig
     from gradwise.models.cost import ParamTensor
     from gradwise.optim import OPTIMIZERS, build_optimizer
-    from gradwise.plan.estimate import optimizer_state_bytes
+    from gradwise.training.memory import optimizer_state_bytes
 
     accepted = set(typing.get_args(typing.get_type_hints(OptimConfig)["name"]))
     assert accepted == set(OPTIMIZERS) | {"auto"}

@@ -20,9 +20,10 @@ from gradwise.models.cost import flops_per_token, param_counts, param_tensors
 from gradwise.objectives.losses import CausalLMObjective, ClassificationObjective
 from gradwise.optim import build_optimizer
 from gradwise.optim.optimizers import classify_params
-from gradwise.plan.estimate import activation_bytes, autocast_weight_bytes, memory_bytes, model_spec
+from gradwise.plan.estimate import model_spec
 from gradwise.plan.planner import plan_run
 from gradwise.tasks.classify import classifier
+from gradwise.training.memory import activation_bytes, autocast_weight_bytes, memory_bytes
 from gradwise.training.step import OptimizationStep
 from tests.conftest import TINY
 
@@ -175,7 +176,7 @@ def test_plan_without_data_or_calibration_is_instant_and_complete() -> None:
 
 def test_a_run_that_does_not_fit_gets_a_smaller_micro_batch_with_the_same_global_batch(monkeypatch) -> None:
     import gradwise.plan.planner as plan_module
-    from gradwise.plan.estimate import MEMORY_HEADROOM
+    from gradwise.training.memory import MEMORY_HEADROOM
 
     overrides = ["model.n_layer=2", "train.batch_size=16", "train.grad_accum=1"]
     cfg, spec, _ = built(overrides)

@@ -19,9 +19,10 @@ from gradwise.config.schema import OptimConfig  # noqa: E402
 from gradwise.models.cost import hf_flops_per_token, param_counts  # noqa: E402
 from gradwise.objectives.losses import CausalLMObjective  # noqa: E402
 from gradwise.optim import build_optimizer  # noqa: E402
-from gradwise.plan.estimate import activation_bytes, memory_bytes, model_spec  # noqa: E402
+from gradwise.plan.estimate import model_spec  # noqa: E402
 from gradwise.plan.planner import plan_run  # noqa: E402
 from gradwise.tasks import prepare_task  # noqa: E402
+from gradwise.training.memory import activation_bytes, memory_bytes  # noqa: E402
 from gradwise.training.step import OptimizationStep  # noqa: E402
 from tests.hf_models import english_paragraphs, make_gpt2, make_llama  # noqa: E402
 from tests.test_plan import measured_bytes, plan_cli, saved_bytes  # noqa: E402

@@ -16,7 +16,7 @@ from gradwise.cli.report import add_report_parser, cmd_report
 from gradwise.cli.run import add_run_parsers, cmd_eval, cmd_generate, cmd_predict, cmd_train
 from gradwise.cli.step import add_step_parser, cmd_step
 from gradwise.cli.tune import add_tune_parsers, cmd_tune, cmd_tune_report
-from gradwise.core.errors import GradwiseError, say, say_error
+from gradwise.core.errors import OUT_OF_MEMORY_EXIT, GradwiseError, out_of_memory_line, say, say_error
 
 EPILOG = """examples:
   gradwise train                                   train on the embedded corpus (Python's own docs)
@@ -84,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("gradwise: interrupted")
         return 130
+    except (RuntimeError, MemoryError) as exc:  # an allocation that failed mid-run: one line, not a traceback
+        line = out_of_memory_line(exc)
+        if line is None:
+            raise
+        say(line)
+        return OUT_OF_MEMORY_EXIT
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.cli.args import add_config_options, add_json, config_and_overrides
+from gradwise.core.device_memory import fmt_bytes
 from gradwise.core.errors import GradwiseError
-from gradwise.plan.estimate import Plan, fmt_bytes, fmt_count
+from gradwise.plan.estimate import Plan, fmt_count
 
 LABEL = 13  # width of the label column
 

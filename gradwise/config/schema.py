@@ -196,6 +196,7 @@ class TrainConfig(Section):
     # (None, in configs saved while it defaulted to on for CUDA, is off too).
     async_steps: bool | None = False
     deterministic: bool = True  # deterministic kernels (exact resume on CPU)
+    memory_check: bool = True  # refuse a run whose estimated memory exceeds what the device has free
     test_eval: bool = True  # evaluate the best checkpoint on the test split at the end
     tensorboard: bool = False  # mirror metrics.jsonl into TensorBoard event files in RUN/tensorboard
     peak_tflops: float | None = None  # the device's peak for MFU (default on CUDA: a measured bf16 matmul)

@@ -46,3 +46,24 @@ def say_error(exc: GradwiseError) -> None:
     if not getattr(exc, "said", False):
         say(f"gradwise: error: {exc}")
         exc.said = True  # type: ignore[attr-defined]
+
+
+OUT_OF_MEMORY_EXIT = 4
+
+
+def out_of_memory_line(exc: BaseException) -> str | None:
+    """The one line for an allocation that failed mid-run (CUDA or CPU), or None when ``exc`` is something else.
+
+    The preflight refuses what the estimate says cannot fit; this is for what it could not foresee (fragmentation,
+    other processes, a longer batch). Checkpoints are written atomically, so the last one is whole."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    cuda = type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    cpu = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text))
+    if not (cuda or cpu):
+        return None
+    where = "the GPU" if cuda else "RAM"
+    detail = f" ({text[:160]})" if text else ""
+    return (f"gradwise: error: out of memory in {where}{detail}; the last checkpoint is intact: --resume the run "
+            "with a lower train.batch_size (a higher train.grad_accum keeps the global batch), or start a smaller "
+            "model (gradwise plan estimates the memory)")

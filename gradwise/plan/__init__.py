@@ -1,17 +1,9 @@
-"""``gradwise plan``: what a run will cost before it starts. ``estimate`` holds the memory and token formulas,
+"""``gradwise plan``: what a run will cost before it starts. ``estimate`` holds the token formulas (the memory ones
+are gradwise.training.memory, which every run also checks before it builds its model),
 ``hf_shape`` a Hugging Face model's shape built on the meta device, ``budget`` the calibration of the real
 step and the budget search, ``planner`` the assembled plan."""
 
-from gradwise.plan.estimate import (
-    Plan,
-    activation_bytes,
-    fmt_bytes,
-    fmt_count,
-    memory_bytes,
-    model_spec,
-    optimizer_state_bytes,
-)
+from gradwise.plan.estimate import Plan, fmt_count, model_spec
 from gradwise.plan.planner import plan_run, resolve_config
 
-__all__ = ["Plan", "activation_bytes", "fmt_bytes", "fmt_count", "memory_bytes", "model_spec",
-           "optimizer_state_bytes", "plan_run", "resolve_config"]
+__all__ = ["Plan", "fmt_count", "model_spec", "plan_run", "resolve_config"]

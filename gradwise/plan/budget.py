@@ -31,17 +31,15 @@ from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
 from gradwise.objectives.losses import CausalLMObjective, ClassificationObjective
 from gradwise.plan.estimate import (
     CHINCHILLA_TOKENS_PER_PARAM,
-    MEMORY_HEADROOM,
     Plan,
     budget_seconds,
-    fitting_micro_batch,
-    memory_bytes,
     model_spec,
     tokens_per_step,
 )
 from gradwise.plan.hf_shape import meta_model
 from gradwise.tasks.classify import classifier
 from gradwise.training.build import assemble
+from gradwise.training.memory import MEMORY_HEADROOM, fitting_micro_batch, memory_bytes
 
 MAX_EPOCHS = 4.0  # repeated data is nearly as good as fresh up to ~4 epochs (Muennighoff et al. 2023)
 WARMUP_STEPS = 2  # calibration steps not timed (allocator, kernel selection, lazy optimizer state)

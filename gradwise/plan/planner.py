@@ -8,26 +8,27 @@ from typing import Any
 import torch
 
 from gradwise.config.schema import Config
-from gradwise.core.device_memory import available_memory
+from gradwise.core.device_memory import available_memory, fmt_bytes
 from gradwise.core.errors import ConfigError
 from gradwise.core.runtime import select_device, select_dtype
 from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
 from gradwise.plan.budget import estimate_time, propose  # plan_budget builds on this module
 from gradwise.plan.estimate import (
     CHINCHILLA_TOKENS_PER_PARAM,
-    FP32,
-    MEMORY_HEADROOM,
     Plan,
-    activation_bytes,
     budget_seconds,
-    fitting_micro_batch,
-    fmt_bytes,
-    memory_bytes,
     model_spec,
     read_data,
     tokens_per_step,
 )
 from gradwise.plan.hf_shape import HFModelShape
+from gradwise.training.memory import (
+    FP32,
+    MEMORY_HEADROOM,
+    activation_bytes,
+    fitting_micro_batch,
+    memory_bytes,
+)
 from gradwise.training.run_config import resolve_train_config
 
 

@@ -24,10 +24,11 @@ import torch
 from gradwise.config.schema import Config
 from gradwise.core.errors import ConfigError
 from gradwise.core.rundir import check_dir_path, default_run_name, write_json
-from gradwise.core.runtime import backends_for_training, seed_everything, select_device
+from gradwise.core.runtime import backends_for_training, seed_everything, select_device, select_dtype
 from gradwise.tasks import prepare_task
 from gradwise.tasks.init_from import load_init_weights
 from gradwise.training.build import assemble
+from gradwise.training.memory import check_memory
 from gradwise.training.run_config import resolve_train_config
 
 
@@ -70,6 +71,8 @@ def lr_find(config: Config | str | Path | None = None, *, overrides: list[str] |
         seed_everything(cfg.seed)
         task = prepare_task(cfg)
         task.check(("train",))
+        check_memory(cfg, task.tokenizer.vocab_size, len(task.classes) if cfg.task == "classify" else 0, device,
+                     select_dtype(cfg.train.dtype, device))
         model = task.build_model()
         if cfg.model.init_from:
             load_init_weights(cfg, model)

@@ -47,6 +47,7 @@ from gradwise.training.diagnose import diagnose, format_verdicts
 from gradwise.training.distributed import NoMetrics, joined
 from gradwise.training.fp8 import fp8_layers
 from gradwise.training.loop import LoopState, TrainLoop
+from gradwise.training.memory import check_memory
 from gradwise.training.meter import FlopsMeter, device_peak
 from gradwise.training.run_config import resolve_train_config
 
@@ -109,6 +110,8 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
     data_report = task.data_check() if cfg.data.check and not resumed and dist.is_main else None
     baseline = task.baseline() if cfg.data.baseline and dist.is_main else None  # the bar to beat (classify)
 
+    n_classes = len(task.classes) if cfg.task == "classify" else 0
+    check_memory(cfg, task.tokenizer.vocab_size, n_classes, ctx.device, ctx.autocast_dtype)  # before allocating
     model = task.build_model()
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)

@@ -1,0 +1,161 @@
+"""The memory a training run needs, counted before anything is allocated: weights, gradients, optimizer state,
+the activations autograd keeps for one micro-batch, the logits' working space and bf16 autocast copies.
+
+Two places read it: ``gradwise plan`` (gradwise.plan), which shows every term and proposes a micro-batch that
+fits, and the preflight every run passes before it builds its model (:func:`check_memory`), so that a config
+no machine can hold is refused in one line, with no run directory left behind, instead of failing deep inside
+PyTorch. Parameter and optimizer-state counts are exact; activations are an estimate written down term by term
+in :func:`activation_bytes` (tests hold it to 30% of the bytes autograd really saves).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradwise.config.schema import Config
+from gradwise.core.device_memory import available_memory, fmt_bytes
+from gradwise.core.errors import GradwiseError
+from gradwise.models.chunked_ce import chunk_rows
+from gradwise.models.cost import ModelSpec, ParamTensor, architecture_spec, param_tensors
+from gradwise.optim.optimizers import OPTIMIZERS
+
+MEMORY_HEADROOM = 0.9  # plan to use at most this share of free memory (allocator slack, the OS, other tensors)
+FP32 = 4
+
+
+def optimizer_state_bytes(tensors: list[ParamTensor], name: str, momentum: float = 0.9) -> int:
+    """Bytes of optimizer state after the first step, as gradwise's optimizers keep it (fp32 throughout; each
+    optimizer's count is its ``state_floats`` in gradwise.optim.optimizers.OPTIMIZERS).
+
+    adamw/adam/radam: exp_avg + exp_avg_sq + a scalar step per tensor; nadam adds a scalar mu_product;
+    sgd: momentum_buffer only when momentum > 0; lion: exp_avg; adafactor: row and column second moments of
+    a matrix (a vector's in full) + step; muon: momentum_buffer for hidden matrices, AdamW for everything
+    else. Tensors without a gradient get no state.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}")
+    total = 0
+    for t in (t for t in tensors if t.grad):
+        kind = "adamw" if name == "muon" and t.kind != "matrices" else name
+        total += OPTIMIZERS[kind].state_floats(t.shape, momentum) * FP32
+    return total
+
+
+def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: str = "cpu") -> int:
+    """Bytes autograd saves for backward in one micro-batch of ``batch`` full-length sequences.
+
+    ``act_bytes`` is 4 (fp32) or 2 (bf16 autocast: matmul inputs and outputs are bf16, the residual stream,
+    layer-norm inputs and the loss stay fp32). Per GPT block and token: both layer-norm inputs (2C fp32) and
+    their mean and rstd (4 fp32), the qkv input and output (C + 3C), the attention output, which is also the
+    projection input (C), the MLP input (C), the GELU input and output (4C + 4C), and the attention
+    log-sum-exp (H fp32). CPU attention dropout takes PyTorch's math kernel, which keeps three T x T maps per
+    head instead; each other dropout keeps its mask (act_bytes each on CPU, one byte on CUDA). Then per token:
+    ids and targets (int64), the final norm (C fp32 + C), and the log-softmax over the vocabulary (V fp32).
+    With ``train.fused_ce`` the head keeps instead the gradient of the final norm's output (C fp32 per token)
+    and of the output weight (V x C fp32, once). Measured on torch 2.13 CPU this is within 0.2% (dropout or
+    not); the LSTM: :func:`_lstm_bytes_per_token`.
+    """
+    if spec.hf is not None:  # measured on the meta device in fp32 (plan_hf.py): an upper bound under bf16
+        h = spec.hf
+        return 0 if h.activations_fixed is None else h.activations_fixed + h.activations_per_sample * batch
+    tokens = batch * spec.block_size
+    if spec.arch == "lstm":
+        return tokens * _lstm_bytes_per_token(spec, act_bytes)
+    if spec.arch == "ngram":  # the looked-up vectors (B, T, n_embd), kept for the sum's backward
+        return tokens * spec.n_embd * FP32
+    C, H, T, a = spec.n_embd, spec.n_head, spec.block_size, act_bytes
+    mask = 1 if device_type == "cuda" else a
+    attention = 3 * H * T * a if spec.drop["attn"] > 0 and device_type != "cuda" else H * FP32
+    block = 2 * C * FP32 + 4 * FP32 + 14 * C * a + attention + (2 * C * mask if spec.drop["resid"] > 0 else 0)
+    if spec.fused_ce:
+        head = C * FP32 + 2 * FP32 + C * FP32
+        once = spec.vocab_size * C * FP32
+    else:
+        head = C * FP32 + 2 * FP32 + C * a + (spec.vocab_size * FP32 + 8 if spec.with_lm else 0)
+        once = 0
+    embed = 8 + (C * (1 if device_type == "cuda" else FP32) if spec.drop["embd"] > 0 else 0)
+    return tokens * (spec.n_layer * block + head + embed) + once
+
+
+def _lstm_bytes_per_token(s: ModelSpec, a: int) -> int:
+    """The LSTM on CPU runs oneDNN, whose training workspace per layer, direction and token holds about
+    6 * max(input, hidden) * (T+1)/T + 9.25 * hidden values (gates and states; fitted on torch 2.13 CPU,
+    within 5% for hidden >= 64), plus the embedded input, each layer's output and dropout masks between layers."""
+    H, D, T = s.hidden, s.directions, s.block_size
+    values = s.n_embd
+    for layer in range(s.n_layer):
+        width = s.n_embd if layer == 0 else H * D
+        values += D * (6 * max(width, H) * (T + 1) / T + 9.25 * H) + D * H
+        if layer and s.drop["between"] > 0:
+            values += D * H
+    return int(values * a) + 8
+
+
+def autocast_weight_bytes(spec: ModelSpec) -> int:
+    """bf16 autocast keeps a bf16 copy of every linear weight it multiplies with (2 bytes per value)."""
+    if spec.hf is not None:
+        return 2 * spec.hf.autocast_values
+    n = sum(t.numel for t in param_tensors(spec) if t.grad and (t.kind == "matrices" or t.name == "lm_head.weight"))
+    if spec.arch == "gpt" and spec.tie_embeddings and spec.with_lm:  # the tied table, as the output layer
+        n += spec.vocab_size * spec.n_embd
+    return 2 * n
+
+
+def logits_working_bytes(spec: ModelSpec, batch: int) -> int:
+    """Around the loss two (B, T, V) fp32 tensors live at once (the logits, then their gradient); with
+    ``train.fused_ce`` two (chunk, V) ones."""
+    if not spec.with_lm or spec.arch in ("lstm", "ngram"):
+        return 0
+    rows = batch * spec.block_size
+    if spec.fused_ce:
+        rows = chunk_rows(rows, spec.n_embd, spec.vocab_size)
+    return 2 * rows * spec.vocab_size * FP32
+
+
+def memory_bytes(spec: ModelSpec, optimizer: str, momentum: float, batch: int, bf16: bool,
+                 device_type: str) -> dict[str, int]:
+    """Every term of the training memory for a micro-batch of ``batch`` (bytes), and their total."""
+    tensors = param_tensors(spec)
+    out = {"weights": sum(t.numel for t in tensors) * FP32,
+           "grads": sum(t.numel for t in tensors if t.grad) * FP32,
+           "optimizer": optimizer_state_bytes(tensors, optimizer, momentum),
+           "activations": activation_bytes(spec, batch, 2 if bf16 else FP32, device_type),
+           "logits": logits_working_bytes(spec, batch),
+           "autocast_weights": autocast_weight_bytes(spec) if bf16 else 0}
+    out["total"] = sum(out.values())
+    return out
+
+
+def fitting_micro_batch(spec: ModelSpec, optimizer: str, momentum: float, batch: int, accum: int, bf16: bool,
+                        device_type: str, available: int) -> tuple[int, int] | None:
+    """The largest micro-batch (a divisor of the global batch) whose memory fits; None if even 1 does not."""
+    global_batch = batch * accum
+    for micro in sorted((d for d in range(1, global_batch + 1) if global_batch % d == 0), reverse=True):
+        if micro <= batch and memory_bytes(spec, optimizer, momentum, micro, bf16, device_type)["total"] \
+                <= MEMORY_HEADROOM * available:
+            return micro, global_batch // micro
+    return None
+
+
+def check_memory(cfg: Config, vocab_size: int, n_classes: int, device: torch.device,
+                 autocast_dtype: torch.dtype | None) -> None:
+    """Refuse, before the model is built, a run whose estimated training memory is beyond what ``device`` has
+    free: one line with the estimate, what is free, and the key to change (a micro-batch that fits with the
+    same global batch, when one does). ``train.memory_check: false`` skips it (the estimate is for gradwise's
+    own models; a Hugging Face model's shape is read by ``gradwise plan`` and is not checked here)."""
+    if not cfg.train.memory_check or cfg.model.arch == "hf":
+        return
+    t, o = cfg.train, cfg.optim
+    spec = architecture_spec(cfg, vocab_size, n_classes)
+    bf16 = autocast_dtype == torch.bfloat16
+    need = memory_bytes(spec, o.name, o.momentum, t.batch_size, bf16, device.type)["total"]
+    available, source = available_memory(device)
+    if need <= MEMORY_HEADROOM * available:
+        return
+    micro = fitting_micro_batch(spec, o.name, o.momentum, t.batch_size, t.grad_accum, bf16, device.type, available)
+    fix = (f"--set train.batch_size={micro[0]} --set train.grad_accum={micro[1]} keeps the global batch and fits"
+           if micro else "not even a micro-batch of 1 fits: shrink model.n_embd, model.n_layer or model.block_size"
+           + ("" if bf16 or device.type != "cuda" else ", or train in bf16 (train.dtype=bf16)"))
+    raise GradwiseError(f"this run needs about {fmt_bytes(need)} of memory on {device.type} and "
+                        f"{fmt_bytes(available)} is free ({source}): {fix} (gradwise plan shows every term; "
+                        "train.memory_check=false skips this check)")
