@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +61,46 @@ def evaluate_run(run_path: str | Path, split: str = "test", checkpoint: str = "b
                          fixed_subset=False)
 
 
+MAX_NEW_TOKENS = 1_000_000  # one call's ceiling: the ids of every sample stay in memory, each token one forward
+
+
+class TextStream:
+    """Decoded text of one sample, handed out as its tokens arrive. A byte-level BPE token can end inside a
+    UTF-8 character, so text ending in an incomplete character waits for the next token (a few at most)."""
+
+    def __init__(self, tokenizer: Tokenizer, write: Callable[[str], None]):
+        self.tokenizer, self.write, self.pending = tokenizer, write, []
+
+    def __call__(self, next_id: torch.Tensor) -> None:
+        self.pending.append(int(next_id[0, 0]))
+        text = self.tokenizer.decode(self.pending)
+        if not text.endswith("\ufffd") or len(self.pending) >= 8:
+            self.write(text)
+            self.pending = []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write(self.tokenizer.decode(self.pending))
+            self.pending = []
+
+
 def generate_text(run_path: str | Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
                   top_k: int | None = None, top_p: float | None = None, num_samples: int = 1, seed: int = 0,
-                  checkpoint: str = "best", device: str = "auto") -> list[str]:
-    """Sample continuations of ``prompt`` from a language-model run (the prompt is included in each sample)."""
+                  checkpoint: str = "best", device: str = "auto", on_text: Callable[[str], None] | None = None,
+                  on_token: Callable[[torch.Tensor], None] | None = None) -> list[str]:
+    """Sample continuations of ``prompt`` from a language-model run (the prompt is included in each sample).
+
+    ``on_text`` (one sample only) receives the prompt and then the text as it is generated, so a long
+    generation streams; ``on_token`` sees each step's new ids (num_samples, 1), for a progress display. A
+    Ctrl-C during generation raises KeyboardInterrupt after the text streamed so far."""
     if max_new_tokens < 0 or num_samples < 1:
         raise GradwiseError("--max-new-tokens must be >= 0 and --num-samples >= 1")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise GradwiseError(f"--max-new-tokens {max_new_tokens:,} is beyond one call's ceiling of {MAX_NEW_TOKENS:,} "
+                            "tokens (each is a forward pass over the model's context); generate in parts, feeding "
+                            "the end of one as the next --prompt")
+    if on_text is not None and num_samples != 1:
+        raise GradwiseError("streaming the text (on_text) is for one sample; use num_samples=1")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise GradwiseError(f"--top-p must be in (0, 1]; got {top_p}")
     if not (math.isfinite(temperature) and temperature >= 0):
@@ -80,8 +115,20 @@ def generate_text(run_path: str | Path, prompt: str = "", max_new_tokens: int = 
     ids = tok.encode(prompt).tolist() if prompt else [tok.eot_id]
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
+    stream = TextStream(tok, on_text) if on_text is not None else None
+    if on_text is not None and prompt:
+        on_text(tok.decode(ids))
+
+    def each_token(next_id: torch.Tensor) -> None:
+        if stream is not None:
+            stream(next_id)
+        if on_token is not None:
+            on_token(next_id)
+
     out = loaded.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                generator=gen)
+                                generator=gen, on_token=each_token)
+    if stream is not None:
+        stream.flush()
     start = 0 if prompt else len(ids)
     return [tok.decode(row[start:].tolist()) for row in out]
 

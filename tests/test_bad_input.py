@@ -28,6 +28,7 @@ def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
     ({"temperature": float("nan")}, "--temperature must be a number >= 0"),
     ({"top_k": 0}, "--top-k must be at least 1"),
     ({"top_p": 1.5}, r"--top-p must be in \(0, 1\]"),
+    ({"max_new_tokens": 10**12}, "beyond one call's ceiling of 1,000,000 tokens"),
 ])
 def test_sampling_parameters_outside_their_domain_are_refused_before_loading(kwargs: dict, message: str,
                                                                              tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradwise import train
+from gradwise import generate_text, train
 from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import read_metrics
 from tests.conftest import REPO, TINY, run_cli, shakespeare
@@ -98,6 +98,12 @@ def test_cli_train_eval_generate(tmp_path: Path) -> None:
                   "--num-samples", "2")
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.count("--- sample") == 2 and gen.stdout.count("The ") >= 2
+    # One sample streams as it is made, well past the 32-token context, and is the text the API returns.
+    one = run_cli("generate", str(run), "--prompt", "The ", "--max-new-tokens", "100", "--top-k", "10")
+    assert one.returncode == 0, one.stderr
+    pieces: list[str] = []
+    text = generate_text(run, "The ", max_new_tokens=100, top_k=10, on_text=pieces.append)[0]
+    assert one.stdout == text + "\n" and "".join(pieces) == text and len(pieces) > 50
 
 
 def test_cli_help_and_module_entry_point() -> None:

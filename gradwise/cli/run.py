@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gradwise.cli.args import (
@@ -131,10 +134,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from gradwise.api import generate_text
 
-    samples = generate_text(args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                            args.num_samples, args.seed, args.checkpoint, args.device)
+    common = (args.run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+              args.num_samples, args.seed, args.checkpoint, args.device)
+    if args.num_samples == 1:  # streamed as it is made: a long generation shows itself, and Ctrl-C keeps it
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        try:
+            generate_text(*common, on_text=write)
+        finally:
+            sys.stdout.write("\n")
+        return 0
+    with token_progress(args.max_new_tokens, args.num_samples) as on_token:
+        samples = generate_text(*common, on_token=on_token)
     for i, text in enumerate(samples):
-        if len(samples) > 1:
-            print(f"--- sample {i + 1}")
+        print(f"--- sample {i + 1}")
         print(text)
     return 0
+
+
+@contextlib.contextmanager
+def token_progress(total: int, samples: int) -> Iterator[Callable[[Any], None] | None]:
+    """A bar on stderr while several samples are drawn (on a terminal; elsewhere nothing, the text comes at
+    the end)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=sys.stderr)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(f"{samples} samples, token"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("generate", total=total)
+        yield lambda _ids: bar.advance(task)

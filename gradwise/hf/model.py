@@ -10,6 +10,7 @@ is kept as its config sets it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,10 +65,11 @@ class HFCausalLM(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, stop_token: int | None = None,
+                 on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` continuations of idx (B, T) with gradwise's sampler; temperature 0 is greedy."""
         return sample_tokens(self, idx, self.block_size, max_new_tokens, temperature, top_k, top_p, generator,
-                             stop_token)
+                             stop_token, on_token)
 
 
 def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None) -> HFCausalLM:

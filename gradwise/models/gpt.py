@@ -7,6 +7,7 @@ D head width (C / H), V vocabulary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -142,16 +143,18 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None,
-                 generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, stop_token: int | None = None,
+                 on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` continuations of idx (B, T); temperature 0 is greedy."""
         return sample_tokens(self, idx, self.cfg.block_size, max_new_tokens, temperature, top_k, top_p, generator,
-                             stop_token)
+                             stop_token, on_token)
 
 
 @torch.no_grad()
 def sample_tokens(model: nn.Module, idx: torch.Tensor, block_size: int, max_new_tokens: int,
                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                  generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, stop_token: int | None = None,
+                 on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Autoregressive sampling from any model mapping ids (B, T) to logits (B, T, V), reading at most the last
     ``block_size`` tokens (no key/value cache: simple, and the same for every model gradwise trains)."""
     for _ in range(max_new_tokens):
@@ -162,6 +165,8 @@ def sample_tokens(model: nn.Module, idx: torch.Tensor, block_size: int, max_new_
             probs = F.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
             next_id = torch.multinomial(probs, 1, generator=generator)
         idx = torch.cat([idx, next_id], dim=1)
+        if on_token is not None:
+            on_token(next_id)
         if stop_token is not None and bool((next_id == stop_token).all()):
             break
     return idx
