@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1337,1,2", help="comma-separated; each seed is its own split")
     ap.add_argument("--models", default="ngram,lstm,gpt,default", help=f"of {', '.join([*MODELS, 'default'])}")
     ap.add_argument("--steps", type=int, help="cap every run's steps (smoke check)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every gradwise model (a recipe to try; repeatable)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             results["majority"].append(majority(data, seed))
             common = [f"data.path={json.dumps(str(data.resolve()))}", f"out_dir={json.dumps(tmp)}",
                       f"data.cache_dir={json.dumps(tmp + '/cache')}", f"seed={seed}",
-                      *([f"train.max_steps={args.steps}"] if args.steps else [])]
+                      *([f"train.max_steps={args.steps}"] if args.steps else []), *args.overrides]
             for name in results:
                 if name in ("majority", "baseline"):
                     continue
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
 
     lines = [f"Seeds {', '.join(map(str, seeds))} (each its own split); mean ± half the range over the seeds. "
-             "Seconds: the whole `train` call (tokenizing, baseline, training, test).", "",
+             "Seconds: the whole `train` call (tokenizing, baseline, training, test)."
+             + (f" Overrides: `{' '.join(args.overrides)}`." if args.overrides else ""), "",
              "| model | test macro-F1 | test accuracy | seconds |", "|---|--:|--:|--:|"]
     for name, rows in results.items():
         if not rows:

@@ -39,7 +39,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out and not args.budget:
         raise GradwiseError("--out writes the --budget proposal; add --budget DURATION (e.g. --budget 10m)")
     config, overrides = config_and_overrides(args)
-    plan = plan_run(config, overrides, args.budget, data=not args.no_data, calibrate=not args.no_calibrate)
+    from gradwise.core.errors import say
+
+    plan = plan_run(config, overrides, args.budget, data=not args.no_data, calibrate=not args.no_calibrate,
+                    progress=say)  # the calibration's stages on stderr: a slow one is seen, never silent
     if args.out:
         write_proposal(resolve_config(config, overrides + plan.budget["overrides"]), Path(args.out), args.budget)
     if args.json:
@@ -148,9 +151,11 @@ def _time_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
 
     if "skipped" in t:
         return [("time", t["skipped"])]
-    rows = [("calibration", f"{t['step_seconds'] * 1000:.1f} ms/step (median of {len(t['samples'])} timed steps "
-                            f"after {t['warmup_steps']} warm-up, micro-batch {t['micro_batch']} x {t['grad_accum']}, "
-                            f"{t['batches']}) | {fmt_count(t['flops_per_second'])} FLOP/s | "
+    x = t.get("extrapolated")
+    how = (f"extrapolated from steps of {' and '.join(map(str, x['from_samples']))} sample(s) to {x['to_samples']}"
+           if x else f"median of {len(t['samples'])} timed steps after {t['warmup_steps']} warm-up")
+    rows = [("calibration", f"{t['step_seconds'] * 1000:.1f} ms/step ({how}, micro-batch {t['micro_batch']} x "
+                            f"{t['grad_accum']}, {t['batches']}) | {fmt_count(t['flops_per_second'])} FLOP/s | "
                             f"{t['tokens_per_second']:,.0f} tokens/s")]
     if "peak_memory_measured" in t:
         rows.append(("", f"measured peak memory {fmt_bytes(t['peak_memory_measured'])}"))

@@ -47,6 +47,7 @@ MAX_TIMED_STEPS = 5
 TARGET_SECONDS = 2.0  # stop timing once this much was measured (and MIN_TIMED_STEPS)
 MIN_TIMED_STEPS = 3  # the median of 3 shrugs off one step slowed by another process
 SLOW_STEP = 10.0  # seconds: one timed step is enough
+CALIBRATION_SECONDS = 60.0  # a calibration aims to finish within this; slower full steps are timed small, scaled up
 MAX_CALIBRATIONS = 4  # model sizes calibrated while searching for a budget's proposal
 MIN_STEPS = 10  # a proposal shorter than this is not a training run
 EVAL_SHARE = 0.1  # a proposal spends at most this share of its budget on validation (when it has to choose)
@@ -58,12 +59,16 @@ Batches = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 # ---------------------------------------------------------------- calibration
 
 def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, accum: int,
-              task: Any = None) -> dict[str, Any]:
+              task: Any = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time real optimization steps of ``cfg``'s model, optimizer and objective at this batch shape.
 
     LM batches are random tokens (the cost does not depend on which tokens); a classifier reads its real
     training batches when the data was read (the LSTM's cost follows the real lengths), else random
     full-length texts, an upper bound. Also times an evaluation forward pass and the two checkpoint writes.
+
+    Time is bounded: a first step of one sample predicts what timing the full steps would take, and when that
+    is beyond CALIBRATION_SECONDS, steps of 1 and 2 samples are timed and scaled linearly to the full batch
+    (``extrapolated`` in the result says so). ``say`` hears each stage, for a progress display.
     """
     t = cfg.train
     autocast = select_dtype(t.dtype, device)
@@ -76,18 +81,61 @@ def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, ac
         model = built.model
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        samples = _timed_steps(built.step, batches, accum, device)
-        forward = _time_forward(model, batches, device, autocast, spec)
+        # A compiled step's first call is the compilation, and other batch shapes recompile: no probe there.
+        probe = 0.0 if t.compile else _step_seconds(built.step, _first(batches, 1), 0, 1, device)  # cold: an upper bound
+        guess = probe * micro * accum * (WARMUP_STEPS + MIN_TIMED_STEPS)
+        extrapolated = None
+        if guess <= CALIBRATION_SECONDS:
+            samples = _timed_steps(built.step, batches, accum, device)
+            forward = _time_forward(model, batches, device, autocast, spec)
+        else:
+            if say is not None:
+                say(f"calibrating: a 1-sample step took {probe:.1f} s, so timing full steps ({micro} x {accum} "
+                    f"samples) would take about {guess / 60:.0f} min; timing steps of 1 and 2 samples instead")
+            samples, forward, extrapolated = _scaled_steps(built.step, model, batches, micro, accum, device,
+                                                           autocast, spec, probe, say)
         save_last, save_best = _time_checkpoints(model, built.optimizer, built.scheduler)
     out = {"step_seconds": statistics.median(samples), "samples": [round(s, 5) for s in samples],
            "warmup_steps": WARMUP_STEPS, "micro_batch": micro, "grad_accum": accum,
            "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
            "forward_seconds": forward, "save_last_seconds": save_last, "save_best_seconds": save_best,
            "batches": "random tokens" if cfg.task == "lm" else "real training batches" if task is not None
-           else "random full-length texts"}
+           else "random full-length texts", "extrapolated": extrapolated}
     if device.type == "cuda":
         out["peak_memory_measured"] = torch.cuda.max_memory_allocated(device)
     return out
+
+
+def _first(batches: Batches, k: int) -> Batches:
+    """The same batches cut to their first ``k`` samples."""
+    return lambda step, m: tuple(part[:k] for part in batches(step, m))  # type: ignore[return-value]
+
+
+def _step_seconds(stepper: Any, batches: Batches, step: int, accum: int, device: torch.device) -> float:
+    t0 = time.perf_counter()
+    stepper([batches(step, m) for m in range(accum)])
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _scaled_steps(stepper: Any, model: torch.nn.Module, batches: Batches, micro: int, accum: int,
+                  device: torch.device, autocast: torch.dtype | None, spec: ModelSpec, probe: float,
+                  say: Callable[[str], None] | None) -> tuple[list[float], float, dict[str, Any]]:
+    """A full step from warm steps of 1 and 2 samples: what a step costs once (the optimizer) plus a cost per
+    sample, scaled to micro x accum samples; forward seconds likewise. A 1-sample step slower than SLOW_STEP
+    is timed once, and scaled as all cost per sample (an upper bound)."""
+    one = _step_seconds(stepper, _first(batches, 1), 1, 1, device) if probe <= SLOW_STEP else probe
+    two = _step_seconds(stepper, _first(batches, 2), 2, 1, device) if micro >= 2 and one <= SLOW_STEP else None
+    per_sample = max(two - one, 0.0) if two is not None else one
+    fixed = max(one - per_sample, 0.0)  # noise can make the 2-sample step look more than twice the 1-sample one
+    total = micro * accum
+    step = fixed + per_sample * total
+    forward = _time_forward(model, _first(batches, 1), device, autocast, spec) * micro
+    if say is not None:
+        say(f"calibrating: 1 sample {one:.2f} s" + (f", 2 samples {two:.2f} s" if two is not None else "") +
+            f" -> about {step:.1f} s per step of {total} samples (extrapolated)")
+    return [step], forward, {"from_samples": [1, 2] if two is not None else [1], "to_samples": total,
+                             "step_seconds_measured": [round(one, 5)] + ([round(two, 5)] if two is not None else [])}
 
 
 def _timed_steps(stepper: Any, batches: Batches, accum: int, device: torch.device) -> list[float]:
@@ -95,10 +143,7 @@ def _timed_steps(stepper: Any, batches: Batches, accum: int, device: torch.devic
     MAX_TIMED_STEPS; a step slower than SLOW_STEP is timed once (a big model on a CPU: minutes prove no more)."""
     samples: list[float] = []
     for i in range(WARMUP_STEPS + MAX_TIMED_STEPS):
-        t0 = time.perf_counter()
-        stepper([batches(i, m) for m in range(accum)])
-        synchronize(device)
-        seconds = time.perf_counter() - t0
+        seconds = _step_seconds(stepper, batches, i, accum, device)
         if i >= WARMUP_STEPS:
             samples.append(seconds)
             if sum(samples) >= TARGET_SECONDS and (len(samples) >= MIN_TIMED_STEPS or seconds > SLOW_STEP):
@@ -220,7 +265,7 @@ def _eval_batches(cfg: Config, info: dict[str, Any], micro: int) -> tuple[int, i
 
 
 def estimate_time(cfg: Config, spec: ModelSpec, info: dict[str, Any], task: Any, device: torch.device,
-                  plan: Plan) -> dict[str, Any]:
+                  plan: Plan, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Calibrate at the micro-batch that fits (the configured one, or the suggestion) and add up the loop."""
     mem = plan.memory
     micro, accum = cfg.train.batch_size, cfg.train.grad_accum
@@ -228,7 +273,18 @@ def estimate_time(cfg: Config, spec: ModelSpec, info: dict[str, Any], task: Any,
         if mem["suggestion"] is None:
             return {"skipped": "not calibrated: the model does not fit in memory at any micro-batch"}
         micro, accum = mem["suggestion"]["batch_size"], mem["suggestion"]["grad_accum"]
-    timing = calibrate(cfg, spec, device, micro, accum, task)
+    if cfg.train.compile and device.type == "cpu":  # compiling a model takes minutes on a few cores
+        cfg = build_config(apply_overrides(cfg.to_dict(), ["train.compile=false"]))
+        plan.notes.append("the step was timed without torch.compile: compiling on a CPU takes minutes, longer than "
+                          "the calibration is allowed (a compiled step is usually no slower)")
+    if say is not None:
+        say(f"calibrating: timing real steps of micro-batch {micro} x {accum}" +
+            ("" if mem["fits"] else " (the micro-batch that fits, not the configured one)"))
+    timing = calibrate(cfg, spec, device, micro, accum, task, say)
+    if timing["extrapolated"]:
+        plan.notes.append(f"the step time is extrapolated from steps of {timing['extrapolated']['from_samples']} "
+                          f"sample(s) to {timing['extrapolated']['to_samples']}: timing full steps here would take "
+                          "minutes (gradwise plan bounds its calibration)")
     if device.type == "cpu" and timing["cores"] and timing["load"] > timing["cores"]:
         plan.notes.append(f"this machine is busy (load {timing['load']:g} on {timing['cores']} cores): the times "
                           "measured now are inflated and noisy; plan again when it is quieter")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,14 @@ def resolve_config(config: Config | str | Path | None, overrides: list[str] | No
 
 
 def plan_run(config: Config | str | Path | None = None, overrides: list[str] | None = None,
-             budget: str | float | None = None, *, data: bool = True, calibrate: bool = True) -> Plan:
+             budget: str | float | None = None, *, data: bool = True, calibrate: bool = True,
+             progress: Callable[[str], None] | None = None) -> Plan:
     """Plan a training run: sizes, FLOPs, memory and fit, tokens per parameter, and (``calibrate``) wall time
     from a few real steps on this device; with ``budget`` ("10m", or seconds) also a compute-optimal proposal.
 
     ``data=False`` skips reading the corpus (a char vocabulary is then assumed to be 256 symbols and a
-    classifier to have 2 classes); tokens per parameter still come from the planned steps.
+    classifier to have 2 classes); tokens per parameter still come from the planned steps. ``progress`` hears
+    the calibration's stages as they happen (the command line prints them on stderr).
     """
 
     if budget is not None:
@@ -72,7 +75,7 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
                               "keeps the global batch and fits" if s else
                               "; not even a micro-batch of 1 fits: shrink the model or the context, or use bf16"))
     if calibrate:
-        plan.time = estimate_time(cfg, spec, info, task, device, plan)
+        plan.time = estimate_time(cfg, spec, info, task, device, plan, progress)
     if budget is not None:
         plan.budget = propose(cfg, spec, info, device, bf16, budget, plan)
     return plan
