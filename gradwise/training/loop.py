@@ -91,25 +91,48 @@ class LoopState:
         return cls(**data)
 
 
-class StopSignal:
-    """Turns the first Ctrl-C / SIGTERM into a polite stop request; a second Ctrl-C aborts at once."""
+PROMPT_SECONDS = 1.0  # Ctrl-C stops the run within this
+GRACE_SECONDS = 0.5  # ...by abandoning work still running this long after it (the rest is for the summary)
 
-    def __init__(self) -> None:
+
+class StopSignal:
+    """Ctrl-C / SIGTERM as a stop request that is answered within PROMPT_SECONDS.
+
+    The loop finishes the work in hand (the step, an evaluation), saves and stops, so the run resumes from
+    where it stopped. But a Ctrl-C starts a clock: whatever is still running GRACE_SECONDS later (a slow
+    step, a long evaluation, a large checkpoint) is abandoned at once, nothing after it is saved, and the last
+    checkpoint, written atomically, is what resumes. A second Ctrl-C abandons at once. SIGTERM finishes and
+    saves without a clock (a scheduler's grace period is for that); so does a Ctrl-C across ranks (torchrun),
+    whose ranks must stop together."""
+
+    def __init__(self, prompt: bool = True) -> None:
         self.requested = False
+        self.abandoned = False  # work was cut short: the state in memory may be mid-update, never saved
+        self.prompt = prompt and hasattr(signal, "setitimer")
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGALRM,) if self.prompt else ()):
                 self._previous[sig] = signal.signal(sig, self._handle)
+        else:
+            self.prompt = False
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if signum == signal.SIGALRM or (signum == signal.SIGINT and self.requested):
+            self.abandoned = True
             raise KeyboardInterrupt
         self.requested = True
+        if signum == signal.SIGINT and self.prompt:
+            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
+
+    def disarm(self) -> None:
+        if self.prompt:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def __exit__(self, *exc: Any) -> None:
+        self.disarm()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -257,76 +280,91 @@ class TrainLoop:
             prefetch.close()
 
     def _run(self, prefetch: BatchPrefetcher) -> str:
-        st, t = self.state, self.cfg.train
+        st = self.state
         self._last_lr = self.stepper.optimizer.param_groups[0]["lr"]
         self._last_update_ratio: float | None = None
-        self._saved_step: int | None = None
+        self._saved_step: int | None = st.step if st.step > 0 else None  # a resumed run starts from its checkpoint
         session_start = time.perf_counter()
         base_seconds = st.train_seconds
-        stopped_because = "max_steps"
 
         def tick() -> None:
             st.train_seconds = base_seconds + time.perf_counter() - session_start
 
-        with StopSignal() as stop:
-            if st.step == 0 and st.last_eval_step is None:
-                self._eval_and_track()  # the untrained baseline: the curve starts at step 0
-            while st.step < t.max_steps:
-                tick()
-                # Ranks stop together: a signal to any rank, or any rank over the time budget, stops all.
-                interrupted, out_of_time = self.dist.agree(
-                    stop.requested, self.max_time is not None and st.train_seconds >= self.max_time)
-                if interrupted:
-                    stopped_because = "interrupted"
-                    break
-                if out_of_time:
-                    stopped_because = "time_budget"
-                    break
-                measure = (st.step + 1) % t.log_every == 0
-                t_iter = time.perf_counter()
-                seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
-                         for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
-                result = self.stepper(prefetch.get(st.step), measure_update=measure, seeds=seeds)
-                st.step += 1
-                st.tokens_seen += result.tokens
-                st.step_seconds += result.seconds
-                self._last_lr = result.lr
-                self.progress.advance(st.step)
-                if measure:
-                    self._last_update_ratio = result.update_ratio
-                self._unsettled.append((result, t_iter, st.step - 1))
-                log_now = st.step % t.log_every == 0 or st.step == t.max_steps
-                eval_now = st.step % t.eval_every == 0 or st.step == t.max_steps
-                save_now = st.step % self.checkpoint_every == 0
-                # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
-                # or a checkpoint (or the end), before the clock ticks, so the wait for the device is counted.
-                # Until then the host queues the next step without waiting.
-                if result.pending is None or log_now or eval_now or save_now:
-                    self._settle()
-                tick()
-                if log_now:
-                    self._log()
-                early_stop = pruned = False
-                if eval_now:
-                    early_stop = self._eval_and_track()
-                    pruned = self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss))
-                    tick()
-                if pruned:
-                    stopped_because = "pruned"
-                    break
-                if save_now or early_stop:
-                    self.save_last()
-                if early_stop:
-                    stopped_because = "early_stopping"
-                    break
-            if stopped_because not in ("interrupted", "pruned"):  # resumable mid-window: keep its sums
-                self._log()
-                if st.last_eval_step != st.step:
-                    self._eval_and_track()
-            if self._saved_step != st.step and stopped_because != "pruned":  # nobody resumes a pruned trial
-                self.save_last()
+        with StopSignal(prompt=not self.dist.enabled) as stop:
+            try:
+                stopped_because = self._steps(prefetch, stop, tick)
+                self._wind_up(stopped_because)
+            except KeyboardInterrupt:
+                if not stop.abandoned:
+                    raise
+                stopped_because = "interrupted"  # work cut short: the state in memory is not saved
+                self.progress.message(f"stopped  at once (Ctrl-C); the last checkpoint is step {self._saved_step}"
+                                      if self._saved_step is not None else "stopped  at once (Ctrl-C), before any "
+                                      "checkpoint was written")
+            finally:
+                stop.disarm()  # the run is wound up: nothing left for the clock to cut short
             tick()
         return stopped_because
+
+    def _wind_up(self, stopped_because: str) -> None:
+        """The end of a run that stopped on a rule: the last log window and evaluation, and the last save."""
+        st = self.state
+        if stopped_because not in ("interrupted", "pruned"):  # resumable mid-window: keep its sums
+            self._log()
+            if st.last_eval_step != st.step:
+                self._eval_and_track()
+        if self._saved_step != st.step and stopped_because != "pruned":  # nobody resumes a pruned trial
+            self.save_last()
+
+    def _steps(self, prefetch: BatchPrefetcher, stop: StopSignal, tick: Callable[[], None]) -> str:
+        """Steps, evaluations and checkpoints until a stop rule fires; returns why it stopped."""
+        st, t = self.state, self.cfg.train
+        if st.step == 0 and st.last_eval_step is None:
+            self._eval_and_track()  # the untrained baseline: the curve starts at step 0
+        while st.step < t.max_steps:
+            tick()
+            # Ranks stop together: a signal to any rank, or any rank over the time budget, stops all.
+            interrupted, out_of_time = self.dist.agree(
+                stop.requested, self.max_time is not None and st.train_seconds >= self.max_time)
+            if interrupted:
+                return "interrupted"
+            if out_of_time:
+                return "time_budget"
+            measure = (st.step + 1) % t.log_every == 0
+            t_iter = time.perf_counter()
+            seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
+                     for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
+            result = self.stepper(prefetch.get(st.step), measure_update=measure, seeds=seeds)
+            st.step += 1
+            st.tokens_seen += result.tokens
+            st.step_seconds += result.seconds
+            self._last_lr = result.lr
+            self.progress.advance(st.step)
+            if measure:
+                self._last_update_ratio = result.update_ratio
+            self._unsettled.append((result, t_iter, st.step - 1))
+            log_now = st.step % t.log_every == 0 or st.step == t.max_steps
+            eval_now = st.step % t.eval_every == 0 or st.step == t.max_steps
+            save_now = st.step % self.checkpoint_every == 0
+            # An asynchronous step's numbers are read where something needs them: a log line, an evaluation
+            # or a checkpoint (or the end), before the clock ticks, so the wait for the device is counted.
+            # Until then the host queues the next step without waiting.
+            if result.pending is None or log_now or eval_now or save_now:
+                self._settle()
+            tick()
+            if log_now:
+                self._log()
+            early_stop = False
+            if eval_now:
+                early_stop = self._eval_and_track()
+                if self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss)):
+                    return "pruned"
+                tick()
+            if save_now or early_stop:
+                self.save_last()
+            if early_stop:
+                return "early_stopping"
+        return "max_steps"
 
 
 class BatchPrefetcher:

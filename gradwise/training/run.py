@@ -224,7 +224,8 @@ def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assemb
         if stopped_because not in ("interrupted", "pruned"):  # how it fits, read off its own curves
             summary["diagnosis"] = diagnose(records, summary, cfg.to_dict()).to_json()["verdicts"]
         write_json(run.summary, summary)
-        plot_losses(records, run.plot, title=run.path.name)
+        if stopped_because != "interrupted":  # a Ctrl-C is answered at once; the resumed run draws the plot
+            plot_losses(records, run.plot, title=run.path.name)
     return summary
 
 
