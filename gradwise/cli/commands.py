@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from gradwise import __version__
 from gradwise.cli.data import add_data_parser, cmd_data
@@ -42,8 +43,25 @@ EPILOG = """examples:
 """
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line (the problem, and where the options are listed)
+    instead of the usage block and the error: a bad flag reads like every other gradwise error."""
+
+    def error(self, message: str) -> NoReturn:
+        say(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # argparse lets `--flag=--` through as [], unconverted: refuse it here
+            if action.nargs is None and action.type is not None and isinstance(getattr(parsed, action.dest, None),
+                                                                                list):
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="gradwise", description="Train and evaluate language models: one well-instrumented optimization "
         "step, repeated with validation, checkpoints and an honest test evaluation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
