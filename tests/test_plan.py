@@ -307,14 +307,14 @@ def test_cli_prints_json_and_writes_the_proposal(tmp_path: Path, corpus_file: Pa
 def test_a_slow_calibration_times_small_steps_and_scales_them_up(monkeypatch, one_thread) -> None:
     """When timing full steps would take longer than the calibration may, steps of 1 and 2 samples are timed
     and scaled to the full batch, and the plan says so; the figure stays near the full steps' own."""
-    import gradwise.plan.budget as budget
+    import gradwise.plan.calibration as calibration
 
     overrides = ["model.n_layer=2", "model.n_head=2", "model.n_embd=128", "model.block_size=128",
                  "train.batch_size=16", "train.grad_accum=2"]
     full = plan_run("default", overrides, data=False).time
     assert full["extrapolated"] is None
     heard: list[str] = []
-    monkeypatch.setattr(budget, "CALIBRATION_SECONDS", 1e-6)  # every step is "too slow to time in full"
+    monkeypatch.setattr(calibration, "CALIBRATION_SECONDS", 1e-6)  # every step is "too slow to time in full"
     plan = plan_run("default", overrides, data=False, progress=heard.append)
     small = plan.time
     assert small["extrapolated"]["from_samples"] == [1, 2] and small["extrapolated"]["to_samples"] == 32
