@@ -154,6 +154,12 @@ def stratified_split(labels: list[Label], fractions: list[float], seed: int) -> 
     by_class: dict[str, list[int]] = {}
     for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)
+    rare = sorted((len(v), k) for k, v in by_class.items() if len(v) < 3 and k != "")
+    if rare:  # it would sit in train alone: never validated, never tested, and scored as a class nobody saw
+        n, label = rare[0]
+        more = f" (and {len(rare) - 1} more so rare)" if len(rare) > 1 else ""
+        raise DataError(f"class {label!r} has {n} record{'s' if n > 1 else ''}{more}: every class needs at least 3, "
+                        "one each for train, val and test; add records, merge it into another class, or drop it")
     for label in sorted(by_class):
         idx = np.array(by_class[label])
         rng.shuffle(idx)
