@@ -54,8 +54,8 @@ class OneLineErrors(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # argparse lets `--flag=--` through as [], unconverted: refuse it here
-            if action.nargs is None and action.type is not None and isinstance(getattr(parsed, action.dest, None),
-                                                                                list):
+            single = action.nargs is None and action.option_strings and not isinstance(action, argparse._AppendAction)
+            if single and isinstance(getattr(parsed, action.dest, None), list):
                 self.error(f"argument {'/'.join(action.option_strings)}: expected one value")
         return parsed, extras
 
