@@ -175,14 +175,14 @@ def test_plan_without_data_or_calibration_is_instant_and_complete() -> None:
 
 
 def test_a_run_that_does_not_fit_gets_a_smaller_micro_batch_with_the_same_global_batch(monkeypatch) -> None:
-    import gradwise.plan.planner as plan_module
+    import gradwise.training.memory as memory_module  # the one fit the planner and the preflight read
     from gradwise.training.memory import MEMORY_HEADROOM
 
     overrides = ["model.n_layer=2", "train.batch_size=16", "train.grad_accum=1"]
     cfg, spec, _ = built(overrides)
     need = {b: memory_bytes(spec, cfg.optim.name, cfg.optim.momentum, b, False, "cpu")["total"] for b in (4, 8)}
     free = int((need[4] + need[8]) / 2 / MEMORY_HEADROOM)  # room for a micro-batch of 4, not 8
-    monkeypatch.setattr(plan_module, "available_memory", lambda device: (free, "test"))
+    monkeypatch.setattr(memory_module, "available_memory", lambda device: (free, "test"))
     plan = plan_run("default", overrides, data=False, calibrate=False)
     assert not plan.memory["fits"] and plan.memory["suggestion"] == {"batch_size": 4, "grad_accum": 4}
     assert any("train.batch_size=4 --set train.grad_accum=4" in n for n in plan.notes)

@@ -9,7 +9,7 @@ from typing import Any
 
 from gradwise.cli.args import add_config_options, add_json, config_and_overrides
 from gradwise.core.device_memory import fmt_bytes
-from gradwise.core.errors import GradwiseError
+from gradwise.core.errors import GradwiseError, say
 from gradwise.plan.estimate import Plan, fmt_count
 
 LABEL = 13  # width of the label column
@@ -39,8 +39,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out and not args.budget:
         raise GradwiseError("--out writes the --budget proposal; add --budget DURATION (e.g. --budget 10m)")
     config, overrides = config_and_overrides(args)
-    from gradwise.core.errors import say
-
     plan = plan_run(config, overrides, args.budget, data=not args.no_data, calibrate=not args.no_calibrate,
                     progress=say)  # the calibration's stages on stderr: a slow one is seen, never silent
     if args.out:

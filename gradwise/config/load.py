@@ -29,7 +29,7 @@ def classify_preset(overrides: list[str]) -> str:
     (docs/benchmarks.md), but its tokenizer only fits its own arch, so ``--set model.arch=lstm`` (or gpt)
     takes the sequence preset, whose BPE tokenizer and recipe those models are tuned for: the other
     architectures stay one ``--set`` away."""
-    arch = [parse_override(o)[1] for o in overrides if parse_override(o)[0] == "model.arch"]
+    arch = [value for key, value in map(parse_override, overrides) if key == "model.arch"]
     return CLASSIFY_PRESET if not arch or arch[-1] == "ngram" else SEQUENCE_CLASSIFY_PRESET
 
 

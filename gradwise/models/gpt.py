@@ -154,9 +154,10 @@ class GPT(nn.Module):
 def sample_tokens(model: nn.Module, idx: torch.Tensor, block_size: int, max_new_tokens: int,
                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                   generator: torch.Generator | None = None, stop_token: int | None = None,
-                 on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+                  on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Autoregressive sampling from any model mapping ids (B, T) to logits (B, T, V), reading at most the last
-    ``block_size`` tokens (no key/value cache: simple, and the same for every model gradwise trains)."""
+    ``block_size`` tokens (no key/value cache: simple, and the same for every model gradwise trains).
+    ``on_token`` sees each step's new ids (B, 1) as they are drawn: streaming and progress."""
     for _ in range(max_new_tokens):
         logits = model(idx[:, -block_size:])[:, -1, :].float()  # (B, V)
         if temperature <= 0:

@@ -5,7 +5,7 @@ gradwise.models.cost: parameters (total and non-embedding), FLOPs per token and 
 memory for weights, gradients, optimizer state and the activations of one micro-batch, whether that fits
 this machine (and which micro-batch would, keeping the global batch), tokens per parameter against the
 compute-optimal ~20 of Hoffmann et al. 2022 ("Chinchilla"), and the wall time on this device from a short
-calibration run of the real step (gradwise/plan/budget.py, which also makes the ``--budget`` proposal).
+calibration run of the real step (gradwise/plan/calibration.py; budget.py makes the ``--budget`` proposal).
 
 Parameter counts and optimizer-state sizes are exact: they follow the code that builds the models and the
 optimizers (tests compare them with real ones). Activation memory is an estimate, written down term by term

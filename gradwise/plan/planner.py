@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gradwise.config.schema import Config
-from gradwise.core.device_memory import available_memory, fmt_bytes
+from gradwise.core.device_memory import fmt_bytes
 from gradwise.core.errors import ConfigError
 from gradwise.core.runtime import select_device, select_dtype
 from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
@@ -23,13 +23,7 @@ from gradwise.plan.estimate import (
     tokens_per_step,
 )
 from gradwise.plan.hf_shape import HFModelShape
-from gradwise.training.memory import (
-    FP32,
-    MEMORY_HEADROOM,
-    activation_bytes,
-    fitting_micro_batch,
-    memory_bytes,
-)
+from gradwise.training.memory import FP32, activation_bytes, fit_advice, memory_fit
 from gradwise.training.run_config import resolve_train_config
 
 
@@ -68,12 +62,8 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
         plan.notes += _hf_notes(spec.hf, device, bf16)
     _token_section(plan, cfg)
     if not plan.memory["fits"]:
-        s = plan.memory["suggestion"]
         plan.notes.append(f"does not fit in memory: needs {fmt_bytes(plan.memory['total'])} of "
-                          f"{fmt_bytes(plan.memory['available'])} free" + (
-                              f"; --set train.batch_size={s['batch_size']} --set train.grad_accum={s['grad_accum']} "
-                              "keeps the global batch and fits" if s else
-                              "; not even a micro-batch of 1 fits: shrink the model or the context, or use bf16"))
+                          f"{fmt_bytes(plan.memory['available'])} free; {fit_advice(plan.memory, device, bf16)}")
     if calibrate:
         plan.time = estimate_time(cfg, spec, info, task, device, plan, progress)
     if budget is not None:
@@ -103,20 +93,11 @@ def _config_section(cfg: Config, spec: ModelSpec, device: torch.device, bf16: bo
 
 def memory_section(cfg: Config, spec: ModelSpec, device: torch.device, bf16: bool) -> dict[str, Any]:
     """Memory terms for this run's precision, the other precision's activations, the free memory and the fit."""
-    t, o = cfg.train, cfg.optim
-    mem = memory_bytes(spec, o.name, o.momentum, t.batch_size, bf16, device.type)
-    available, source = available_memory(device)
-    other = activation_bytes(spec, t.batch_size, FP32 if bf16 else 2, device.type)
-    fits = mem["total"] <= MEMORY_HEADROOM * available
-    suggestion = None
-    if not fits:
-        micro = fitting_micro_batch(spec, o.name, o.momentum, t.batch_size, t.grad_accum, bf16, device.type, available)
-        suggestion = {"batch_size": micro[0], "grad_accum": micro[1]} if micro else None
-    return {**mem, "precision": "bf16 autocast" if bf16 else "fp32",
-            "activations_fp32": other if bf16 else mem["activations"],
-            "activations_bf16": mem["activations"] if bf16 else other,
-            "available": available, "available_source": source, "headroom": MEMORY_HEADROOM, "fits": fits,
-            "suggestion": suggestion,
+    fit = memory_fit(spec, cfg, device, bf16)
+    other = activation_bytes(spec, cfg.train.batch_size, FP32 if bf16 else 2, device.type)
+    return {**fit, "precision": "bf16 autocast" if bf16 else "fp32",
+            "activations_fp32": other if bf16 else fit["activations"],
+            "activations_bf16": fit["activations"] if bf16 else other,
             "activations_counted": spec.hf is None or spec.hf.activations_fixed is not None}
 
 

@@ -10,6 +10,8 @@ in :func:`activation_bytes` (tests hold it to 30% of the bytes autograd really s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gradwise.config.schema import Config
@@ -137,25 +139,43 @@ def fitting_micro_batch(spec: ModelSpec, optimizer: str, momentum: float, batch:
     return None
 
 
+def memory_fit(spec: ModelSpec, cfg: Config, device: torch.device, bf16: bool) -> dict[str, Any]:
+    """The run's memory terms at its micro-batch, the device's free memory, whether it fits (with
+    MEMORY_HEADROOM), and when it does not, the micro-batch that would with the same global batch
+    (``suggestion``, None if not even 1 fits). What ``gradwise plan`` shows and the preflight decides on."""
+    t, o = cfg.train, cfg.optim
+    mem = memory_bytes(spec, o.name, o.momentum, t.batch_size, bf16, device.type)
+    available, source = available_memory(device)
+    fits = mem["total"] <= MEMORY_HEADROOM * available
+    micro = None if fits else fitting_micro_batch(spec, o.name, o.momentum, t.batch_size, t.grad_accum, bf16,
+                                                  device.type, available)
+    return {**mem, "available": available, "available_source": source, "headroom": MEMORY_HEADROOM, "fits": fits,
+            "suggestion": {"batch_size": micro[0], "grad_accum": micro[1]} if micro else None}
+
+
+def fit_advice(fit: dict[str, Any], device: torch.device, bf16: bool) -> str:
+    """What to change when :func:`memory_fit` says no: the fitting micro-batch, or the keys to shrink."""
+    s = fit["suggestion"]
+    if s:
+        return f"--set train.batch_size={s['batch_size']} --set train.grad_accum={s['grad_accum']} keeps the global " \
+               "batch and fits"
+    return ("not even a micro-batch of 1 fits: shrink model.n_embd, model.n_layer or model.block_size"
+            + ("" if bf16 or device.type != "cuda" else ", or train in bf16 (train.dtype=bf16)"))
+
+
 def check_memory(cfg: Config, vocab_size: int, n_classes: int, device: torch.device,
                  autocast_dtype: torch.dtype | None) -> None:
     """Refuse, before the model is built, a run whose estimated training memory is beyond what ``device`` has
-    free: one line with the estimate, what is free, and the key to change (a micro-batch that fits with the
-    same global batch, when one does). ``train.memory_check: false`` skips it (the estimate is for gradwise's
-    own models; a Hugging Face model's shape is read by ``gradwise plan`` and is not checked here)."""
+    free: one line with the estimate, what is free, and the key to change (:func:`fit_advice`).
+    ``train.memory_check: false`` skips it (the estimate is for gradwise's own models; a Hugging Face model's
+    shape is read by ``gradwise plan`` and is not checked here)."""
     if not cfg.train.memory_check or cfg.model.arch == "hf":
         return
-    t, o = cfg.train, cfg.optim
-    spec = architecture_spec(cfg, vocab_size, n_classes)
     bf16 = autocast_dtype == torch.bfloat16
-    need = memory_bytes(spec, o.name, o.momentum, t.batch_size, bf16, device.type)["total"]
-    available, source = available_memory(device)
-    if need <= MEMORY_HEADROOM * available:
+    fit = memory_fit(architecture_spec(cfg, vocab_size, n_classes), cfg, device, bf16)
+    if fit["fits"]:
         return
-    micro = fitting_micro_batch(spec, o.name, o.momentum, t.batch_size, t.grad_accum, bf16, device.type, available)
-    fix = (f"--set train.batch_size={micro[0]} --set train.grad_accum={micro[1]} keeps the global batch and fits"
-           if micro else "not even a micro-batch of 1 fits: shrink model.n_embd, model.n_layer or model.block_size"
-           + ("" if bf16 or device.type != "cuda" else ", or train in bf16 (train.dtype=bf16)"))
-    raise GradwiseError(f"this run needs about {fmt_bytes(need)} of memory on {device.type} and "
-                        f"{fmt_bytes(available)} is free ({source}): {fix} (gradwise plan shows every term; "
+    raise GradwiseError(f"this run needs about {fmt_bytes(fit['total'])} of memory on {device.type} and "
+                        f"{fmt_bytes(fit['available'])} is free ({fit['available_source']}): "
+                        f"{fit_advice(fit, device, bf16)} (gradwise plan shows every term; "
                         "train.memory_check=false skips this check)")
