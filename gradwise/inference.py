@@ -13,6 +13,7 @@ from torch import nn
 from gradwise.config.load import build_config, read_config_file
 from gradwise.config.schema import Config
 from gradwise.core.checkpoint import load_weights
+from gradwise.core.device_memory import refuse_beyond_free
 from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import RunDir
 from gradwise.core.runtime import select_device, select_dtype
@@ -84,6 +85,25 @@ class TextStream:
             self.pending = []
 
 
+def check_generation_memory(model: nn.Module, samples: int, context: int, length: int, vocab: int,
+                            device: torch.device) -> None:
+    """Refuse a generation the loaded model has no room for. Each step is a forward over ``samples`` x
+    ``context`` tokens that makes every position's logits (fp32) and, per layer, an input and output of the
+    model's widest layer; the ids of every sample (``length`` each) are held twice while a step appends. An
+    estimate of the peak beyond the weights, which are already loaded."""
+    widest = max((d for p in model.parameters() if p.dim() == 2 for d in p.shape if d != vocab), default=1)
+    per_sample = context * (vocab + 3 * widest) * 4 + 2 * length * 8
+
+    def advice(usable: float) -> str:
+        fit = int(usable // per_sample)
+        if fit >= 1:
+            return f"ask for fewer samples: {min(fit, samples - 1):,} fit in one call (--num-samples)"
+        return "not even one sample fits beside the model; free memory or generate on another device (--device)"
+
+    refuse_beyond_free(samples * per_sample, device, f"generating {samples:,} sample(s) of {length:,} tokens",
+                       advice)
+
+
 def generate_text(run_path: str | Path, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
                   top_k: int | None = None, top_p: float | None = None, num_samples: int = 1, seed: int = 0,
                   checkpoint: str = "best", device: str = "auto", on_text: Callable[[str], None] | None = None,
@@ -113,6 +133,8 @@ def generate_text(run_path: str | Path, prompt: str = "", max_new_tokens: int = 
                             f"(use `gradwise predict {run_path} --text ...` for a classifier)")
     tok, dev = loaded.tokenizer, loaded.device
     ids = tok.encode(prompt).tolist() if prompt else [tok.eot_id]
+    check_generation_memory(loaded.model, num_samples, min(len(ids) + max_new_tokens, loaded.cfg.model.block_size),
+                            len(ids) + max_new_tokens, tok.vocab_size, dev)
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     stream = TextStream(tok, on_text) if on_text is not None else None

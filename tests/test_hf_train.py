@@ -369,3 +369,30 @@ def test_pickled_weights_refused_and_missing_packages_named(gpt2_dir: Path, tmp_
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(GradwiseError, match=r"needs the Python package 'transformers'; install the hf extra"):
         load_hf_tokenizer(gpt2_dir)
+
+
+def test_a_hugging_face_run_beyond_memory_is_refused_after_loading_and_before_the_run_directory(
+        gpt2_dir: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradwise.core.device_memory as device_memory
+    from gradwise.config.load import load_config
+    from gradwise.hf.model import build_hf_model
+    from gradwise.plan.hf_shape import hf_shape
+    from gradwise.training.memory import MEMORY_HEADROOM, loaded_step_bytes
+
+    cfg = load_config("hf-finetune", [*TINY, "model.arch=hf", f"model.hf_path={gpt2_dir}", "model.block_size=64"])
+    model = build_hf_model(cfg.model, 0).train()
+    fixed, per_sample = loaded_step_bytes(model, "adamw", 0.9, 64)
+    shape, _ = hf_shape(cfg, 300)
+    # the loaded model's measurement agrees with the planner's meta-device one (plus the logits' gradient)
+    assert per_sample - 64 * shape.output_rows * 4 == pytest.approx(shape.activations_per_sample, rel=0.15)
+    params = list(model.parameters())  # the gradients, Adam's two moments and its step count per tensor
+    assert fixed == 3 * 4 * sum(p.numel() for p in params) + 4 * len(params)
+
+    free = int((fixed + 2.5 * per_sample) / MEMORY_HEADROOM)  # a micro-batch of 2 fits, 4 does not
+    monkeypatch.setattr(device_memory, "available_memory", lambda device: (free, "test"))
+    with pytest.raises(GradwiseError, match="--set train.batch_size=2 --set train.grad_accum=2 keeps the global"):
+        hf_train(gpt2_dir, corpus, tmp_path, "too-big", "model.block_size=64", "train.grad_accum=1")
+    assert not (tmp_path / "too-big").exists()
+    res = hf_train(gpt2_dir, corpus, tmp_path, "fits", "model.block_size=64", "train.batch_size=2",
+                   "train.grad_accum=2", "train.max_steps=2", "train.eval_every=2")
+    assert res.run_dir.is_dir()

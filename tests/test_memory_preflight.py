@@ -1,8 +1,10 @@
-"""The memory preflight: a run no machine can hold is refused in one line before anything is allocated, and an
-allocation that still fails mid-run ends in one line with the last checkpoint whole."""
+"""The memory preflight: a run no machine can hold is refused in one line before anything is allocated (train,
+lr-find, and beside a loaded model, step and generate), and an allocation that still fails mid-run ends in one
+line with the last checkpoint whole."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,12 @@ import gradwise.training.memory as memory
 from gradwise.cli.commands import main
 from gradwise.config.load import load_config
 from gradwise.core.errors import OUT_OF_MEMORY_EXIT, GradwiseError
+from gradwise.inference import generate_text, load_run
 from gradwise.models.cost import architecture_spec
 from gradwise.models.gpt import GPT
+from gradwise.tools.step_runs import text_batch
 from gradwise.training.memory import MEMORY_HEADROOM, check_memory, memory_bytes
+from gradwise.training.run import train
 from tests.conftest import TINY, run_cli
 
 GIB = 1 << 30
@@ -99,3 +104,57 @@ def test_the_preflight_uses_the_plan_memory_estimate(monkeypatch) -> None:
         check_memory(cfg, 65, 0, torch.device("cpu"), None)
     monkeypatch.setattr(memory, "available_memory", lambda device: (int(need / MEMORY_HEADROOM) + 1024, "test"))
     check_memory(cfg, 65, 0, torch.device("cpu"), None)
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("preflight")
+    corpus = root / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog.\n" * 400, encoding="utf-8")
+    result = train("default", overrides=[f"data.path={corpus}", f"out_dir={root}", "name=lm", "data.check=false",
+                                         "data.dedupe=false", *TINY, "train.max_steps=4", "train.eval_every=4",
+                                         "train.eval_batches=1", "train.test_eval=false"], quiet=True)
+    return result.run_dir
+
+
+def test_generation_beyond_memory_is_refused_before_it_allocates(lm_run: Path, capsys) -> None:
+    # a hundred million samples: the refusal comes before their ids are even made, with a count that fits
+    assert main(["generate", str(lm_run), "--num-samples", "100000000", "--max-new-tokens", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generating 100,000,000 sample(s)" in err and "GiB is free" in err, err
+    fit = int(err.split("ask for fewer samples: ")[1].split(" fit")[0].replace(",", ""))
+    assert 1000 < fit < 100_000_000
+    assert len(generate_text(lm_run, "The", max_new_tokens=5, num_samples=3)) == 3  # an ordinary generation passes the same check
+
+
+def test_a_step_beyond_memory_names_how_many_windows_fit_and_that_many_do(lm_run: Path, tmp_path: Path,
+                                                                          monkeypatch, capsys) -> None:
+    text = tmp_path / "long.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 60, encoding="utf-8")
+    assert main(["step", "--model", str(lm_run), "--text-file", str(text), "--json"]) == 0
+    windows = json.loads(capsys.readouterr().out.splitlines()[0])["setup"]["windows"]
+    assert windows >= 4
+
+    # free memory for about half the windows, beside the gradients and Adam's two moments
+    loaded = load_run(lm_run)
+    x, _, _ = text_batch(loaded.tokenizer.encode(text.read_text()).tolist(), 32, torch.device("cpu"))
+    fixed = 3 * sum(p.numel() * 4 for p in loaded.model.parameters())
+    per_window = memory.saved_bytes(loaded.model.train(), 1, x.shape[1]) + x.shape[1] * loaded.tokenizer.vocab_size * 4
+    free = int((fixed + (windows // 2 + 0.5) * per_window) / MEMORY_HEADROOM)
+    monkeypatch.setattr(device_memory, "available_memory", lambda device: (free, "test"))
+    assert main(["step", "--model", str(lm_run), "--text-file", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{windows} context window(s)" in err, err
+    assert f"give a shorter text: {windows // 2} context window(s) of 32 tokens fit, this one has {windows}" in err
+    words = text.read_text().split()
+    shorter = tmp_path / "short.txt"
+    for n in range(len(words), 0, -1):  # the longest text of that many windows
+        shorter.write_text(" ".join(words[:n]), encoding="utf-8")
+        if text_batch(loaded.tokenizer.encode(shorter.read_text()).tolist(), 32, torch.device("cpu"))[0].shape[0] \
+                <= windows // 2:
+            break
+    assert main(["step", "--model", str(lm_run), "--text-file", str(shorter)]) == 0  # the advice, followed, runs
+    monkeypatch.setattr(device_memory, "available_memory", lambda device: (1 << 10, "test"))
+    assert main(["step", "--model", str(lm_run), "--text", "The quick brown fox"]) == 2
+    err = capsys.readouterr().err
+    assert "not even one context window fits" in err and "--optimizer adafactor" in err

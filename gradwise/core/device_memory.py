@@ -1,11 +1,17 @@
-"""Free memory where a run will train: the GPU's free bytes, or the RAM the OS (and a cgroup limit) allows."""
+"""Free memory where a run will train: the GPU's free bytes, or the RAM the OS (and a cgroup limit) allows; and
+the one refusal every memory preflight (train, tune, lr-find, step, generate) ends in."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from gradwise.core.errors import GradwiseError
+
+MEMORY_HEADROOM = 0.9  # plan to use at most this share of free memory (allocator slack, the OS, other tensors)
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:
@@ -46,3 +52,14 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def refuse_beyond_free(need: int, device: torch.device, what: str, advice: Callable[[float], str]) -> None:
+    """Raise the one-line refusal when ``need`` bytes are beyond MEMORY_HEADROOM of the device's free memory;
+    ``advice`` gets the usable bytes and says what to change."""
+    available, source = available_memory(device)
+    usable = MEMORY_HEADROOM * available
+    if need <= usable:
+        return
+    raise GradwiseError(f"{what} needs about {fmt_bytes(need)} of memory on {device.type} and "
+                        f"{fmt_bytes(available)} is free ({source}): {advice(usable)}")

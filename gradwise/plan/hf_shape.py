@@ -26,8 +26,8 @@ from gradwise.hf.causal import from_config, model_dir
 from gradwise.hf.lora import apply_lora, linear_like
 from gradwise.hf.model import HFCausalLM
 from gradwise.models.cost import ParamTensor, hf_attention_shape, hf_flops_per_token, lookup_tables
-from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim.optimizers import classify_params
+from gradwise.training.memory import saved_bytes
 
 
 @dataclass(frozen=True)
@@ -95,36 +95,15 @@ def meta_model(cfg: Config, device: torch.device | str = "meta") -> Any:
 def _activations(model: Any, context: int, target: str) -> tuple[int | None, int | None, str | None]:
     """(fixed, per-sample) bytes autograd keeps for backward, from meta forwards at micro-batch 1 and 2."""
     try:
-        with _fused_attention_on_meta(target):
+        # transformers builds its causal mask by reading position ids back when no cache is asked for (a meta
+        # tensor has no values); with the cache on it does not, and a cache keeps nothing for backward.
+        with _fused_attention_on_meta(target), _cache_on(model):
             one, two = (saved_bytes(model, batch, context) for batch in (1, 2))
     except Exception as exc:  # noqa: BLE001 - a model whose forward reads values back cannot run on meta
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         return None, None, f"activation memory not estimated: this model's forward cannot run on the meta " \
                            f"device ({reason}); the total leaves activations out"
     return max(2 * one - two, 0), two - one, None
-
-
-def saved_bytes(model: Any, batch: int, context: int) -> int:
-    """Bytes of the storages one training forward (the LM objective included) keeps for backward, each once,
-    parameters not counted (they are already in the weights)."""
-
-    device = next(model.parameters()).device
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
-    held: dict[int, int] = {}  # storage -> bytes: a saved view keeps its whole storage alive, once
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage._cdata not in params:
-            held[storage._cdata] = storage.nbytes()
-        return t
-
-    x = torch.zeros(batch, context, dtype=torch.long, device=device)
-    # transformers builds its causal mask by reading position ids back when no cache is asked for (a meta
-    # tensor has no values); with the cache on it does not, and a cache keeps nothing for backward.
-    cache = contextlib.nullcontext() if device.type != "meta" else _cache_on(model)
-    with cache, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        CausalLMObjective.summed(model, x, torch.zeros_like(x))
-    return sum(held.values())
 
 
 @contextlib.contextmanager

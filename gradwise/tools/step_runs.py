@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from gradwise.config import Config, OptimConfig, TrainConfig
+from gradwise.core.device_memory import refuse_beyond_free
 from gradwise.core.errors import GradwiseError
 from gradwise.core.runtime import seed_everything, select_device
 from gradwise.objectives.losses import IGNORE_INDEX, CausalLMObjective
 from gradwise.tools.step_inspect import StepInspector, StepReport
 from gradwise.tools.step_target import load_step_target
 from gradwise.training.build import assemble
+from gradwise.training.memory import loaded_step_bytes
 
 MAX_WINDOWS = 64  # a --text-file longer than this many context windows is cut (the step is for study)
 
@@ -60,6 +62,23 @@ def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX)
 
 
+def check_step_memory(model: torch.nn.Module, optimizer: str, x: torch.Tensor, device: torch.device) -> None:
+    """Refuse a step the loaded model has no room for (gradients, optimizer state, and per context window what
+    autograd keeps: :func:`~gradwise.training.memory.loaded_step_bytes`), against the memory still free."""
+    windows, width = x.shape
+    fixed, per_window = loaded_step_bytes(model, optimizer, OptimConfig().momentum, width)
+    lighter = "" if optimizer in ("sgd", "adafactor") else \
+        ", or --optimizer adafactor (a row and a column of state per matrix)"
+
+    def advice(usable: float) -> str:
+        fit = int((usable - fixed) // per_window)
+        if fit >= 1:
+            return f"give a shorter text: {min(fit, windows - 1)} context window(s) of {width} tokens fit, this one has {windows}"
+        return f"not even one context window fits beside the gradients and optimizer state{lighter}"
+
+    refuse_beyond_free(fixed + windows * per_window, device, f"a {optimizer} step on {windows} context window(s)", advice)
+
+
 def run_steps(model_path: str | Path, text: str, *, optimizer: str = "adam", lr: float = 1e-3,
               weight_decay: float = 0.0, grad_clip: float = 0.0, steps: int = 1, device: str = "auto",
               seed: int = 0, on_step: Callable[[StepReport, dict[str, Any]], bool] | None = None,
@@ -74,6 +93,7 @@ def run_steps(model_path: str | Path, text: str, *, optimizer: str = "adam", lr:
     target = load_step_target(model_path, dev)
     model = target.model.to(dev)
     x, y, tokens = text_batch(target.encode(text), target.block_size, dev)
+    check_step_memory(model, optimizer, x, dev)
     # the training step, in fp32 with a constant learning rate, synchronous so every number can be read
     cfg = Config(optim=OptimConfig(name=optimizer, lr=lr, weight_decay=weight_decay),
                  train=TrainConfig(grad_clip=grad_clip, dtype="float32", compile=False, async_steps=False))

@@ -4,7 +4,8 @@ the activations autograd keeps for one micro-batch, the logits' working space an
 Two places read it: ``gradwise plan`` (gradwise.plan), which shows every term and proposes a micro-batch that
 fits, and the preflight every run passes before it builds its model (:func:`check_memory`), so that a config
 no machine can hold is refused in one line, with no run directory left behind, instead of failing deep inside
-PyTorch. Parameter and optimizer-state counts are exact; activations are an estimate written down term by term
+PyTorch. A model that is already built (``gradwise step``, a Hugging Face model on the meta device) is
+measured instead: :func:`saved_bytes`. Parameter and optimizer-state counts are exact; activations are an estimate written down term by term
 in :func:`activation_bytes` (tests hold it to 30% of the bytes autograd really saves).
 """
 
@@ -15,13 +16,13 @@ from typing import Any
 import torch
 
 from gradwise.config.schema import Config
-from gradwise.core.device_memory import available_memory, fmt_bytes
+from gradwise.core.device_memory import MEMORY_HEADROOM, available_memory, fmt_bytes, refuse_beyond_free
 from gradwise.core.errors import GradwiseError
 from gradwise.models.chunked_ce import chunk_rows
 from gradwise.models.cost import ModelSpec, ParamTensor, architecture_spec, param_tensors
+from gradwise.objectives.losses import CausalLMObjective
 from gradwise.optim.optimizers import OPTIMIZERS
 
-MEMORY_HEADROOM = 0.9  # plan to use at most this share of free memory (allocator slack, the OS, other tensors)
 FP32 = 4
 
 
@@ -168,8 +169,8 @@ def check_memory(cfg: Config, vocab_size: int, n_classes: int, device: torch.dev
     """Refuse, before the model is built, a run whose estimated training memory is beyond what ``device`` has
     free: one line with the estimate, what is free, and the key to change (:func:`fit_advice`).
     ``train.memory_check: false`` skips it (the estimate is for gradwise's own models; a Hugging Face model's
-    shape is read by ``gradwise plan`` and is not checked here)."""
-    if not cfg.train.memory_check or cfg.model.arch == "hf":
+    shape is read from its weights once it is loaded, by :func:`check_loaded_memory`)."""
+    if not cfg.train.memory_check or cfg.model.arch == "hf":  # a Hugging Face model: check_loaded_memory
         return
     bf16 = autocast_dtype == torch.bfloat16
     fit = memory_fit(architecture_spec(cfg, vocab_size, n_classes), cfg, device, bf16)
@@ -179,3 +180,62 @@ def check_memory(cfg: Config, vocab_size: int, n_classes: int, device: torch.dev
                         f"{fmt_bytes(fit['available'])} is free ({fit['available_source']}): "
                         f"{fit_advice(fit, device, bf16)} (gradwise plan shows every term; "
                         "train.memory_check=false skips this check)")
+
+
+def saved_bytes(model: torch.nn.Module, batch: int, context: int) -> int:
+    """Bytes of the storages one training forward of the language-model objective keeps for backward, each
+    counted once (a saved view keeps its whole storage alive), parameters left out (they are the weights).
+    On the meta device it costs nothing; on a real one it is a forward of ``batch`` x ``context`` tokens."""
+    device = next(model.parameters()).device
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    held: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            held[storage._cdata] = storage.nbytes()
+        return t
+
+    x = torch.zeros(batch, context, dtype=torch.long, device=device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        CausalLMObjective.summed(model, x, torch.zeros_like(x))
+    return sum(held.values())
+
+
+def loaded_step_bytes(model: torch.nn.Module, optimizer: str, momentum: float, width: int) -> tuple[int, int]:
+    """(fixed, per sequence) bytes a training step adds to a model already in memory: its gradients and
+    optimizer state, exact from the trainable parameters (Muon's AdamW share for what is not a matrix), and
+    what autograd keeps for one sequence of ``width`` tokens, measured by a forward (:func:`saved_bytes`), plus
+    the logits' gradient."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = sum(OPTIMIZERS["adamw" if optimizer == "muon" and p.dim() != 2 else optimizer].state_floats(
+        tuple(p.shape), momentum) for p in params)
+    fixed = sum(p.numel() * p.element_size() for p in params) + FP32 * state
+    x = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.no_grad():
+        vocab = model(x).shape[-1]
+    return fixed, saved_bytes(model, 1, width) + width * vocab * FP32
+
+
+def check_loaded_memory(cfg: Config, model: torch.nn.Module, device: torch.device) -> None:
+    """The preflight for a model whose shape is known once it is loaded (a Hugging Face model): its step at
+    the run's micro-batch (:func:`loaded_step_bytes`) against the memory still free, before the optimizer or
+    the run directory exists. Measured in fp32: under bf16 an upper bound."""
+    if not cfg.train.memory_check:
+        return
+    t = cfg.train
+    fixed, per_sample = loaded_step_bytes(model.train(), cfg.optim.name, cfg.optim.momentum, cfg.model.block_size)
+    if next(model.parameters()).device != device:  # loaded on the CPU, trained on the GPU: the weights move too
+        fixed += sum(p.numel() * p.element_size() for p in model.parameters())
+    global_batch = t.batch_size * t.grad_accum
+
+    def advice(usable: float) -> str:
+        for micro in range(t.batch_size - 1, 0, -1):
+            if global_batch % micro == 0 and fixed + micro * per_sample <= usable:
+                return f"--set train.batch_size={micro} --set train.grad_accum={global_batch // micro} keeps the " \
+                       "global batch and fits (train.memory_check=false skips this check)"
+        return "not even a micro-batch of 1 fits: lower model.block_size, train with LoRA (model.lora.r=8), or " \
+               "train.memory_check=false to try anyway"
+
+    refuse_beyond_free(fixed + t.batch_size * per_sample, device, "this run's training step beside the loaded model",
+                       advice)

@@ -47,7 +47,7 @@ from gradwise.training.diagnose import diagnose, format_verdicts
 from gradwise.training.distributed import NoMetrics, joined
 from gradwise.training.fp8 import fp8_layers
 from gradwise.training.loop import LoopState, TrainLoop
-from gradwise.training.memory import check_memory
+from gradwise.training.memory import check_loaded_memory, check_memory
 from gradwise.training.meter import FlopsMeter, device_peak
 from gradwise.training.run_config import resolve_train_config
 
@@ -113,6 +113,8 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
     n_classes = len(task.classes) if cfg.task == "classify" else 0
     check_memory(cfg, task.tokenizer.vocab_size, n_classes, ctx.device, ctx.autocast_dtype)  # before allocating
     model = task.build_model()
+    if cfg.model.arch == "hf":  # its shape is read from the loaded weights
+        check_loaded_memory(cfg, model, ctx.device)
     if cfg.model.init_from and not resumed:
         load_init_weights(cfg, model)
     built = assemble(cfg, model, task.objective(), ctx.device, dist)
