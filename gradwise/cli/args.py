@@ -56,7 +56,7 @@ def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str
     config = args.config
     if getattr(args, "task", None):
         overrides.append(f"task={args.task}")
-        if args.task == "classify" and config is None and getattr(args, "resume", None) is None:
+        if args.task == "classify" and config is None and not getattr(args, "resume", None):
             config = classify_preset(overrides)
     return config, overrides
 

@@ -351,6 +351,8 @@ class Advice:
         if self.arch == "lstm":
             hidden = int(self._get("model.hidden") or self._get("model.n_embd", 128))
             out.append(f"a bigger model: --set model.hidden={2 * hidden}")
+        elif self.arch == "ngram":  # a bag of n-gram vectors has no layers to add
+            out.append(f"wider n-gram vectors: --set model.n_embd={2 * int(self._get('model.n_embd', 16))}")
         elif self.arch == "hf":
             out.append("a bigger model: a larger checkpoint (--model hf:DIR)" +
                        (", or a higher LoRA rank (--lora r=...)" if self._get("model.lora") else ""))
