@@ -13,12 +13,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {name: "gradwise.api" for name in (
     "train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
-    "OptimizationStep", "StepResult", "tune", "TuneResult")}
+    "OptimizationStep", "StepResult", "tune", "TuneResult", "autofit", "AutofitResult")}
 
 __all__ = ["train", "evaluate_run", "generate_text", "predict", "RunResult", "Config", "load_config", "GradwiseError",
-           "OptimizationStep", "StepResult", "tune", "TuneResult", "__version__"]
+           "OptimizationStep", "StepResult", "tune", "TuneResult", "autofit", "AutofitResult", "__version__"]
 
 if TYPE_CHECKING:
+    from gradwise.autofit import AutofitResult, autofit
     from gradwise.config.load import load_config
     from gradwise.config.schema import Config
     from gradwise.core.errors import GradwiseError

@@ -1,7 +1,8 @@
 """The Python API, in the order of the workflow: look at the data, plan the run, find a learning rate, train,
-diagnose, tune, evaluate once, use and export the model. A facade and nothing else: each name lives in the
+diagnose, tune (or let autofit run that loop), evaluate once, use and export the model. A facade and nothing else: each name lives in the
 layer that does the work, and this module only gathers them (the command line calls these)."""
 
+from gradwise.autofit import AutofitResult, autofit
 from gradwise.config import Config, load_config
 from gradwise.core.errors import GradwiseError
 from gradwise.export import export_hf, verify_export
@@ -17,7 +18,7 @@ from gradwise.training.run import RunResult, train
 from gradwise.training.run_config import resolve_train_config
 from gradwise.training.step import OptimizationStep, StepResult
 
-__all__ = ["Config", "GradwiseError", "OptimizationStep", "RunResult", "StepResult", "TuneResult", "check_data",
+__all__ = ["AutofitResult", "Config", "GradwiseError", "OptimizationStep", "RunResult", "StepResult", "TuneResult", "autofit", "check_data",
            "data_stats", "diagnose_run", "evaluate_run", "export_hf", "generate_text", "load_config", "load_run",
            "lr_find", "plan_run", "predict", "resolve_train_config", "run_steps", "train", "tune", "verify_export",
            "write_report"]

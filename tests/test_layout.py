@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gradwise"
 # Each top-level part of gradwise and its layer: a module may import from its own layer or any lower one.
 LAYERS = {
     "core": 0, "config": 1, "data": 2, "models": 2, "hf": 3, "objectives": 4, "optim": 4, "tasks": 5,
-    "training": 6, "inference": 6, "tools": 7, "plan": 7, "search": 7, "export": 7, "report": 7, "api": 8,
+    "training": 6, "inference": 6, "tools": 7, "plan": 7, "search": 7, "autofit": 7, "export": 7, "report": 7, "api": 8,
     "cli": 9, "__init__": 10, "__main__": 10,
 }
 
@@ -118,7 +118,8 @@ def test_only_the_command_line_and_the_package_import_the_facade() -> None:
     users = sorted(m for m, edges in _graph().items() if "gradwise.api" in edges)
     assert set(users) <= {"gradwise", "gradwise.cli", "gradwise.cli.commands", "gradwise.cli.args",
                           "gradwise.cli.data", "gradwise.cli.export", "gradwise.cli.fit", "gradwise.cli.plan",
-                          "gradwise.cli.report", "gradwise.cli.step", "gradwise.cli.tune", "gradwise.cli.run"}, users
+                          "gradwise.cli.report", "gradwise.cli.step", "gradwise.cli.tune", "gradwise.cli.run",
+                          "gradwise.cli.autofit"}, users
 
 
 def test_the_training_step_is_assembled_in_one_place() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from gradwise import __version__
+from gradwise.cli.autofit import add_autofit_parser, cmd_autofit
 from gradwise.cli.data import add_data_parser, cmd_data
 from gradwise.cli.export import add_export_parser, cmd_export
 from gradwise.cli.fit import add_fit_parsers, cmd_diagnose, cmd_lr_find
@@ -30,6 +31,7 @@ EPILOG = """examples:
   gradwise predict runs/NAME --text "a text to classify"
   gradwise tune my.yaml --space space.yaml --trials 30    hyperparameter search (Optuna), best config saved
   gradwise tune-report studies/NAME                table of trials, best first
+  gradwise autofit --data corpus.txt --budget 20m  diagnose, adjust and retrain in rounds; test once at the end
   gradwise step --model gpt2-dir --text "The quick brown fox jumps over the lazy dog" --optimizer adam --lr 1e-2
                                                    one optimization step, shown: losses, per-layer norms, times
   gradwise data stats corpus.txt                   sizes, tokens, length histogram (labels for .jsonl/.csv)
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "predict": cmd_predict,  # cli/run.py
     "tune": cmd_tune, "tune-report": cmd_tune_report,  # cli/tune.py
+    "autofit": cmd_autofit,  # cli/autofit.py
     "data": cmd_data,  # cli/data.py
     "diagnose": cmd_diagnose, "lr-find": cmd_lr_find,  # cli/fit.py
     "plan": cmd_plan,  # cli/plan.py
@@ -84,7 +87,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "step": cmd_step,  # cli/step.py
 }
 # The parsers, in the order `gradwise --help` lists them.
-FAMILIES = (add_run_parsers, add_tune_parsers, add_data_parser, add_fit_parsers, add_plan_parser,
+FAMILIES = (add_run_parsers, add_tune_parsers, add_autofit_parser, add_data_parser, add_fit_parsers, add_plan_parser,
             add_export_parser, add_report_parser, add_step_parser)
 
 

@@ -1,0 +1,331 @@
+"""``gradwise autofit``: validate, diagnose, adjust and retrain, in rounds, inside a budget.
+
+1. A probe of the starting config measures what a run costs (gradwise/autofit/budget.py), and the rungs are
+   sized so the whole schedule fits the budget.
+2. The start trains at the first rung and is diagnosed.
+3. Each level: candidates from the diagnosis of the best run at that rung (gradwise/autofit/moves.py), plus
+   a share of Optuna TPE proposals in the keys the diagnosis names, all trained at the rung; then the best
+   third of the rung is promoted to a rung three times as long (successive halving). The last rung is
+   sized to what is left of the budget.
+4. The best validation score of all decides; its checkpoint is scored once on the test split.
+
+Everything lands in ``<out_dir>/<name>/``: ``autofit.json`` (every round and candidate: its changes from its
+parent, why it was tried, its verdicts, validation and cost), ``best.yaml``, ``study.db`` and ``trials/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradwise.autofit.budget import (
+    ETA,
+    LEVELS,
+    PROBE_STEPS,
+    RESERVE,
+    Budget,
+    RunCost,
+    RungPlan,
+    parse_budget,
+    plan_rungs,
+)
+from gradwise.autofit.candidates import Candidate, distributions, find_recorded, run_candidate
+from gradwise.autofit.moves import moves_from, search_space, tpe_keys
+from gradwise.config.load import build_config, read_config_file, save_config
+from gradwise.config.schema import Config
+from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import check_dir_path, write_json
+from gradwise.inference import evaluate_run
+from gradwise.search.study import changed_keys, make_sampler, make_storage, require_optuna
+from gradwise.training.run import train
+from gradwise.training.run_config import resolve_train_config
+
+TPE_SHARE = 1 / 3  # of a level's candidates, proposed by Optuna's TPE in the keys the diagnosis names
+RECORD = "autofit.json"
+
+
+@dataclass
+class AutofitResult:
+    out: Path
+    best: Candidate | None
+    best_config: Config | None
+    test: dict[str, Any] | None
+    record: dict[str, Any]
+    interrupted: bool = False
+
+
+class Clock:
+    """What the budget has spent: the recorded spending of earlier sessions plus this one's."""
+
+    def __init__(self, budget: Budget, spent_before: float):
+        self.budget, self.before, self.started, self.tokens = budget, spent_before, time.monotonic(), 0.0
+
+    @property
+    def spent(self) -> float:
+        if self.budget.unit == "tokens":
+            return self.before + self.tokens
+        return self.before + time.monotonic() - self.started
+
+    @property
+    def left(self) -> float:
+        return self.budget.amount - self.spent
+
+
+def autofit(config: Config | str | Path | None = None, overrides: list[str] | None = None, *, budget: str,
+            out_dir: str | Path = "autofit", name: str | None = None, storage: str | None = None,
+            resume: bool = False, seed: int = 0, quiet: bool = True,
+            on_event: Callable[[str], None] | None = None) -> AutofitResult:
+    """Run the validate -> diagnose -> adjust -> retrain loop on ``config`` inside ``budget`` (see the module doc)."""
+    say = on_event or (lambda _line: None)
+    plan_budget = parse_budget(budget)
+    base, _, stem = resolve_train_config(config, overrides)
+    out = check_dir_path(Path(out_dir) / (name or f"{stem}-autofit"), "the autofit directory")
+    record = _open_record(out, base, plan_budget, resume)
+    require_optuna()
+    import optuna
+
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")  # ask/tell: the trials are ours to end
+    study = optuna.create_study(study_name=out.name, storage=make_storage(storage, out), direction="minimize",
+                                sampler=make_sampler("tpe", seed), pruner=optuna.pruners.NopPruner(),
+                                load_if_exists=True)
+    clock = Clock(plan_budget, 0.0)
+    space = search_space(base.to_dict())
+    trials = out / "trials"
+    state = _State(record, out, clock, study, base, space, trials, quiet, say)
+    try:
+        best = state.run_all()
+    except KeyboardInterrupt:
+        state.save()
+        say(f"interrupted: {out / RECORD} holds every finished candidate; continue with the same command and "
+            "--resume")
+        return AutofitResult(out, None, None, None, record, interrupted=True)
+    best_cfg = state.finish(best)
+    return AutofitResult(out, best, best_cfg, record.get("test"), record)
+
+
+def _open_record(out: Path, base: Config, budget: Budget, resume: bool) -> dict[str, Any]:
+    path = out / RECORD
+    if path.exists() and not resume:
+        raise GradwiseError(f"autofit {out} already exists; add --resume to continue it or choose --name NEW")
+    if not path.exists():
+        if resume:
+            raise GradwiseError(f"--resume: {out} holds no autofit to continue (no {RECORD}); leave out --resume to "
+                                "start one")
+        return {"version": 1, "task": base.task, "base": base.to_dict(), "budget": {"amount": budget.amount,
+                "unit": budget.unit}, "spent": 0.0, "rounds": [], "best": None, "test": None}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GradwiseError(f"--resume: {path} is damaged ({exc}); start a new autofit with --name NEW") from None
+    changed = changed_keys(record.get("base"), base.to_dict())
+    if changed:
+        raise GradwiseError(f"--resume: {out} is another autofit (its starting config differs in "
+                            f"{', '.join(changed[:4])}); resume it with its own config, or choose --name NEW")
+    if record["budget"]["unit"] != budget.unit:
+        raise GradwiseError(f"--resume: {out} was budgeted in {record['budget']['unit']}, not {budget.unit}")
+    record["budget"]["amount"] = budget.amount  # a resumed autofit may be given more (or less)
+    return record
+
+
+class _State:
+    """The loop over rounds, with the record written after every candidate."""
+
+    def __init__(self, record: dict[str, Any], out: Path, clock: Clock, study: Any, base: Config,
+                 space: dict[str, dict[str, Any]], trials: Path, quiet: bool, say: Callable[[str], None]):
+        self.record, self.out, self.clock, self.study, self.base = record, out, clock, study, base
+        self.space, self.trials, self.quiet, self.say = space, trials, quiet, say
+        self.done: dict[str, Candidate] = {}
+        self.spent_recorded = 0.0
+        self.rounds: list[dict[str, Any]] = []
+        self.observed = [0.0, 0.0]  # candidates' real and predicted costs this session: the probe's correction
+
+    def estimate(self, steps: int) -> float:
+        """A run's cost: the probe's estimate, scaled by how far the candidates so far were from theirs."""
+        real, predicted = self.observed
+        return self.cost.of(steps) * (real / predicted if predicted > 0 and real > 0 else 1.0)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def save(self) -> None:
+        self.record["rounds"] = self.rounds
+        self.record["spent"] = round(self.spent_recorded, 3)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / RECORD, self.record)
+
+    def _round(self, stage: str, level: int, steps: int, parent: str | None, why: str) -> dict[str, Any]:
+        r = {"round": len(self.rounds), "stage": stage, "level": level, "steps": steps, "parent": parent, "why": why,
+             "candidates": []}
+        self.rounds.append(r)
+        self.say(f"round {r['round']} | {stage} at {steps:,} steps | {why}")
+        return r
+
+    def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None) -> Candidate:
+        unit = self.clock.budget.unit
+        remaining = self.clock.left - RESERVE * self.clock.budget.amount * 0.5
+        recorded = find_recorded(self.study, cand.slot) is not None
+        predicted = self.cost.of(cand.steps)
+        if not recorded and self.estimate(cand.steps) > self.clock.left:
+            cand.state, cand.fail_reason = "skipped", "out of budget"
+            if trial is not None:
+                from optuna.trial import TrialState
+
+                self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            cand = run_candidate(cand, self.base, self.study, self.space, self.trials, unit,
+                                 max_time=remaining if unit == "seconds" else None,
+                                 first=cand.slot == "0.start", trial=trial, quiet=self.quiet)
+        if cand.state in ("complete", "failed"):
+            self.spent_recorded += cand.cost
+            if recorded:  # trained in an earlier session: its cost was spent then
+                self.clock.before += cand.cost
+            elif unit == "tokens":
+                self.clock.tokens += cand.cost
+            if not recorded and cand.state == "complete":
+                self.observed[0] += cand.cost
+                self.observed[1] += predicted
+            self.done[cand.slot] = cand
+        rnd["candidates"].append(cand.to_json())
+        self.save()
+        self.say(_line(cand, self.record["task"]))
+        return cand
+
+    # ------------------------------------------------------------------ the schedule
+    def run_all(self) -> Candidate | None:
+        self.cost, plan = self._probe()
+        start = Candidate("0.start", {}, {}, plan.steps(0), None, "the starting config", "start")
+        self._train(self._round("start", 0, plan.steps(0), None, "the starting config, diagnosed"), start)
+        for level in range(LEVELS):
+            steps = plan.steps(level)
+            parent = self._best_at(steps)
+            if parent is None:
+                self.say("stopped: no candidate at this rung finished; see the failures above")
+                break
+            self._expand(level, steps, parent, plan.widths[level])
+            pool = sorted((c for c in self.done.values() if c.steps == steps and c.state == "complete"),
+                          key=lambda c: c.score)
+            keep = pool[:math.ceil(len(pool) / ETA)]
+            longer = steps * ETA
+            if level == LEVELS - 1:  # the last rung: sized to what is left (up to ETA x longer again)
+                share = (self.clock.left - RESERVE * self.clock.budget.amount * 0.5) / max(1, len(keep))
+                scale = self.estimate(steps) / max(self.cost.of(steps), 1e-9)
+                fit = self.cost.steps_within(share / scale)
+                longer = min(longer * ETA, fit)
+                if longer <= steps:
+                    self.say(f"no promotion: what is left of the budget ({self.clock.budget.describe(self.clock.left)})"
+                             f" trains no more than the {steps:,} steps already run")
+                    break
+            rnd = self._round("promote", level, longer, None, f"the best {len(keep)} of {len(pool)} at {steps:,} "
+                              f"steps, trained {longer / steps:.1f}x as long")
+            for i, c in enumerate(keep):
+                self._train(rnd, Candidate(f"{level + 1}.promote.{i}", c.overrides, {}, longer, c.slot,
+                                           f"promoted: rank {i + 1} of {len(pool)} at {steps:,} steps", "promote"))
+        return self._best_overall()
+
+    def _probe(self) -> tuple[RunCost, RungPlan]:
+        saved = self.record.get("probe")
+        if saved is None:
+            self.say(f"probe    2 x {PROBE_STEPS} steps of the starting config, to measure what a run costs")
+            spent = 0.0
+            for _ in range(2):  # the first warms up (tokenizing, caches, first calls); the second is measured
+                shutil.rmtree(self.out / "probe", ignore_errors=True)
+                started = time.monotonic()
+                result = train(self.base, overrides=[
+                    f"train.max_steps={PROBE_STEPS}", f"train.eval_every={PROBE_STEPS // 2}", "train.test_eval=false",
+                    "data.baseline=false", "data.check=false", f"out_dir={json.dumps(str(self.out))}", "name=probe"],
+                    quiet=True)
+                wall = time.monotonic() - started
+                spent += wall if self.clock.budget.unit == "seconds" else float(result.summary["tokens_seen"])
+            cost = RunCost.from_probe(self.clock.budget.unit, result.summary, wall, evals=3)
+            self.record["probe"] = {"cost": cost.__dict__, "spent": round(spent, 3)}
+            shutil.rmtree(self.out / "probe", ignore_errors=True)
+        cost = RunCost(**self.record["probe"]["cost"])
+        probe_spent = float(self.record["probe"]["spent"])
+        self.spent_recorded = self.clock.before = probe_spent  # each candidate found again adds its own cost
+        saved_plan = self.record.get("plan")
+        if saved_plan is None:
+            plan = plan_rungs(cost, self.clock.budget.amount, probe_spent, max_first=self.base.train.max_steps)
+            self.record["plan"] = plan.to_json()
+        else:
+            plan = RungPlan(**saved_plan)
+        self.say(f"plan     rungs of {plan.steps(0):,}, {plan.steps(1):,} and up to {plan.steps(2):,} steps; "
+                 f"{sum(plan.widths) + 1} candidates from the diagnosis, the best third promoted at each rung | "
+                 f"about {self.clock.budget.describe(cost.of(plan.steps(0)))} per first-rung run")
+        self.save()
+        return cost, plan
+
+    def _expand(self, level: int, steps: int, parent: Candidate, width: int) -> None:
+        parent_cfg = _config_dict(self.base, parent.overrides)
+        moves = moves_from(parent.verdicts, parent_cfg, parent.facts)
+        n_tpe = max(1, round(width * TPE_SHARE)) if width > 1 else 0
+        chosen = moves[:max(0, width - n_tpe)]
+        n_tpe = width - len(chosen)
+        keys = tpe_keys(moves, self.space) or ["optim.lr"]
+        kinds = ", ".join(v["title"] for v in parent.verdicts) or "no verdict"
+        rnd = self._round("expand", level, steps, parent.slot, f"from {parent.slot} ({kinds}): {len(chosen)} "
+                          f"move(s) from its diagnosis, {n_tpe} TPE proposal(s) in {', '.join(keys)}")
+        for i, m in enumerate(chosen):
+            cand = Candidate(f"{level + 1}.expand.{i}", {**parent.overrides, **m.changes}, m.changes, steps,
+                             parent.slot, m.reason, m.source)
+            self._train(rnd, cand)
+        for j in range(n_tpe):
+            slot = f"{level + 1}.expand.{len(chosen) + j}"
+            trial = None
+            values: dict[str, Any] = {}
+            if find_recorded(self.study, slot) is None:
+                trial = self.study.ask(distributions(keys, self.space))
+                values = {k: float(f"{trial.params[k]:.3g}") for k in keys}
+            cand = Candidate(slot, {**parent.overrides, **values}, values, steps, parent.slot,
+                             f"TPE proposal in {', '.join(keys)} (named by {kinds})", "tpe")
+            self._train(rnd, cand, trial)
+
+    def _best_at(self, steps: int) -> Candidate | None:
+        pool = [c for c in self.done.values() if c.steps == steps and c.state == "complete"]
+        return min(pool, key=lambda c: c.score) if pool else None
+
+    def _best_overall(self) -> Candidate | None:
+        pool = [c for c in self.done.values() if c.state == "complete"]
+        return min(pool, key=lambda c: (c.score, -c.steps)) if pool else None
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, best: Candidate | None) -> Config | None:
+        if best is None:
+            self.save()
+            raise GradwiseError(f"autofit found no candidate that trained to a finite validation score; see "
+                                f"{self.out / RECORD} for each failure")
+        self.record["best"] = best.slot
+        cfg = build_config(read_config_file(Path(best.run) / "config.yaml"))
+        cfg.name, cfg.out_dir, cfg.train.test_eval = None, "runs", True
+        cfg.train.max_time = self.base.train.max_time  # the candidate's own cap was the budget's
+        cfg.data.check, cfg.data.baseline = self.base.data.check, self.base.data.baseline
+        save_config(cfg, self.out / "best.yaml")
+        if self.record.get("test") is None:  # the one look at the test split, on the chosen checkpoint
+            report = evaluate_run(best.run, "test")
+            self.record["test"] = {"slot": best.slot, "loss": report.loss, **report.scalars}
+        start = self.done.get("0.start")
+        self.record["start"] = {"score": start.score, "val": start.val} if start else None
+        summary = Path(start.run) / "summary.json" if start and start.run else None
+        if summary is not None and summary.is_file():  # a classifier's bar to beat: TF-IDF + logistic regression
+            self.record["baseline"] = json.loads(summary.read_text(encoding="utf-8")).get("baseline")
+        self.save()
+        return cfg
+
+
+def _config_dict(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
+    from gradwise.config.load import apply_overrides
+
+    return apply_overrides(base.to_dict(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def _line(c: Candidate, task: str) -> str:
+    if c.state != "complete":
+        return f"  {c.slot:<12} {c.describe_changes():<40} {c.state}: {c.fail_reason}"
+    shown = f"val macro-F1 {1 - c.score:.4f}" if task == "classify" else f"val loss {c.score:.4f}"
+    kinds = ", ".join(v["kind"] for v in c.verdicts)
+    cost = f"{c.cost:,.0f} tokens" if c.cost >= 1000 else f"{c.cost:.1f} s"
+    return f"  {c.slot:<12} {c.describe_changes():<40} {shown} | {kinds} | {cost}"

@@ -1,0 +1,171 @@
+"""gradwise autofit: candidates from the diagnosis, the budget honoured, resume, failures recorded, and the test
+split read exactly once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+import gradwise.autofit.rounds as rounds  # noqa: E402
+from gradwise.autofit import autofit  # noqa: E402
+from gradwise.autofit.budget import MIN_STEPS, RunCost, parse_budget, plan_rungs  # noqa: E402
+from gradwise.autofit.moves import Move, action_overrides, moves_from  # noqa: E402
+from gradwise.cli.commands import main  # noqa: E402
+from gradwise.config.load import load_config  # noqa: E402
+from gradwise.core.errors import ConfigError, GradwiseError  # noqa: E402
+from gradwise.training.diagnose import diagnose  # noqa: E402
+
+SMALL = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
+         "data.split_chunks=1", "data.dedupe=false", "data.check=false"]
+
+
+def _curves(val: list[float], train: list[float], every: int = 100) -> list[dict]:
+    records = [{"kind": "train", "step": (i + 1) * every // 2, "train_loss": v} for i, v in enumerate(train)]
+    records += [{"kind": "eval", "step": i * every, "val_loss": v} for i, v in enumerate(val)]
+    return records
+
+
+def _verdicts(records: list[dict], config: dict, summary: dict | None = None) -> tuple[list[dict], dict]:
+    d = diagnose(records, summary or {"steps": max(r["step"] for r in records)}, config)
+    return d.to_json()["verdicts"], d.facts
+
+
+def test_a_planted_overfitting_run_leads_to_a_regularized_candidate() -> None:
+    config = load_config("default").to_dict()
+    val = [4.0, 2.0, 1.5, 1.4, 1.5, 1.7, 1.9]  # falls to step 300, then climbs
+    train = [3.5, 2.5, 1.8, 1.5, 1.3, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4]
+    verdicts, facts = _verdicts(_curves(val, train), config)
+    assert "overfitting" in [v["kind"] for v in verdicts]
+    moves = moves_from(verdicts, config, facts)
+    regularized = [m for m in moves if m.changes.get("model.dropout", 0) > config["model"]["dropout"]
+                   or m.changes.get("optim.weight_decay", 0) > config["optim"]["weight_decay"]]
+    assert regularized and all("overfitting" in m.reason for m in regularized)
+    assert not any("train.max_steps" in m.changes for m in moves)  # the rungs decide the length
+
+
+def test_a_diverged_run_leads_to_a_lower_learning_rate() -> None:
+    config = load_config("default").to_dict()
+    records = _curves([4.0, 3.0, 3.5], [3.5, 3.0, 2.8, 50.0]) + [
+        {"kind": "stop", "step": 200, "reason": "non-finite loss at step 200; lower optim.lr"}]
+    verdicts, facts = _verdicts(records, config, {"steps": 200, "stopped_because": "diverged"})
+    assert verdicts[0]["kind"] == "diverged"
+    lrs = [m.changes["optim.lr"] for m in moves_from(verdicts, config, facts) if "optim.lr" in m.changes]
+    assert lrs and max(lrs) < config["optim"]["lr"] and pytest.approx(config["optim"]["lr"] / 10) in lrs
+
+
+def test_action_overrides_read_each_alternative() -> None:
+    assert action_overrides("a bigger model: --set model.n_embd=256 or --set model.n_layer=6 (check it fits)") == [
+        {"model.n_embd": 256}, {"model.n_layer": 6}]
+    assert action_overrides("regularize more: --set model.dropout=0.1 --set optim.weight_decay=0.2") == [
+        {"model.dropout": 0.1, "optim.weight_decay": 0.2}]
+    assert action_overrides("train longer: --set train.max_steps=2400") == []
+
+
+def test_budgets_parse_and_a_budget_too_small_names_what_is_enough() -> None:
+    assert parse_budget("20m").amount == 1200 and parse_budget("5M tokens").amount == 5e6
+    assert parse_budget("2e6 tokens").unit == "tokens"
+    for bad in ("", "soon", "-5m", "0 tokens", "nan"):
+        with pytest.raises(ConfigError, match="--budget"):
+            parse_budget(bad)
+    cost = RunCost("seconds", fixed=2.0, per_step=0.5, per_eval=0.2)
+    plan = plan_rungs(cost, 600, 10)
+    assert plan.first_steps >= MIN_STEPS and plan.planned <= (600 - 10) * 0.9
+    with pytest.raises(ConfigError, match=r"too small.*needs about 4 min"):
+        plan_rungs(cost, 20, 5)
+    cheap = RunCost("seconds", fixed=0.5, per_step=0.05, per_eval=0.02)
+    with pytest.raises(ConfigError, match=r"too small.*needs about \d+ s") as exc:
+        plan_rungs(cheap, 5, 1)
+    enough = int(str(exc.value).split("needs about ")[1].split(" s")[0])
+    plan_rungs(cheap, enough, 1)  # what the refusal names is enough
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on the mat. the dog sat on the log.\n" * 300, encoding="utf-8")
+    return path
+
+
+def test_autofit_keeps_its_budget_tests_once_and_records_every_decision(corpus: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    tested = []
+    real_eval = rounds.evaluate_run
+    monkeypatch.setattr(rounds, "evaluate_run", lambda *a, **k: tested.append(a) or real_eval(*a, **k))
+    started = time.monotonic()
+    result = autofit("default", [*SMALL, f"data.path={corpus}"], budget="25s", out_dir=tmp_path / "af", name="lm")
+    wall = time.monotonic() - started
+    assert wall <= 25 * 1.1, wall
+    assert len(tested) == 1 and result.test is not None and result.best is not None
+    record = json.loads((result.out / "autofit.json").read_text())
+    cands = [c for r in record["rounds"] for c in r["candidates"]]
+    assert record["rounds"][0]["stage"] == "start" and any(r["stage"] == "promote" for r in record["rounds"])
+    for c in cands:
+        assert c["reason"] and c["state"] in ("complete", "failed", "skipped")
+        if c["state"] == "complete":
+            summary = json.loads((Path(c["run"]) / "summary.json").read_text())
+            assert summary["test_loss"] is None  # only validation decided
+            assert c["verdicts"] and c["score"] == pytest.approx(summary["best_val_loss"])
+    assert result.best.score == min(c["score"] for c in cands if c["state"] == "complete")
+    best = load_config(str(result.out / "best.yaml"))
+    assert best.train.test_eval and best.train.max_steps == result.best.steps
+
+
+def test_a_failing_candidate_is_recorded_and_skipped(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    real = rounds.moves_from
+    monkeypatch.setattr(rounds, "moves_from", lambda *a: [Move({"model.dropout": 7.0}, "planted: out of range"),
+                                                          *real(*a)])
+    result = autofit("default", [*SMALL, f"data.path={corpus}"], budget="60000 tokens", out_dir=tmp_path, name="f")
+    cands = [c for r in result.record["rounds"] for c in r["candidates"]]
+    failed = [c for c in cands if c["changes"] == {"model.dropout": 7.0}]
+    assert failed and all(c["state"] == "failed" and "model.dropout" in c["fail_reason"] for c in failed)
+    assert result.best is not None and result.best.overrides.get("model.dropout") != 7.0
+
+
+def test_resume_after_an_interruption_continues_the_same_study(corpus: Path, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    args = ["autofit", "--data", str(corpus), "--budget", "60000 tokens", "--out-dir", str(tmp_path), "--name", "r",
+            *[x for s in SMALL for x in ("--set", s)]]
+    real, trained = rounds.run_candidate, []
+
+    def interrupt_fourth(cand, *a, **k):
+        if len(trained) == 3 and rounds.find_recorded(a[1], cand.slot) is None:
+            raise KeyboardInterrupt
+        out = real(cand, *a, **k)
+        trained.append(cand.slot)
+        return out
+
+    monkeypatch.setattr(rounds, "run_candidate", interrupt_fourth)
+    assert main(args) == 130
+    first = list(trained)
+    monkeypatch.setattr(rounds, "run_candidate", real)
+    assert main(args) == 2 and "already exists; add --resume" in capsys.readouterr().err
+    retrained = []
+    monkeypatch.setattr(rounds, "train", lambda *a, **k: pytest.fail("the probe ran again"))
+    monkeypatch.setattr("gradwise.autofit.candidates.train",
+                        lambda *a, **k: retrained.append(k["overrides"]) or rounds_train(*a, **k))
+    assert main([*args, "--resume"]) == 0
+    names = [next(o for o in sets if o.startswith("name=")) for sets in retrained]
+    assert not any(n == f"name={slot}" for n in names for slot in first)  # the finished ones were not redone
+    record = json.loads((tmp_path / "r" / "autofit.json").read_text())
+    assert record["test"] is not None and len(first) == 3
+    other = [*args, "--resume", "--set", "optim.lr=0.5"]
+    assert main(other) == 2 and "is another autofit" in capsys.readouterr().err
+
+
+def rounds_train(*a, **k):
+    from gradwise.training.run import train
+
+    return train(*a, **k)
+
+
+def test_bad_budgets_are_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["autofit", "--budget", "soon", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--budget must be a duration" in err
+    with pytest.raises(GradwiseError, match="holds no autofit"):
+        autofit("default", SMALL, budget="1m", out_dir=tmp_path, name="none", resume=True)
