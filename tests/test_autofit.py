@@ -169,3 +169,21 @@ def test_bad_budgets_are_one_line(tmp_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 1 and "--budget must be a duration" in err
     with pytest.raises(GradwiseError, match="holds no autofit"):
         autofit("default", SMALL, budget="1m", out_dir=tmp_path, name="none", resume=True)
+
+
+def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_path: Path, capsys) -> None:
+    import random
+
+    rng = random.Random(0)
+    words = {"sport": "ball goal team match", "food": "bread soup salt cook", "tech": "code chip disk byte"}
+    rows = [{"text": " ".join(rng.choice(ws.split()) for _ in range(6)) + " " + rng.choice(["a", "the", "some"]),
+             "label": label} for label, ws in words.items() for _ in range(60)]
+    data = tmp_path / "texts.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "40s", "--out-dir",
+                 str(tmp_path / "af"), "--set", "train.batch_size=16"]) == 0
+    out = capsys.readouterr().out
+    assert "val macro-F1" in out and "| baseline " in out, out
+    record = json.loads(next((tmp_path / "af").glob("*/autofit.json")).read_text())
+    assert record["task"] == "classify" and record["base"]["model"]["arch"] == "ngram"  # the classify default
+    assert record["baseline"]["test"]["macro_f1"] is not None and record["test"]["macro_f1"] is not None

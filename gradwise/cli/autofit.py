@@ -42,13 +42,18 @@ def cmd_autofit(args: argparse.Namespace) -> int:
     if r["task"] == "classify":
         start = r.get("start") or {}
         line = f"best     {best.slot}: val macro-F1 {1 - best.score:.4f} (start {1 - start['score']:.4f})"
-        base = (r.get("baseline") or {}).get("val") or {}
-        if base.get("macro_f1") is not None:
-            line += f" | baseline val macro-F1 {base['macro_f1']:.4f}"
+        base = r.get("baseline") or {}
+        if (base.get("val") or {}).get("macro_f1") is not None:
+            line += f" | baseline val macro-F1 {base['val']['macro_f1']:.4f}"
         print(line)
         t = result.test or {}
-        print(f"test     macro-F1 {t.get('macro_f1', float('nan')):.4f}, accuracy {t.get('accuracy', float('nan')):.4f} "
-              f"(scored once, on {best.slot}'s best checkpoint)")
+        tested = f"test     macro-F1 {t.get('macro_f1', float('nan')):.4f}, accuracy {t.get('accuracy', float('nan')):.4f} " \
+                 f"(scored once, on {best.slot}'s best checkpoint)"
+        if (base.get("test") or {}).get("macro_f1") is not None:
+            margin = t.get("macro_f1", float("nan")) - base["test"]["macro_f1"]
+            tested += f" | baseline {base['test']['macro_f1']:.4f} ({margin:+.4f}" + \
+                      (": worse than a linear baseline)" if margin < 0 else ")")
+        print(tested)
     else:
         start = r.get("start") or {}
         print(f"best     {best.slot}: val loss {best.score:.4f} (start {start.get('score', float('nan')):.4f})")
