@@ -126,7 +126,7 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
         trial = study.ask(distributions(params, space, params))
     cand.trial = trial.number
     trial.set_user_attr("slot", cand.slot)
-    name = f"{cand.slot}"
+    name = cand.slot
     run_dir = trial_root / name
     cand.run = str(run_dir)
     cfg_dict = base.to_dict()

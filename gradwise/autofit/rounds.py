@@ -38,7 +38,7 @@ from gradwise.autofit.budget import (
 )
 from gradwise.autofit.candidates import Candidate, distributions, find_recorded, run_candidate
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
-from gradwise.config.load import build_config, read_config_file, save_config
+from gradwise.config.load import apply_overrides, build_config, read_config_file, save_config
 from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import check_dir_path, write_json
@@ -319,8 +319,6 @@ class _State:
 
 
 def _config_dict(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
-    from gradwise.config.load import apply_overrides
-
     return apply_overrides(base.to_dict(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 

@@ -208,9 +208,8 @@ def loaded_step_bytes(model: torch.nn.Module, optimizer: str, momentum: float, w
     what autograd keeps for one sequence of ``width`` tokens, measured by a forward (:func:`saved_bytes`), plus
     the logits' gradient."""
     params = [p for p in model.parameters() if p.requires_grad]
-    state = sum(OPTIMIZERS["adamw" if optimizer == "muon" and p.dim() != 2 else optimizer].state_floats(
-        tuple(p.shape), momentum) for p in params)
-    fixed = sum(p.numel() * p.element_size() for p in params) + FP32 * state
+    tensors = [ParamTensor(str(i), tuple(p.shape), "matrices" if p.dim() == 2 else "vectors") for i, p in enumerate(params)]
+    fixed = sum(p.numel() * p.element_size() for p in params) + optimizer_state_bytes(tensors, optimizer, momentum)
     x = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
         vocab = model(x).shape[-1]
