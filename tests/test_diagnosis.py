@@ -111,6 +111,14 @@ def test_a_loss_spike_the_run_recovers_from_is_unstable():
     assert "unstable" not in calm.kinds
 
 
+def test_a_validation_loss_of_zero_is_read_not_divided_by():
+    """A separable classifier reaches a validation loss of exactly 0; that is a solved task, not a crash and not
+    'underfitting' because training loss (with dropout) sits above it."""
+    val = [1.1, 0.001, 0.0, 0.0, 0.0, 0.0]
+    d = diagnose(curves(val, [0.9, 0.4, 0.2, 0.15, 0.15, 0.15, 0.15, 0.15, 0.15, 0.15]), summary(500), CONFIG)
+    assert d.kinds == ["converged"] and d.facts["best_val_loss"] == 0.0
+
+
 def test_too_early_to_tell_with_two_evaluations_and_no_summary():
     d = diagnose(curves([4.0, 3.0], [3.5, 3.1]), None, CONFIG)
     assert d.kinds == ["too_early"] and d.facts["stopped_because"] == "running"

@@ -181,11 +181,11 @@ class ClassifyTask:
         probs = self.predict(model, data, device, autocast_dtype)
         if self.multi_label:
             p = np.clip(probs, 1e-7, 1 - 1e-7)
-            loss = float(-(data.labels * np.log(p) + (1 - data.labels) * np.log(1 - p)).mean())
+            loss = float(0.0 - (data.labels * np.log(p) + (1 - data.labels) * np.log(1 - p)).mean())  # never -0.0
             report = multilabel_report(data.labels.astype(bool), probs >= 0.5, self.classes)
             return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                                      "micro_f1": report["micro_f1"]}, report)
-        loss = float(-np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())
+        loss = float(0.0 - np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())  # never -0.0
         report = classification_report(data.labels, probs.argmax(-1), self.classes)
         return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}, report)
 

@@ -30,6 +30,7 @@ TRAIN_FELL = 0.01  # ...while training loss fell >= 1% since that minimum
 MEMORIZING_GAP = 0.20  # plateaued validation >= 20% above training loss while training still falls >= 5%
 SMALL_GAP = 0.05  # at a plateau, validation within 5% of training loss: capacity-limited
 BARELY_LEARNED = 0.10  # best validation less than 10% below the untrained model's
+LOSS_FLOOR = 1e-4  # relative changes of losses below this (a separable classifier reaches 0) are taken against it
 SPIKE = 1.5  # a step's loss >= 1.5x the median of the 5 windows before it
 GRAD_SPIKE = 5.0  # a step's gradient norm >= 5x the median of the 5 windows before it
 MIN_EVALS = 3  # evaluations (with the untrained baseline) needed to judge anything
@@ -151,10 +152,10 @@ def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, conf
     tail_start = min(steps - max(TAIL * steps, 1), finite[-3][0])
     before = [v for s, v in finite if s <= tail_start] or [v0]
     in_tail = [v for s, v in finite if s > tail_start] or [last]
-    tail_gain = (min(before) - min(in_tail)) / min(before)
+    tail_gain = _relative(min(before) - min(in_tail), min(before))
     train_end = c.last_train()
     gap = (last - train_end) / train_end if math.isfinite(train_end) and train_end > 0 else math.nan
-    rise = (last - best) / best
+    rise = _relative(last - best, best)
     evals_after_best = sum(1 for s, _ in finite if s > best_step)
     train_at_best = c.train_near(best_step)
     train_fall = (train_at_best - train_end) / train_at_best if train_at_best > 0 else math.nan
@@ -178,7 +179,7 @@ def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, conf
     if overfit:
         verdicts.append(overfit)
 
-    improving = tail_gain >= IMPROVING and (last - best) / best <= AT_BEST
+    improving = tail_gain >= IMPROVING and rise <= AT_BEST
     if improving:
         verdicts.append(Verdict(
             "still_improving", "still improving (stopped too early)",
@@ -191,12 +192,12 @@ def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, conf
             f"validation loss changed {-tail_gain:+.1%} over the last {int(steps - tail_start):,} steps; best "
             f"{best:.4f} at step {best_step:,}", advice.converged(gap)))
 
-    if (best - v0) / v0 > -BARELY_LEARNED:
+    if _relative(best - v0, v0) > -BARELY_LEARNED:
         verdicts.append(Verdict(
             "underfitting", "underfitting (barely learned)",
-            f"best validation loss {best:.4f} is only {(v0 - best) / v0:.1%} below the untrained model's {v0:.4f}",
+            f"best validation loss {best:.4f} is only {_relative(v0 - best, v0):.1%} below the untrained model's {v0:.4f}",
             advice.barely_learned()))
-    elif not improving and not overfit and math.isfinite(gap) and gap < SMALL_GAP:
+    elif not improving and not overfit and math.isfinite(gap) and gap < SMALL_GAP and best > LOSS_FLOOR:
         fit = (f"training loss {train_end:.4f} is {'above' if gap < 0 else 'within ' + format(gap, '.1%') + ' of'} "
                f"validation {last:.4f}")
         verdicts.append(Verdict(
@@ -204,6 +205,12 @@ def diagnose(records: list[dict[str, Any]], summary: dict[str, Any] | None, conf
             f"{fit} and both stopped improving: the model fits its training data no better than unseen data",
             advice.underfitting()))
     return Diagnosis(run, _ordered(verdicts), facts)
+
+
+def _relative(change: float, ref: float) -> float:
+    """A change as a fraction of ``ref``; a loss at (or rounded to) zero, which a separable classifier reaches,
+    is measured against LOSS_FLOOR instead of dividing by zero."""
+    return change / max(ref, LOSS_FLOOR)
 
 
 def _ordered(verdicts: list[Verdict]) -> list[Verdict]:
@@ -216,7 +223,7 @@ def _train_tail_fall(c: Curves, tail_start: float) -> float:
     if not before or not pairs:
         return 0.0
     ref = sum(before) / len(before)
-    return (ref - c.last_train()) / ref
+    return _relative(ref - c.last_train(), ref)
 
 
 def _diverged(c: Curves, evals: list[tuple[int, float]], finite: list[tuple[int, float]],
