@@ -305,7 +305,7 @@ def test_cli_prints_json_and_writes_the_proposal(tmp_path: Path, corpus_file: Pa
 
 
 def test_a_slow_calibration_times_small_steps_and_scales_them_up(monkeypatch, one_thread) -> None:
-    """When timing full steps would take longer than the calibration may, steps of 1 and 2 samples are timed
+    """When timing full steps would take longer than the calibration may, steps of 1 and 4 samples are timed
     and scaled to the full batch, and the plan says so; the figure stays near the full steps' own."""
     import gradwise.plan.calibration as calibration
 
@@ -317,10 +317,10 @@ def test_a_slow_calibration_times_small_steps_and_scales_them_up(monkeypatch, on
     monkeypatch.setattr(calibration, "CALIBRATION_SECONDS", 1e-6)  # every step is "too slow to time in full"
     plan = plan_run("default", overrides, data=False, progress=heard.append)
     small = plan.time
-    assert small["extrapolated"]["from_samples"] == [1, 2] and small["extrapolated"]["to_samples"] == 32
+    assert small["extrapolated"]["from_samples"] == [1, 4] and small["extrapolated"]["to_samples"] == 32
     assert full["step_seconds"] / 3 < small["step_seconds"] < full["step_seconds"] * 3, (small, full)
     assert any("extrapolated" in n for n in plan.notes)
-    assert heard[0].startswith("calibrating: timing real steps") and "steps of 1 and 2 samples" in heard[1]
+    assert heard[0].startswith("calibrating: timing real steps") and "steps of 1 and 4 samples" in heard[1]
 
 
 def test_on_a_cpu_the_calibration_does_not_compile(one_thread) -> None:

@@ -36,6 +36,9 @@ MIN_TIMED_STEPS = 3  # the median of 3 shrugs off one step slowed by another pro
 SLOW_STEP = 10.0  # seconds: one timed step is enough
 CALIBRATION_SECONDS = 60.0  # a calibration aims to finish within this; slower full steps are timed small, scaled up
 ASSUMED_DISK_BYTES_PER_S = 1e9  # checkpoint cost when the state is too large to time a real save
+SCALE_SAMPLES = 4  # a step too slow to time in full is timed at 1 and up to this many samples, then scaled
+SCALE_REPEATS = 3  # ...each the median of this many steps when it is quicker than QUICK_STEP
+QUICK_STEP = 1.0  # seconds
 
 Batches = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,7 +52,7 @@ def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, ac
     full-length texts, an upper bound. Also times an evaluation forward pass and the two checkpoint writes.
 
     Time is bounded: a first step of one sample predicts what timing the full steps would take, and when that
-    is beyond CALIBRATION_SECONDS, steps of 1 and 2 samples are timed and scaled linearly to the full batch
+    is beyond CALIBRATION_SECONDS, steps of 1 and a few samples are timed and scaled linearly to the full batch
     (``extrapolated`` in the result says so). ``say`` hears each stage, for a progress display.
     """
     t = cfg.train
@@ -73,7 +76,8 @@ def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, ac
         else:
             if say is not None:
                 say(f"calibrating: a 1-sample step took {probe:.1f} s, so timing full steps ({micro} x {accum} "
-                    f"samples) would take about {guess / 60:.0f} min; timing steps of 1 and 2 samples instead")
+                    f"samples) would take about {guess / 60:.0f} min; timing steps of 1 and {min(micro, SCALE_SAMPLES)} "
+                    "samples instead")
             samples, forward, extrapolated = _scaled_steps(built.step, model, batches, micro, accum, device,
                                                            autocast, spec, probe, say)
         save_last, save_best = _time_checkpoints(model, built.optimizer, built.scheduler)
@@ -103,21 +107,31 @@ def _step_seconds(stepper: Any, batches: Batches, step: int, accum: int, device:
 def _scaled_steps(stepper: Any, model: torch.nn.Module, batches: Batches, micro: int, accum: int,
                   device: torch.device, autocast: torch.dtype | None, spec: ModelSpec, probe: float,
                   say: Callable[[str], None] | None) -> tuple[list[float], float, dict[str, Any]]:
-    """A full step from warm steps of 1 and 2 samples: what a step costs once (the optimizer) plus a cost per
-    sample, scaled to micro x accum samples; forward seconds likewise. A 1-sample step slower than SLOW_STEP
-    is timed once, and scaled as all cost per sample (an upper bound)."""
-    one = _step_seconds(stepper, _first(batches, 1), 1, 1, device) if probe <= SLOW_STEP else probe
-    two = _step_seconds(stepper, _first(batches, 2), 2, 1, device) if micro >= 2 and one <= SLOW_STEP else None
-    per_sample = max(two - one, 0.0) if two is not None else one
-    fixed = max(one - per_sample, 0.0)  # noise can make the 2-sample step look more than twice the 1-sample one
+    """A full step from warm steps of 1 and k (up to SCALE_SAMPLES) samples: what a step costs once (the
+    optimizer) plus a cost per sample, scaled to micro x accum samples; forward seconds likewise. Fast small
+    steps are each the median of a few, so that noise on a shared machine does not become the slope. A
+    1-sample step slower than SLOW_STEP is timed once, and scaled as all cost per sample (an upper bound)."""
+    k = min(micro, SCALE_SAMPLES)
+    one = _median_step(stepper, _first(batches, 1), 1, device) if probe <= SLOW_STEP else probe
+    many = _median_step(stepper, _first(batches, k), 2, device) if k >= 2 and one <= SLOW_STEP else None
+    per_sample = max((many - one) / (k - 1), 0.0) if many is not None else one
+    fixed = max(one - per_sample, 0.0)  # noise can make the k-sample step look more than k times the 1-sample one
     total = micro * accum
     step = fixed + per_sample * total
     forward = _time_forward(model, _first(batches, 1), device, autocast, spec) * micro
     if say is not None:
-        say(f"calibrating: 1 sample {one:.2f} s" + (f", 2 samples {two:.2f} s" if two is not None else "") +
+        say(f"calibrating: 1 sample {one:.2f} s" + (f", {k} samples {many:.2f} s" if many is not None else "") +
             f" -> about {step:.1f} s per step of {total} samples (extrapolated)")
-    return [step], forward, {"from_samples": [1, 2] if two is not None else [1], "to_samples": total,
-                             "step_seconds_measured": [round(one, 5)] + ([round(two, 5)] if two is not None else [])}
+    return [step], forward, {"from_samples": [1, k] if many is not None else [1], "to_samples": total,
+                             "step_seconds_measured": [round(one, 5)] + ([round(many, 5)] if many is not None else [])}
+
+
+def _median_step(stepper: Any, batches: Batches, step: int, device: torch.device) -> float:
+    """One step's seconds; the median of SCALE_REPEATS when the first is quick (they then cost little)."""
+    times = [_step_seconds(stepper, batches, step, 1, device)]
+    while len(times) < SCALE_REPEATS and times[0] < QUICK_STEP:
+        times.append(_step_seconds(stepper, batches, step + len(times), 1, device))
+    return statistics.median(times)
 
 
 def _timed_steps(stepper: Any, batches: Batches, accum: int, device: torch.device) -> list[float]:
