@@ -180,10 +180,38 @@ def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_pat
              "label": label} for label, ws in words.items() for _ in range(60)]
     data = tmp_path / "texts.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "40s", "--out-dir",
+    # A token budget: the schedule is the same on a loaded CI machine (a wall-clock one is tested on the LM above).
+    assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "600k tokens", "--out-dir",
                  str(tmp_path / "af"), "--set", "train.batch_size=16"]) == 0
     out = capsys.readouterr().out
     assert "val macro-F1" in out and "| baseline " in out, out
     record = json.loads(next((tmp_path / "af").glob("*/autofit.json")).read_text())
     assert record["task"] == "classify" and record["base"]["model"]["arch"] == "ngram"  # the classify default
     assert record["baseline"]["test"]["macro_f1"] is not None and record["test"]["macro_f1"] is not None
+
+
+def test_without_a_config_the_start_is_sized_for_the_budget_and_its_rate_range_tested(corpus: Path,
+                                                                                        tmp_path: Path) -> None:
+    """No config: the planner picks the language model's size for the longest run of the schedule and lr-find
+    its learning rate; the winner's config carries both unless a candidate changed them."""
+    heard: list[str] = []
+    user = ["model.block_size=16", "train.batch_size=4", "data.split_chunks=1", "data.dedupe=false",
+            "data.check=false", f"data.path={corpus}"]
+    result = autofit(None, user, budget="60000 tokens", out_dir=tmp_path, name="sized", on_event=heard.append)
+    start = dict(o.split("=") for o in result.record["start_plan"]["overrides"])
+    assert {"model.n_layer", "model.n_embd", "optim.lr"} <= set(start) and result.record["start_plan"]["spent"] > 0
+    assert int(start["model.n_embd"]) < 128  # a 12k-token text and 60k tokens: far smaller than the preset
+    assert any(h.startswith("start    sized by the planner") for h in heard)
+    best = result.best_config
+    assert best.model.n_embd == result.best.overrides.get("model.n_embd", int(start["model.n_embd"]))
+    assert best.optim.lr == pytest.approx(result.best.overrides.get("optim.lr", float(start["optim.lr"])))
+
+
+def test_the_start_keeps_what_the_user_set() -> None:
+    from gradwise.autofit.budget import Budget
+    from gradwise.autofit.start import plan_start, wants_sizing
+
+    base = load_config("default", ["model.n_embd=32", "optim.lr=0.01", "model.block_size=16"])
+    assert wants_sizing(None, base) and not wants_sizing("default", base)
+    plan = plan_start(base, ["model.n_embd=32", "optim.lr=0.01"], Budget(60.0, "seconds"), lambda _: None)
+    assert plan.overrides == [] and plan.spent < 1  # nothing left to the default: no planner, no range test

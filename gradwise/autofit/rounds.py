@@ -1,5 +1,7 @@
 """``gradwise autofit``: validate, diagnose, adjust and retrain, in rounds, inside a budget.
 
+0. With no config given, a language model's start is sized for the budget by the planner and its learning
+   rate set by a range test (gradwise/autofit/start.py).
 1. A probe of the starting config measures what a run costs (gradwise/autofit/budget.py), and the rungs are
    sized so the whole schedule fits the budget.
 2. The start trains at the first rung and is diagnosed.
@@ -38,6 +40,7 @@ from gradwise.autofit.budget import (
 )
 from gradwise.autofit.candidates import Candidate, distributions, find_recorded, run_candidate
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
+from gradwise.autofit.start import plan_start, wants_sizing
 from gradwise.config.load import apply_overrides, build_config, read_config_file, save_config
 from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
@@ -97,9 +100,15 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
                                 sampler=make_sampler("tpe", seed), pruner=optuna.pruners.NopPruner(),
                                 load_if_exists=True)
     clock = Clock(plan_budget, 0.0)
+    sized_now = False
+    if wants_sizing(config, base):  # no config given: the planner sizes the start and lr-find sets its rate
+        if record.get("start_plan") is None:
+            record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
+        base = resolve_train_config(base, record["start_plan"]["overrides"])[0]
     space = search_space(base.to_dict())
     trials = out / "trials"
     state = _State(record, out, clock, study, base, space, trials, quiet, say)
+    state.sized_now = sized_now
     try:
         best = state.run_all()
     except KeyboardInterrupt:
@@ -146,6 +155,7 @@ class _State:
         self.spent_recorded = 0.0
         self.rounds: list[dict[str, Any]] = []
         self.observed = [0.0, 0.0]  # candidates' real and predicted costs this session: the probe's correction
+        self.sized_now = False  # the start was sized in this session (its wall clock is already on the clock)
 
     def estimate(self, steps: int) -> float:
         """A run's cost: the probe's estimate, scaled by how far the candidates so far were from theirs."""
@@ -230,7 +240,8 @@ class _State:
 
     def _probe(self) -> tuple[RunCost, RungPlan]:
         saved = self.record.get("probe")
-        if saved is None:
+        probed_now = saved is None
+        if probed_now:
             self.say(f"probe    2 x {PROBE_STEPS} steps of the starting config, to measure what a run costs")
             spent = 0.0
             for _ in range(2):  # the first warms up (tokenizing, caches, first calls); the second is measured
@@ -247,10 +258,15 @@ class _State:
             shutil.rmtree(self.out / "probe", ignore_errors=True)
         cost = RunCost(**self.record["probe"]["cost"])
         probe_spent = float(self.record["probe"]["spent"])
-        self.spent_recorded = self.clock.before = probe_spent  # each candidate found again adds its own cost
+        start_spent = float((self.record.get("start_plan") or {}).get("spent", 0.0))
+        self.spent_recorded = probe_spent + start_spent  # each candidate found again adds its own cost
+        # What earlier sessions spent; this session's own wall clock is already counted by the clock.
+        wall = self.clock.budget.unit == "seconds"
+        self.clock.before = (0.0 if wall and probed_now else probe_spent) + \
+            (0.0 if wall and self.sized_now else start_spent)
         saved_plan = self.record.get("plan")
         if saved_plan is None:
-            plan = plan_rungs(cost, self.clock.budget.amount, probe_spent, max_first=self.base.train.max_steps)
+            plan = plan_rungs(cost, self.clock.budget.amount, self.spent_recorded, max_first=self.base.train.max_steps)
             self.record["plan"] = plan.to_json()
         else:
             plan = RungPlan(**saved_plan)

@@ -335,3 +335,20 @@ def _steps_only(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torc
             "overrides": [], "tokens": fit["steps"] * tokens_per_step(cfg), "tokens_per_param": None,
             "timing": timing, "memory": memory["total"], "available": mem["available"]}
     return _proposal(cfg, best, info, seconds, limit, [], [why])
+
+
+def size_for_tokens(cfg: Config, info: dict[str, Any], tokens: float, device: torch.device,
+                    bf16: bool) -> dict[str, Any]:
+    """The size of the family (at the config's context, batch and optimizer) whose non-embedding parameters are
+    nearest ``tokens`` / 20 (``tokens`` capped at MAX_EPOCHS of the training split), and the micro-batch that
+    fits it: a token budget sizes a model without timing anything."""
+    train_tokens = (info.get("splits") or {}).get("train")
+    seen = min(tokens, MAX_EPOCHS * train_tokens) if train_tokens else tokens
+    target = max(seen / CHINCHILLA_TOKENS_PER_PARAM, 1.0)
+    fitting = [c for c in (_candidate(cfg, s, info, device, bf16) for s in candidate_shapes()) if c["micro"]]
+    if not fitting:
+        raise ConfigError("no model size fits in memory at this context and batch; lower model.block_size")
+    best = min(fitting, key=lambda c: abs(math.log(c["params"]["non_embedding"] / target)))
+    return {"n_layer": best["shape"][0], "n_head": best["shape"][1], "n_embd": best["shape"][2],
+            "params": best["params"], "tokens": seen, "tokens_per_param": seen / best["params"]["non_embedding"],
+            "overrides": list(best["overrides"]) + _batch_sets(cfg, *best["micro"])}

@@ -1,0 +1,99 @@
+"""Where a language-model autofit starts when the user gives no config: the planner sizes the model for the
+longest run the schedule will make (about a fifth of the budget, compute-optimally: ~20 tokens per parameter,
+capped at a few epochs of the data), and a short learning-rate range test on that size sets ``optim.lr``.
+
+A user's config, or a key the user sets with ``--set``, is kept as given: the sizing only fills what the user
+left to the default. What it decided, and what it cost, goes in ``autofit.json`` as ``start_plan``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from gradwise.autofit.budget import ETA, LEVELS, RESERVE, WIDTH, Budget, RunCost, schedule_cost
+from gradwise.config.load import apply_overrides, build_config, parse_override
+from gradwise.config.schema import Config
+from gradwise.core.runtime import select_device, select_dtype
+from gradwise.plan.budget import size_for_tokens
+from gradwise.plan.estimate import read_data
+from gradwise.plan.planner import plan_run
+from gradwise.tools.lr_find import lr_find
+
+SIZE_KEYS = ("model.n_layer", "model.n_head", "model.n_embd", "train.batch_size", "train.grad_accum")
+LR_FIND_STEPS = 60  # a range test this long finds the steep part of the curve on a small model in seconds
+MIN_PLAN_SECONDS = 10  # below this a run is too short for the planner's proposal to mean anything
+
+
+def last_run_share() -> float:
+    """The share of the schedule that its longest run takes (at the planned rungs, all runs costing per step)."""
+    widths = [max(1, WIDTH // ETA ** level) for level in range(LEVELS)]
+    return ETA ** LEVELS / schedule_cost(RunCost("steps", 0.0, 1.0, 0.0), 1, widths) * (1 - RESERVE)
+
+
+@dataclass
+class StartPlan:
+    overrides: list[str] = field(default_factory=list)  # --set lines on top of the user's
+    notes: list[str] = field(default_factory=list)
+    spent: float = 0.0  # in the budget's unit
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wants_sizing(config: object, base: Config) -> bool:
+    """A language model from the default preset (no config given), not a Hugging Face or initialised model."""
+    return config is None and base.task == "lm" and base.model.arch != "hf" and not base.model.init_from
+
+
+def plan_start(base: Config, user_overrides: list[str], budget: Budget, say: Callable[[str], None]) -> StartPlan:
+    """Size ``base`` for the budget's longest run and range-test its learning rate (see the module doc)."""
+    user_keys = {parse_override(o)[0] for o in user_overrides}
+    plan = StartPlan()
+    started = time.monotonic()
+    run_share = budget.amount * last_run_share()
+    if not any(k in user_keys for k in SIZE_KEYS[:3]):
+        proposal = _size(base, budget, run_share, plan)
+        sets = [s for s in proposal if parse_override(s)[0] in SIZE_KEYS and parse_override(s)[0] not in user_keys]
+        plan.overrides += sets
+        say(f"start    sized by the planner for a {budget.describe(run_share)} run: "
+            f"{' '.join('--set ' + s for s in sets) or 'the preset as it is'}")
+    sized = build_config(apply_overrides(base.to_dict(), plan.overrides))
+    tokens = 0.0
+    if "optim.lr" not in user_keys:
+        res = lr_find(sized, steps=LR_FIND_STEPS, save=False)
+        tokens = len(res.lrs) * sized.train.batch_size * sized.train.grad_accum * sized.model.block_size
+        if res.suggested_lr is not None:
+            lr = float(f"{res.suggested_lr:.3g}")
+            plan.overrides.append(f"optim.lr={lr}")
+            plan.notes.append(f"optim.lr {lr:g}: the range test's steepest descent ({len(res.lrs)} steps)")
+            say(f"start    lr-find over {len(res.lrs)} steps: --set optim.lr={lr:g} (the preset has "
+                f"{sized.optim.lr:g})")
+        else:
+            plan.notes.append(f"optim.lr kept at {sized.optim.lr:g}: the range test found no clear descent "
+                              f"({'; '.join(res.notes) or res.stopped_because})")
+            say(f"start    lr-find found no clear descent; optim.lr stays {sized.optim.lr:g}")
+    plan.spent = round(time.monotonic() - started, 3) if budget.unit == "seconds" else tokens
+    return plan
+
+
+def _size(base: Config, budget: Budget, run_share: float, plan: StartPlan) -> list[str]:
+    if budget.unit == "tokens":
+        device = select_device(base.train.device)
+        info, _ = read_data(base, True)
+        bf16 = select_dtype(base.train.dtype, device) == torch.bfloat16
+        proposal = size_for_tokens(base, info, run_share, device, bf16)
+        plan.notes.append(f"{proposal['n_layer']} layers x {proposal['n_embd']} wide "
+                          f"({proposal['params']['total']:,} parameters) for {proposal['tokens']:,.0f} tokens: "
+                          f"{proposal['tokens_per_param']:.1f} tokens per parameter")
+        return proposal["overrides"]
+    seconds = max(run_share, MIN_PLAN_SECONDS)
+    proposal = plan_run(base, None, budget=f"{seconds:.0f}s", calibrate=False).budget
+    plan.notes.append(f"{proposal['n_layer']} layers x {proposal['n_embd']} wide ({proposal['params']['total']:,} "
+                      f"parameters) for a {seconds:.0f} s run: {proposal['tokens_per_param']:.1f} tokens per "
+                      "parameter" + ("; data-limited" if proposal["data_limited"] else ""))
+    return proposal["overrides"]
