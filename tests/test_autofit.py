@@ -113,6 +113,33 @@ def test_autofit_keeps_its_budget_tests_once_and_records_every_decision(corpus: 
     assert result.best.score == min(c["score"] for c in cands if c["state"] == "complete")
     best = load_config(str(result.out / "best.yaml"))
     assert best.train.test_eval and best.train.max_steps == result.best.steps
+    page = (result.out / "report.html").read_text(encoding="utf-8")  # the page: every round, every candidate
+    assert 'id="chart-rounds"' in page and "The winner beside the start" in page
+    assert all(f">{c['slot']}<" in page for c in cands) and all(r["why"] in page for r in record["rounds"])
+
+
+def test_the_report_command_rebuilds_an_autofit_page_and_refuses_a_damaged_record(tmp_path: Path, capsys) -> None:
+    record = {"task": "lm", "budget": {"amount": 60, "unit": "seconds"}, "spent": 50.0, "best": "1.expand.0",
+              "test": {"slot": "1.expand.0", "loss": 1.5}, "rounds": [
+                  {"round": 0, "stage": "start", "level": 0, "steps": 8, "parent": None, "why": "the <start>",
+                   "candidates": [{"slot": "0.start", "changes": {}, "reason": "start", "state": "complete",
+                                   "score": 2.0, "verdicts": [{"kind": "still_improving"}], "cost": 3.0,
+                                   "steps": 8, "run": str(tmp_path / "gone")}]},
+                  {"round": 1, "stage": "expand", "level": 0, "steps": 8, "parent": "0.start", "why": "moves",
+                   "candidates": [{"slot": "1.expand.0", "changes": {"optim.lr": 0.02}, "reason": "lr x 2",
+                                   "state": "complete", "score": 1.5, "verdicts": [], "cost": 3.0, "steps": 8},
+                                  {"slot": "1.expand.1", "changes": {"optim.lr": 0.5}, "reason": "TPE",
+                                   "state": "failed", "score": None, "fail_reason": "diverged", "cost": 1.0,
+                                   "steps": 8}]}]}
+    (tmp_path / "autofit.json").write_text(json.dumps(record), encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "the &lt;start&gt;" in page and "optim.lr=0.02" in page and "diverged" in page  # escaped, all shown
+    (tmp_path / "autofit.json").write_text("{not json", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "again.html")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "autofit.json is damaged" in err
 
 
 def test_a_failing_candidate_is_recorded_and_skipped(corpus: Path, tmp_path: Path, monkeypatch) -> None:

@@ -46,6 +46,7 @@ from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import check_dir_path, write_json
 from gradwise.inference import evaluate_run
+from gradwise.report.autofit import write_autofit_page
 from gradwise.search.study import changed_keys, make_sampler, make_storage, require_optuna
 from gradwise.tasks import prepare_task
 from gradwise.training.run import train
@@ -331,6 +332,8 @@ class _State:
             # its own one test score, beside the winner's; nothing above was decided by it
             self.record["baseline"] = prepare_task(cfg, None).baseline()
         self.save()
+        self.say(f"report   {write_autofit_page(self.out)}: validation by round, every decision, the winner "
+                 "beside the start")
         return cfg
 
 

@@ -17,7 +17,8 @@ def add_report_parser(sub: Any) -> None:
                        "summary numbers, samples (language models) or the confusion matrix (classifiers), the "
                        "data check and the config. Several runs: overlaid curves, a comparison table and the "
                        "config keys that differ. Works on a run that is still training.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, e.g. runs/NAME")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, e.g. runs/NAME; or one autofit "
+                   "directory, for its page of rounds and decisions")
     p.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN_DIR/report.html for one "
                    "run, report.html in the current directory for several)")
     p.add_argument("--samples", type=int, default=3, metavar="N",
@@ -49,6 +50,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gradwise.core.rundir import check_file_path
     from gradwise.report.data import load_run_data
 
+    if len(args.runs) == 1 and (Path(args.runs[0]) / "autofit.json").is_file():  # an autofit's own page
+        from gradwise.report.autofit import write_autofit_page
+
+        out = check_file_path(args.out if args.out else Path(args.runs[0]) / "report.html", "--out")
+        written = write_autofit_page(args.runs[0], out)
+        print(f"wrote {written} ({written.stat().st_size / 1024:,.0f} KB); open it in a browser")
+        return 0
     for path in args.runs:
         load_run_data(path)  # fail early, with the one-line message, on a directory that is not a run
     out = check_file_path(args.out if args.out else (Path(args.runs[0]) / "report.html" if len(args.runs) == 1

@@ -50,13 +50,13 @@ def _label(run: RunData, many: bool, what: str) -> str:
     return f"{name} {what}" if many else what
 
 
-def _png(fig: Any) -> str:
+def png_uri(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure() -> tuple[Any, Any]:
+def new_figure() -> tuple[Any, Any]:
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
     from matplotlib.ticker import MaxNLocator
 
@@ -68,7 +68,7 @@ def _figure() -> tuple[Any, Any]:
     return fig, ax
 
 
-def _maybe_log(ax: Any, values: list[float]) -> None:
+def maybe_log(ax: Any, values: list[float]) -> None:
     """Log scale when the values are positive and span more than two decades (a spike or a divergence would
     otherwise flatten the rest of the curve)."""
     if values and min(values) > 0 and max(values) / min(values) > 100:
@@ -87,7 +87,7 @@ def line_chart(runs: list[RunData], chart_id: str, title: str, ylabel: str,
                series: list[tuple[str, str, str]]) -> Chart:
     """One chart of ``series`` ((kind, key, what) triples, e.g. ('train', 'train_loss', 'train')) for every run."""
     many = len(runs) > 1
-    fig, ax = _figure()
+    fig, ax = new_figure()
     drawn: list[float] = []
     steps: list[float] = []
     nonfinite_labelled = False
@@ -105,7 +105,7 @@ def line_chart(runs: list[RunData], chart_id: str, title: str, ylabel: str,
             nonfinite_labelled = nonfinite_labelled or bool(bad)
     if not drawn and not nonfinite_labelled:
         return Chart(chart_id, title, f"{title}: no data", None)
-    _maybe_log(ax, drawn)
+    maybe_log(ax, drawn)
     lo, hi = min(steps), max(steps)  # the x marks do not widen the axis by themselves
     pad = (hi - lo) * 0.04 or 1
     ax.set_xlim(lo - pad, hi + pad)
@@ -114,7 +114,7 @@ def line_chart(runs: list[RunData], chart_id: str, title: str, ylabel: str,
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     names = ", ".join(r.name for r in runs)
-    return Chart(chart_id, title, f"{title} against step for {names}", _png(fig))
+    return Chart(chart_id, title, f"{title} against step for {names}", png_uri(fig))
 
 
 def curve_charts(runs: list[RunData]) -> list[Chart]:

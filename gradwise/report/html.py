@@ -301,7 +301,7 @@ def comparison_html(runs: list[RunData]) -> str:
 
 # ---------------------------------------------------------------- the page
 
-def _section(sid: str, heading: str, body: str, level: int = 2) -> str:
+def section(sid: str, heading: str, body: str, level: int = 2) -> str:
     return f'<section id="{e(sid)}"><h{level}>{e(heading)}</h{level}>{body}</section>'
 
 
@@ -311,14 +311,14 @@ def render_page(runs: list[RunData], charts: list[Chart], title: str | None = No
     parts: list[str] = []
     nav: list[tuple[str, str]] = []
     if many:
-        parts.append(_section("comparison", "Comparison", comparison_html(runs)))
+        parts.append(section("comparison", "Comparison", comparison_html(runs)))
         nav.append(("comparison", "Comparison"))
-        parts.append(_section("curves", "Curves", '<p class="muted">one colour per run (as in the comparison '
+        parts.append(section("curves", "Curves", '<p class="muted">one colour per run (as in the comparison '
                               "table); training solid, validation dashed; red x: non-finite loss</p>"
                               + charts_html(charts)))
         nav.append(("curves", "Curves"))
         for i, run in enumerate(runs):
-            inner = "".join(_section(sid, h, body, 3) for sid, h, body in run_sections(run, f"run-{i + 1}-"))
+            inner = "".join(section(sid, h, body, 3) for sid, h, body in run_sections(run, f"run-{i + 1}-"))
             parts.append(f'<section id="run-{i + 1}"><h2><span class="swatch" style="background:{colour(i)}"></span>'
                          f"{e(run.name)}</h2>{inner}</section>")
             nav.append((f"run-{i + 1}", run.name))
@@ -326,10 +326,15 @@ def render_page(runs: list[RunData], charts: list[Chart], title: str | None = No
         sections = run_sections(runs[0], "")
         sections.insert(2 if runs[0].diagnosis is not None else 1, ("curves", "Curves", charts_html(charts)))
         for sid, heading, body in sections:
-            parts.append(_section(sid, heading, body))
+            parts.append(section(sid, heading, body))
             nav.append((sid, heading))
+    return wrap_page(title, " · ".join(str(r.path) for r in runs), nav, parts)
+
+
+def wrap_page(title: str, where: str, nav: list[tuple[str, str]], parts: list[str]) -> str:
+    """The self-contained page around its sections: header, the section links, the loaded marker."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    where = " · ".join(e(r.path) for r in runs)
+    where = e(where)
     links = "".join(f'<a href="#{e(sid)}">{e(label)}</a>' for sid, label in nav)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
