@@ -94,7 +94,12 @@ class ModelConfig(Section):
     resid_dropout: float | None = None  # on each block's attention and MLP output (the residual path)
     bias: bool = False
     tie_embeddings: bool = True
-    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # GPT MLP: exact GELU, or the tanh form of OpenAI's GPT-2
+    activation: Literal["gelu", "gelu_tanh", "relu2"] = "gelu"  # GPT MLP: exact GELU, GPT-2's tanh GELU, ReLU²
+    # The modern GPT options (gradwise/models/gpt.py), each off by default so that old runs reproduce:
+    pos: Literal["learned", "rope"] = "learned"  # positions: a learned table (GPT-2) or rotary, on queries and keys
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys
+    zero_init: bool = False  # attention and MLP output projections start at zero
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap), e.g. 15 (with tie_embeddings false)
     # A gradwise GPT run to start from: its weights, tokenizer and shape (layers, heads, width, context)
     # are taken over, the optimizer starts fresh. For classify: fine-tune a pretrained LM as a classifier.
     init_from: str | None = None

@@ -96,6 +96,11 @@ def validate(cfg: Config) -> None:
     _require(m.n_embd % m.n_head == 0 or m.arch != "gpt",
              f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
              f"try n_embd={m.n_head * max(1, round(m.n_embd / m.n_head))}")
+    _require(m.pos != "rope" or m.n_embd // max(m.n_head, 1) % 2 == 0,
+             f"model.pos rope rotates channel pairs: the head width n_embd / n_head ({m.n_embd // max(m.n_head, 1)}) "
+             "must be even; change model.n_embd or model.n_head")
+    _require(m.logit_softcap is None or (math.isfinite(m.logit_softcap) and m.logit_softcap > 0),
+             f"model.logit_softcap must be a positive number (e.g. 15) or null for none; got {m.logit_softcap}")
     for key in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):
         value = getattr(m, key)
         _require(value is None or 0.0 <= value < 1.0, f"model.{key} must be in [0, 1); got {value}")
