@@ -124,9 +124,9 @@ def test_impossible_options_are_refused_by_key(sets: list[str], message: str) ->
 
 
 SHORT = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=8",
-         "train.max_steps=60", "train.eval_every=20", "train.eval_batches=4", "train.log_every=10",
+         "train.max_steps=60", "train.eval_every=20", "train.log_every=10",
          "train.checkpoint_every=10", "schedule.warmup_steps=5", "data.split_chunks=1", "data.check=false",
-         "model.dropout=0.1", *MODERN]
+         "model.dropout=0.1", "train.eval_batches=auto", *MODERN]  # auto: its chosen count resumes too
 
 
 def _sets(out: Path, name: str, extra: list[str] = ()) -> list[str]:

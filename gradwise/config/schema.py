@@ -179,7 +179,10 @@ class TrainConfig(Section):
     max_steps: int = 2000
     max_time: str | None = None  # wall-clock budget such as "90s", "10m", "2h"
     eval_every: int = 250
-    eval_batches: int = 50  # fixed validation batches per evaluation
+    eval_batches: int | Literal["auto"] = 50  # fixed validation batches per evaluation; auto: see eval_target_se
+    # eval_batches auto (language models): after the first trained evaluation, the fewest batches whose
+    # standard error is at most this many nats; every later evaluation uses that many (the same windows)
+    eval_target_se: float = 0.005
     log_every: int = 10
     checkpoint_every: int | None = None  # default: eval_every
     patience: int | None = None  # early stopping after this many evaluations without improvement

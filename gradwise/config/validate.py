@@ -78,7 +78,8 @@ def validate(cfg: Config) -> None:
     for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
                        ("model.block_size", m.block_size), ("train.batch_size", t.batch_size),
                        ("train.grad_accum", t.grad_accum), ("train.max_steps", t.max_steps),
-                       ("train.eval_every", t.eval_every), ("train.eval_batches", t.eval_batches),
+                       ("train.eval_every", t.eval_every),
+                       ("train.eval_batches", 1 if t.eval_batches == "auto" else t.eval_batches),
                        ("train.log_every", t.log_every), ("train.max_nonfinite", t.max_nonfinite),
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
@@ -109,6 +110,8 @@ def validate(cfg: Config) -> None:
     for key in ("objective.z_loss", "regularization.l1", "regularization.l2"):
         value = get_key(cfg, key)
         _require(value >= 0 and math.isfinite(value), f"{key} must be >= 0; got {value}")
+    _require(t.eval_target_se > 0 and math.isfinite(t.eval_target_se),
+             f"train.eval_target_se must be a positive number of nats, e.g. 0.005; got {t.eval_target_se}")
     _require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a positive number; got {o.lr}")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
     _require(o.eps > 0, f"optim.eps must be positive; got {o.eps}")

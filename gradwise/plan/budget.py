@@ -23,6 +23,7 @@ from gradwise.plan.estimate import (
     model_spec,
     tokens_per_step,
 )
+from gradwise.tasks.lm_eval import AUTO_PILOT_BATCHES
 from gradwise.training.memory import MEMORY_HEADROOM, fitting_micro_batch, memory_bytes
 
 MAX_EPOCHS = 4.0  # repeated data is nearly as good as fresh up to ~4 epochs (Muennighoff et al. 2023)
@@ -64,13 +65,14 @@ def _eval_batches(cfg: Config, info: dict[str, Any], micro: int) -> tuple[int, i
     """Batches per validation pass and in the test pass (LM: fixed windows; classify: every record)."""
     t = cfg.train
     if cfg.task == "lm":
+        batches = AUTO_PILOT_BATCHES if t.eval_batches == "auto" else t.eval_batches  # auto: as until it chooses
         if "val_windows_all" not in info:
-            return t.eval_batches, t.eval_batches
-        val = min(info["val_windows_all"], t.eval_batches * micro)
+            return batches, batches
+        val = min(info["val_windows_all"], batches * micro)
         return math.ceil(val / micro), math.ceil(info["test_windows_all"] / micro)
     splits = info.get("splits")
     if not splits:
-        return t.eval_batches, t.eval_batches
+        return (AUTO_PILOT_BATCHES, AUTO_PILOT_BATCHES) if t.eval_batches == "auto" else (t.eval_batches,) * 2
     return math.ceil(splits["val"] / micro), math.ceil(splits["test"] / micro)
 
 
