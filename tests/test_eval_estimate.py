@@ -37,6 +37,8 @@ def test_auto_reads_what_the_target_needs_and_everything_only_when_it_must() -> 
 def test_a_bad_eval_batches_is_one_line_naming_both_forms() -> None:
     with pytest.raises(ConfigError, match="train.eval_batches must be a whole number or 'auto'"):
         load_config("default", ["train.eval_batches=ten"])
+    with pytest.raises(ConfigError, match="train.eval_batches must be a whole number or 'auto'"):
+        load_config("default", ["train.eval_batches=null"])  # not a type that admits None
     with pytest.raises(ConfigError, match="train.eval_target_se"):
         load_config("default", ["train.eval_target_se=0"])
     assert load_config("default", ["train.eval_batches=auto"]).train.eval_batches == "auto"
@@ -48,8 +50,8 @@ def test_an_auto_run_fixes_its_windows_after_the_first_trained_evaluation(tmp_pa
             "train.batch_size=4", "data.check=false"]
     result = train("default", overrides=over, quiet=True)
     evals = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "eval"]
-    assert evals[0]["val_windows"] == AUTO_PILOT_BATCHES * 4  # step 0: the pilot
-    chosen = {r["val_windows"] for r in evals[1:]}
+    assert evals[0]["eval_windows"] == AUTO_PILOT_BATCHES * 4  # step 0: the pilot
+    chosen = {r["eval_windows"] for r in evals[1:]}
     assert len(chosen) == 1 and chosen == {result.summary["eval_windows"]}  # then one count, kept
     assert all(math.isfinite(r["val_loss_se"]) and r["eval_s"] >= 0 for r in evals)
     assert math.isfinite(result.summary["test_loss_se"])

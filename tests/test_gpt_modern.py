@@ -104,11 +104,15 @@ def test_the_soft_cap_bounds_the_logits_and_the_chunked_loss_matches_the_plain_o
     w = (torch.randn(50, 32) * 3).requires_grad_()
     t = torch.randint(0, 50, (64,))
     t[:5] = -100
-    plain = F.cross_entropy(2.0 * torch.tanh(h @ w.T / 2.0), t, ignore_index=-100, label_smoothing=0.1)
+    capped = 2.0 * torch.tanh(h @ w.T / 2.0)
+    ce_plain = F.cross_entropy(capped, t, ignore_index=-100, label_smoothing=0.1)
+    z_plain = capped.logsumexp(-1)[t != -100].square().mean()
+    plain = ce_plain + 0.3 * z_plain
     gh, gw = torch.autograd.grad(plain, (h, w))
-    total, ce, _ = linear_cross_entropy(h, w, t, label_smoothing=0.1, softcap=2.0, chunk=16)
+    total, ce, z = linear_cross_entropy(h, w, t, label_smoothing=0.1, z_weight=0.3, softcap=2.0, chunk=16)
     ch, cw = torch.autograd.grad(total, (h, w))
-    assert torch.allclose(total, plain, atol=1e-5) and torch.allclose(ce, plain, atol=1e-5)
+    assert torch.allclose(total, plain, atol=1e-5) and torch.allclose(ce, ce_plain, atol=1e-5)
+    assert torch.allclose(z, z_plain, atol=1e-5)
     assert torch.allclose(ch, gh, atol=1e-5) and torch.allclose(cw, gw, atol=1e-5)
 
 

@@ -102,9 +102,11 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
                                 load_if_exists=True)
     clock = Clock(plan_budget, 0.0)
     sized_now = False
-    if wants_sizing(config, base):  # no config given: the planner sizes the start and lr-find sets its rate
-        if record.get("start_plan") is None:
-            record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
+    # No config given: the planner sizes the start and lr-find sets its rate, once, before anything is probed;
+    # a resumed autofit keeps what its record says, whatever it is resumed with.
+    if record.get("start_plan") is None and record.get("probe") is None and wants_sizing(config, base):
+        record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
+    if record.get("start_plan") is not None:
         base = resolve_train_config(base, record["start_plan"]["overrides"])[0]
     space = search_space(base.to_dict())
     trials = out / "trials"

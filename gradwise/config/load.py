@@ -136,7 +136,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _from_dict(tp, value if value is not None else {}, key + ".")
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(tp)):  # None only where the type admits it
             return None
         if len(args) == 1:
             return _convert(args[0], value, key)

@@ -42,8 +42,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     t = targets.reshape(-1)
     device = h.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-    rows = chunk or chunk_rows(h.shape[0], h.shape[1], weight.shape[0])
     cap = float(softcap or 0.0)
+    # a soft-cap keeps its tanh beside the logits: half the rows, the same chunk memory
+    rows = chunk or max(1, chunk_rows(h.shape[0], h.shape[1], weight.shape[0]) // (2 if cap else 1))
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(h, weight, t, rows, float(label_smoothing), float(z_weight), dtype, cap)
     with torch.autocast(device, enabled=False):

@@ -184,20 +184,22 @@ class TrainLoop:
         With ranks every rank evaluates it (FSDP needs all of them in each forward) and rank 0's report is
         taken by all, so the best checkpoint and early stopping are decided alike everywhere."""
         st, t = self.state, self.cfg.train
+        auto = t.eval_batches == "auto" and self.cfg.task == "lm"
         res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True,
-                                 windows=st.eval_windows).shared(self.dist)
-        if t.eval_batches == "auto" and st.eval_windows is None and st.step > 0 and self.cfg.task == "lm":
+                                 windows=st.eval_windows if auto else None).shared(self.dist)
+        if auto and st.eval_windows is None and st.step > 0:
             # the first trained evaluation: the count whose error meets eval_target_se, kept from now on
             details = res.details or {}
             pilot = max(1, math.ceil(int(details.get("windows") or 0) / t.batch_size))
             every = max(1, math.ceil(int(details.get("windows_all") or 0) / t.batch_size))
             chosen = auto_eval_batches(res.scalars.get("loss_se", math.nan), pilot, t.eval_target_se, every)
-            st.eval_windows = chosen * t.batch_size
+            st.eval_windows = min(chosen * t.batch_size, int(details.get("windows_all") or 0))  # a partial last batch
             if chosen != pilot:
                 res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True,
                                          windows=st.eval_windows).shared(self.dist)
             self.progress.message(f"eval     {chosen:,} of the {every:,} validation batches from now on (train."
-                                  f"eval_batches auto: within {t.eval_target_se:g} nats of the whole split's loss)")
+                                  f"eval_batches auto: a standard error of about {t.eval_target_se:g} nats against the whole "
+                                  "split's loss)")
         return res
 
     def _eval_and_track(self) -> bool:
@@ -219,7 +221,7 @@ class TrainLoop:
                             **{f"val_{k}": v for k, v in res.scalars.items()}, "best_val_loss": st.best_val_loss,
                             "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3),
                             "eval_s": round(took, 3),  # evaluation time, apart from training's elapsed_s
-                            **({"val_windows": res.details["windows"]} if (res.details or {}).get("windows") else {})})
+                            **({"eval_windows": res.details["windows"]} if (res.details or {}).get("windows") else {})})
         best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
         shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items()
                         if k not in ("perplexity", "loss_se"))
