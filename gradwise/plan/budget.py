@@ -152,14 +152,14 @@ def _scaled(timing: dict[str, Any], factor: float) -> dict[str, float]:
 
 
 def propose(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torch.device, bf16: bool,
-            budget: str | float, plan: Plan) -> dict[str, Any]:
+            budget: str | float, plan: Plan, max_epochs: float | None = MAX_EPOCHS) -> dict[str, Any]:
     """A config that spends ``budget`` well: for a language model the size whose affordable tokens are
     closest to 20 per parameter (bounded by MAX_EPOCHS of the data and by memory); for a classifier the
     steps that fit (its size is the user's choice: Chinchilla's rule is about LM pretraining)."""
     seconds = budget_seconds(budget)  # already validated by plan_run
     limit = f"{int(seconds)}s" if not isinstance(budget, str) else budget.strip()
     train_tokens = (info.get("splits") or {}).get("train")
-    max_tokens = MAX_EPOCHS * train_tokens if train_tokens else math.inf
+    max_tokens = max_epochs * train_tokens if train_tokens and max_epochs else math.inf
     base = plan.time if plan.time and "step_seconds" in plan.time else None
     if cfg.task != "lm" or cfg.model.init_from:
         why = ("classification: the model keeps its size; the budget sets the steps" if cfg.task != "lm" else
@@ -340,12 +340,12 @@ def _steps_only(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torc
 
 
 def size_for_tokens(cfg: Config, info: dict[str, Any], tokens: float, device: torch.device,
-                    bf16: bool) -> dict[str, Any]:
+                    bf16: bool, max_epochs: float | None = MAX_EPOCHS) -> dict[str, Any]:
     """The size of the family (at the config's context, batch and optimizer) whose non-embedding parameters are
     nearest ``tokens`` / 20 (``tokens`` capped at MAX_EPOCHS of the training split), and the micro-batch that
     fits it: a token budget sizes a model without timing anything."""
     train_tokens = (info.get("splits") or {}).get("train")
-    seen = min(tokens, MAX_EPOCHS * train_tokens) if train_tokens else tokens
+    seen = min(tokens, max_epochs * train_tokens) if train_tokens and max_epochs else tokens
     target = max(seen / CHINCHILLA_TOKENS_PER_PARAM, 1.0)
     fitting = [c for c in (_candidate(cfg, s, info, device, bf16) for s in candidate_shapes()) if c["micro"]]
     if not fitting:
