@@ -143,12 +143,14 @@ def tune_arm(task: str, base: list[str], budget: str, tmp: Path, record: dict[st
             "detail": f"{len(read_trials(tmp / 'tune'))} trials of {longest} steps over {', '.join(space)}"}
 
 
-def bench(task: str, data: Path, budget: str, tmp: Path) -> list[dict[str, Any]]:
+def bench(task: str, data: Path, budget: str, tmp: Path, which: list[str]) -> list[dict[str, Any]]:
     base = task_args(task, data, tmp / "cache")
     warm(base, tmp)
     arms = [autofit_arm(task, base, budget, tmp / "autofit")]
-    arms.append(preset_arm(task, base, budget, tmp / "preset"))
-    arms.append(tune_arm(task, base, budget, tmp / "tune", arms[0]["record"]))
+    if "preset" in which:
+        arms.append(preset_arm(task, base, budget, tmp / "preset"))
+    if "tune" in which:
+        arms.append(tune_arm(task, base, budget, tmp / "tune", arms[0]["record"]))
     for a in arms:
         a.update(scores(a["run"], task))
         print(f"  {task:<8} {a['arm']:<22} val {a['val']:.4f} test {a['test']:.4f} | {a['wall']:.0f} s | "
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", default="10m", help="each arm's wall clock (default 10m)")
     ap.add_argument("--tasks", default="lm,classify", help="lm, classify or both (default)")
+    ap.add_argument("--arms", default="preset,tune", help="the arms beside autofit (default: preset,tune)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
     args = ap.parse_args(argv)
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {task}: {data} not found")
             continue
         with tempfile.TemporaryDirectory(prefix=f"gradwise-autofit-{task}-") as tmp:
-            rows += [(task, a) for a in bench(task, data, args.budget, Path(tmp))]
+            rows += [(task, a) for a in bench(task, data, args.budget, Path(tmp), args.arms.split(","))]
     if not rows:
         return 0
     lines = ["| task | arm | val (whole split) | test | wall s | what ran |", "|---|---|--:|--:|--:|---|"]
