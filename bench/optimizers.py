@@ -92,18 +92,26 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
         r["evals"] = {int(k): v for k, v in r["evals"].items()}
     lr_of = {opt: min((r for r in best if r["optimizer"] == opt), key=lambda r: r["evals"][max(r["evals"])])["lr"]
              for opt in GRID} if best else {opt: lrs[1] for opt, lrs in GRID.items()}
-    per_step: dict[str, list[float]] = {opt: [] for opt in GRID}
+    import gradwise.optim.muon as muon
+
+    arms = [*GRID, *(["muon (plain Newton-Schulz)"] if args.muon_plain else [])]
+    per_step: dict[str, list[float]] = {arm: [] for arm in arms}
+    gram_ratio = muon.GRAM_RATIO
     for rep in range(args.repeats):
-        for opt in GRID:
+        for arm in arms:
+            opt = arm.split(" ")[0]
+            muon.GRAM_RATIO = 10 ** 9 if arm != opt else gram_ratio  # plain: no matrix iterates on its Gram matrix
             r = run(opt, lr_of[opt], [*overrides, f"train.max_steps={args.time_steps}",
                                       f"train.eval_every={args.time_steps}", "train.test_eval=false"],
-                    f"time-{opt}-{rep}")
-            per_step[opt].append(r["step_seconds"] / r["steps"])
+                    f"time-{opt}-{rep}-{len(per_step[arm])}")
+            per_step[arm].append(r["step_seconds"] / r["steps"])
+    muon.GRAM_RATIO = gram_ratio
     base = statistics.median(per_step["adamw"])
-    lines = ["| optimizer | lr | median ms/step | vs AdamW |", "|---|--:|--:|--:|"]
-    for opt, values in per_step.items():
+    lines = ["| optimizer | lr | median ms/step | vs AdamW | each run's ms/step |", "|---|--:|--:|--:|---|"]
+    for arm, values in per_step.items():
         med = statistics.median(values)
-        lines.append(f"| {opt} | {lr_of[opt]:g} | {med * 1000:.1f} | {med / base:.2f}x |")
+        lines.append(f"| {arm} | {lr_of[arm.split(' ')[0]]:g} | {med * 1000:.1f} | {med / base:.2f}x | "
+                     f"{', '.join(f'{v * 1000:.1f}' for v in values)} |")
     print("\n".join(lines))
     return lines
 
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--best", help="time phase: the loss phase's JSON, to time each optimizer at its best lr")
     ap.add_argument("--repeats", type=int, default=3, help="time phase: alternations")
     ap.add_argument("--time-steps", type=int, default=300, help="time phase: steps per timed run")
+    ap.add_argument("--muon-plain", action="store_true", help="time phase: also Muon with the plain Newton-Schulz "
+                    "iteration for every matrix (no Gram path), to measure what the Gram path saves")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
                     help="loss phase: no training, re-tabulate runs saved by --out (several files are merged)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")

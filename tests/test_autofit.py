@@ -184,6 +184,44 @@ def test_resume_after_an_interruption_continues_the_same_study(corpus: Path, tmp
     assert main(other) == 2 and "is another autofit" in capsys.readouterr().err
 
 
+def test_resume_after_a_kill_continues_the_same_study(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """SIGKILL mid-round (no handler runs): --resume takes every candidate the record and study hold, redoes the
+    one in flight, and finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = ["autofit", "--data", str(corpus), "--budget", "60000 tokens", "--out-dir", str(tmp_path), "--name", "k",
+            *[x for s in SMALL for x in ("--set", s)]]
+    record_path = tmp_path / "k" / "autofit.json"
+
+    def finished() -> list[str]:
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [c["slot"] for r in record["rounds"] for c in r["candidates"] if c["state"] == "complete"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "gradwise", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + 240
+    while len(finished()) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = finished()
+    assert len(done) >= 3 and json.loads(record_path.read_text())["test"] is None  # killed mid-way
+    retrained = []
+    monkeypatch.setattr(rounds, "train", lambda *a, **k: pytest.fail("the probe ran again"))
+    monkeypatch.setattr("gradwise.autofit.candidates.train",
+                        lambda *a, **k: retrained.append(k["overrides"]) or rounds_train(*a, **k))
+    assert main([*args, "--resume"]) == 0
+    names = {next(o for o in sets if o.startswith("name=")) for sets in retrained}
+    assert not names & {f"name={slot}" for slot in done}  # what finished before the kill was not redone
+    assert json.loads(record_path.read_text())["test"] is not None
+
+
 def rounds_train(*a, **k):
     from gradwise.training.run import train
 

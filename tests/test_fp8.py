@@ -101,3 +101,20 @@ def test_cli_refuses_an_fp8_model_without_eligible_layers_in_one_line(tmp_path, 
     assert "Traceback" not in proc.stderr
     assert "train.fp8 found no nn.Linear layer" in proc.stderr
     assert not any(m for m in fp8_layers(small_gpt()))  # a model never converted has none
+
+
+def test_the_modern_gpt_options_run_in_fp8():
+    """Rotary positions, QK-norm, ReLU² and an untied soft-capped head: the hidden linears still become fp8
+    (the untied output layer stays plain) and the model's outputs stay within fp8's precision of the plain one."""
+    opts = dict(pos="rope", qk_norm=True, activation="relu2", logit_softcap=15.0, tie_embeddings=False)
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(vocab_size=70, block_size=16, n_layer=2, n_head=2, n_embd=32, **opts))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=70, block_size=16, n_layer=2, n_head=2, n_embd=32, **opts))
+    assert convert_to_fp8(model, torch.device("cpu")) == 8 and type(model.lm_head) is nn.Linear
+    idx = torch.randint(0, 70, (4, 16), generator=torch.Generator().manual_seed(1))
+    got = model(idx)
+    got.float().logsumexp(-1).mean().backward()  # a backward through the fp8 layers and the rotation
+    with torch.no_grad():
+        want = plain(idx)
+    assert not torch.equal(got.detach(), want) and (got.detach() - want).abs().max() < 0.1 * want.abs().max()

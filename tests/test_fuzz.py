@@ -77,6 +77,8 @@ FLAG_CASES = {
     "step": (["step", "--model", "no-such-run", "--text", "x"], ["--lr", "--repeat", "--grad-clip", "--tol",
                                                                   "--optimizer"]),
     "export": (["export", "no-such-run"], ["--format", "--checkpoint", "--out"]),
+    "autofit": (["autofit", "no-such-config.yaml", "--budget", "1m"], ["--budget", "--seed", "--name", "--out-dir",
+                                                                         "--storage", "--task"]),
 }
 
 
@@ -140,3 +142,16 @@ def test_any_budget_is_a_positive_duration_or_one_line(text: str) -> None:
         assert "\n" not in str(exc)
     else:
         assert math.isfinite(seconds) and seconds > 0, (text, seconds)
+
+
+@FUZZ
+@given(text=FLAG_TEXT)
+def test_any_autofit_budget_is_a_positive_amount_or_one_line(text: str) -> None:
+    from gradwise.autofit.budget import parse_budget
+
+    try:
+        budget = parse_budget(text)
+    except GradwiseError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert math.isfinite(budget.amount) and budget.amount > 0 and budget.unit in ("seconds", "tokens"), text

@@ -141,6 +141,10 @@ def saved_bytes(model: torch.nn.Module, forward, bf16: bool = False) -> int:
     ("gpt tied", [], False), ("gpt tied", [], True), ("gpt untied, bias", ["model.dropout=0.1"], False),
     ("gpt tied", ["model.resid_dropout=0.1"], True), ("gpt tied", ["train.fused_ce=true"], False),
     ("gpt untied, bias", ["train.fused_ce=true"], True),
+    ("gpt tied", ["model.pos=rope"], True), ("gpt untied, bias", ["model.qk_norm=true"], True),
+    ("gpt untied, bias", ["model.pos=rope", "model.qk_norm=true", "model.activation=relu2"], False),
+    ("gpt untied, bias", ["model.logit_softcap=15"], False), ("gpt tied", ["model.logit_softcap=15"], True),
+    ("gpt untied, bias", ["model.logit_softcap=15", "model.pos=rope", "train.fused_ce=true"], True),
 ])
 def test_gpt_activation_estimate_matches_saved_tensors(case: str, extra: list[str], bf16: bool) -> None:
     cfg, spec, model = built(GPT_CASES[case] + extra)

@@ -2,8 +2,9 @@
 
 A budget is wall-clock seconds (``20m``) or training tokens (``5M tokens``). A short probe of the starting
 config measures the cost of a run: a fixed part (building the model, reading the data), a part per training
-step and a part per evaluation. With that, :func:`plan_rungs` picks the first rung's steps so that the whole
-schedule of rounds (see gradwise/autofit/rounds.py and docs/autofit.md) fits the budget with a reserve.
+step and a part per evaluation. With that, :func:`plan_rungs` picks the first rung's steps so that the
+exploring rounds (see gradwise/autofit/rounds.py and docs/autofit.md) fit EXPLORE_SHARE of the budget; the
+final run of the winner gets what is left, less a reserve.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ LEVELS = 2  # diagnosis rounds; each is followed by a promotion of its best thir
 EVALS_PER_RUN = 4  # evaluations after step 0 in every candidate run: the diagnosis needs at least 3 in all
 MIN_STEPS = 8  # the shortest rung: fewer steps than this say nothing about a config
 RESERVE = 0.1  # kept back from the plan for the final test evaluation and the estimates' error
+# The exploring rounds' share of the budget; the winner's final run gets the rest. A language model gains
+# from every extra step, so a search that spent all of its budget on short runs would lose to one long run of
+# a plain config (measured: bench/autofit.py, docs/benchmarks.md).
+EXPLORE_SHARE = 0.4
 PROBE_STEPS = 8  # the probe that measures the cost of a run
 
 _TOKENS = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMbB]?)\s*(?:tokens?|tok)\s*$")
@@ -113,11 +118,12 @@ def schedule_cost(cost: RunCost, first: int, widths: list[int]) -> float:
 
 
 def plan_rungs(cost: RunCost, budget: float, spent: float, max_first: int | None = None) -> RungPlan:
-    """The longest first rung (at least MIN_STEPS) whose schedule fits what is left of the budget, less
-    RESERVE; ``ConfigError`` naming the budget that would be enough when even MIN_STEPS does not fit."""
+    """The longest first rung (at least MIN_STEPS) whose exploring schedule fits EXPLORE_SHARE of what is left
+    of the budget; ``ConfigError`` naming the budget that would be enough when even MIN_STEPS does not fit in
+    all of it less RESERVE (a tight budget explores at MIN_STEPS and leaves the final run little)."""
     widths = [max(1, WIDTH // ETA ** level) for level in range(LEVELS)]
-    room = (budget - spent) * (1 - RESERVE)
-    if schedule_cost(cost, MIN_STEPS, widths) > room:
+    room = (budget - spent) * EXPLORE_SHARE
+    if schedule_cost(cost, MIN_STEPS, widths) > (budget - spent) * (1 - RESERVE):
         enough = schedule_cost(cost, MIN_STEPS, widths) / (1 - RESERVE) + spent
         raise ConfigError(f"--budget is too small: the shortest autofit schedule ({sum(widths) + 1} short runs of "
                           f"{MIN_STEPS} steps and their promotions) needs about {_amount(enough, cost.unit)} with this "

@@ -29,6 +29,7 @@ from typing import Any
 
 from gradwise.autofit.budget import (
     ETA,
+    EXPLORE_SHARE,
     LEVELS,
     PROBE_STEPS,
     RESERVE,
@@ -102,9 +103,11 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
                                 load_if_exists=True)
     clock = Clock(plan_budget, 0.0)
     sized_now = False
-    if wants_sizing(config, base):  # no config given: the planner sizes the start and lr-find sets its rate
-        if record.get("start_plan") is None:
-            record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
+    # No config given: the planner sizes the start and lr-find sets its rate, once, before anything is probed;
+    # a resumed autofit keeps what its record says, whatever it is resumed with.
+    if record.get("start_plan") is None and record.get("probe") is None and wants_sizing(config, base):
+        record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
+    if record.get("start_plan") is not None:
         base = resolve_train_config(base, record["start_plan"]["overrides"])[0]
     space = search_space(base.to_dict())
     trials = out / "trials"
@@ -179,7 +182,7 @@ class _State:
 
     def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None) -> Candidate:
         unit = self.clock.budget.unit
-        remaining = self.clock.left - RESERVE * self.clock.budget.amount * 0.5
+        remaining = self.clock.left - self._kept_back()
         recorded = find_recorded(self.study, cand.slot) is not None
         predicted = self.cost.of(cand.steps)
         if not recorded and self.estimate(cand.steps) > self.clock.left:
@@ -223,21 +226,37 @@ class _State:
                           key=lambda c: c.score)
             keep = pool[:math.ceil(len(pool) / ETA)]
             longer = steps * ETA
-            if level == LEVELS - 1:  # the last rung: sized to what is left (up to ETA x longer again)
-                share = (self.clock.left - RESERVE * self.clock.budget.amount * 0.5) / max(1, len(keep))
-                scale = self.estimate(steps) / max(self.cost.of(steps), 1e-9)
-                fit = self.cost.steps_within(share / scale)
-                longer = min(longer * ETA, fit)
-                if longer <= steps:
-                    self.say(f"no promotion: what is left of the budget ({self.clock.budget.describe(self.clock.left)})"
-                             f" trains no more than the {steps:,} steps already run")
-                    break
+            if self.estimate(longer) * len(keep) > self.clock.left - self._kept_back():
+                self.say(f"no promotion: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
+                         f"does not train {len(keep)} run(s) of {longer:,} steps")
+                break
             rnd = self._round("promote", level, longer, None, f"the best {len(keep)} of {len(pool)} at {steps:,} "
                               f"steps, trained {longer / steps:.1f}x as long")
             for i, c in enumerate(keep):
                 self._train(rnd, Candidate(f"{level + 1}.promote.{i}", c.overrides, {}, longer, c.slot,
                                            f"promoted: rank {i + 1} of {len(pool)} at {steps:,} steps", "promote"))
+        self._final()
         return self._best_overall()
+
+    def _kept_back(self) -> float:
+        return RESERVE * self.clock.budget.amount * 0.5  # for the test evaluation and the estimates' error
+
+    def _final(self) -> None:
+        """The best run so far, trained again with everything left of the budget: the exploring rounds had
+        EXPLORE_SHARE of it, and a longer run of the best config beats one more short one."""
+        best = self._best_overall()
+        if best is None:
+            return
+        scale = self.estimate(best.steps) / max(self.cost.of(best.steps), 1e-9)
+        steps = self.cost.steps_within((self.clock.left - self._kept_back()) / scale)
+        if steps < best.steps * 1.5:
+            self.say(f"no final run: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
+                     f"trains little more than {best.slot}'s {best.steps:,} steps")
+            return
+        rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
+                          f"left of the budget ({steps / best.steps:.1f}x its steps)")
+        self._train(rnd, Candidate(f"{LEVELS + 1}.final.0", best.overrides, {}, steps, best.slot,
+                                   "the winner of the exploring rounds, trained for the rest of the budget", "final"))
 
     def _probe(self) -> tuple[RunCost, RungPlan]:
         saved = self.record.get("probe")
@@ -271,9 +290,10 @@ class _State:
             self.record["plan"] = plan.to_json()
         else:
             plan = RungPlan(**saved_plan)
-        self.say(f"plan     rungs of {plan.steps(0):,}, {plan.steps(1):,} and up to {plan.steps(2):,} steps; "
-                 f"{sum(plan.widths) + 1} candidates from the diagnosis, the best third promoted at each rung | "
-                 f"about {self.clock.budget.describe(cost.of(plan.steps(0)))} per first-rung run")
+        self.say(f"plan     rungs of {plan.steps(0):,}, {plan.steps(1):,} and {plan.steps(2):,} steps in "
+                 f"{EXPLORE_SHARE:.0%} of the budget: {sum(plan.widths) + 1} candidates from the diagnosis, the best "
+                 f"third promoted at each rung; then the winner trained with the rest | about "
+                 f"{self.clock.budget.describe(cost.of(plan.steps(0)))} per first-rung run")
         self.save()
         return cost, plan
 

@@ -1,6 +1,6 @@
 """Where a language-model autofit starts when the user gives no config: the planner sizes the model for the
-longest run the schedule will make (about a fifth of the budget, compute-optimally: ~20 tokens per parameter,
-capped at a few epochs of the data), and a short learning-rate range test on that size sets ``optim.lr``.
+final run of the schedule (about half the budget, compute-optimally: ~20 tokens per parameter of what that
+run can train on, however many epochs of the data it is), and a short learning-rate range test on that size sets ``optim.lr``.
 
 A user's config, or a key the user sets with ``--set``, is kept as given: the sizing only fills what the user
 left to the default. What it decided, and what it cost, goes in ``autofit.json`` as ``start_plan``.
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gradwise.autofit.budget import ETA, LEVELS, RESERVE, WIDTH, Budget, RunCost, schedule_cost
+from gradwise.autofit.budget import EXPLORE_SHARE, RESERVE, Budget
 from gradwise.config.load import apply_overrides, build_config, parse_override
 from gradwise.config.schema import Config
 from gradwise.core.runtime import select_device, select_dtype
@@ -30,9 +30,9 @@ MIN_PLAN_SECONDS = 10  # below this a run is too short for the planner's proposa
 
 
 def last_run_share() -> float:
-    """The share of the schedule that its longest run takes (at the planned rungs, all runs costing per step)."""
-    widths = [max(1, WIDTH // ETA ** level) for level in range(LEVELS)]
-    return ETA ** LEVELS / schedule_cost(RunCost("steps", 0.0, 1.0, 0.0), 1, widths) * (1 - RESERVE)
+    """The share of the budget the final run gets: what the exploring rounds leave, less the kept-back half
+    reserve."""
+    return 1 - EXPLORE_SHARE - RESERVE / 2
 
 
 @dataclass
@@ -86,13 +86,15 @@ def _size(base: Config, budget: Budget, run_share: float, plan: StartPlan) -> li
         device = select_device(base.train.device)
         info, _ = read_data(base, True)
         bf16 = select_dtype(base.train.dtype, device) == torch.bfloat16
-        proposal = size_for_tokens(base, info, run_share, device, bf16)
+        proposal = size_for_tokens(base, info, run_share, device, bf16, max_epochs=None)
         plan.notes.append(f"{proposal['n_layer']} layers x {proposal['n_embd']} wide "
                           f"({proposal['params']['total']:,} parameters) for {proposal['tokens']:,.0f} tokens: "
                           f"{proposal['tokens_per_param']:.1f} tokens per parameter")
         return proposal["overrides"]
     seconds = max(run_share, MIN_PLAN_SECONDS)
-    proposal = plan_run(base, None, budget=f"{seconds:.0f}s", calibrate=False).budget
+    # no epoch cap: the final run trains its whole share whatever the epochs (a cap would size the model for
+    # 4 epochs it then exceeds); the diagnosis and the best checkpoint answer overfitting
+    proposal = plan_run(base, None, budget=f"{seconds:.0f}s", calibrate=False, max_epochs=None).budget
     plan.notes.append(f"{proposal['n_layer']} layers x {proposal['n_embd']} wide ({proposal['params']['total']:,} "
                       f"parameters) for a {seconds:.0f} s run: {proposal['tokens_per_param']:.1f} tokens per "
                       "parameter" + ("; data-limited" if proposal["data_limited"] else ""))

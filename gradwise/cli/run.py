@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,11 +104,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     res = evaluate_run(args.run, split=args.split, checkpoint=args.checkpoint, device=args.device)
     if args.json:
-        print(json.dumps({"split": args.split, "checkpoint": args.checkpoint, "loss": res.loss, **res.scalars,
+        scalars = {k: (v if math.isfinite(v) else None) for k, v in res.scalars.items()}  # JSON has no NaN
+        print(json.dumps({"split": args.split, "checkpoint": args.checkpoint, "loss": res.loss, **scalars,
                           **(res.details or {})}))
     elif "bits_per_byte" in res.scalars:
         d = res.details or {}
-        print(f"{args.split} split ({args.checkpoint} checkpoint): loss {res.loss:.4f} nats/token | "
+        se = res.scalars.get("loss_se", math.nan)
+        print(f"{args.split} split ({args.checkpoint} checkpoint): loss {res.loss:.4f} nats/token"
+              f"{f' (± {se:.4f})' if math.isfinite(se) else ''} | "
               f"perplexity {res.scalars['perplexity']:.3f} | {res.scalars['bits_per_byte']:.4f} bits/byte | "
               f"{d.get('tokens', 0):,} tokens, {d.get('bytes', 0):,} bytes")
     else:

@@ -64,7 +64,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if result.final is not None:
         f = result.final
         tested = ", ".join(f"{k.removeprefix('test_')} {v:.4f}" for k, v in f.items()
-                           if k.startswith("test_") and isinstance(v, float))
+                           if k.startswith("test_") and k != "test_loss_se" and isinstance(v, float))
         print(f"final    retrained best config: {tested} ({f['run']})")
     if result.interrupted:
         say("gradwise: interrupted; continue with the same command and --resume")

@@ -124,15 +124,28 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _describe_type(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(c) for c in typing.get_args(tp))
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value if value is not None else {}, key + ".")
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(tp)):  # None only where the type admits it
             return None
-        return _convert(args[0], value, key)
+        if len(args) == 1:
+            return _convert(args[0], value, key)
+        for arg in args:  # e.g. int | Literal["auto"]: the first that takes the value
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} must be {' or '.join(_describe_type(a) for a in args)}; got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

@@ -94,7 +94,12 @@ class ModelConfig(Section):
     resid_dropout: float | None = None  # on each block's attention and MLP output (the residual path)
     bias: bool = False
     tie_embeddings: bool = True
-    activation: Literal["gelu", "gelu_tanh"] = "gelu"  # GPT MLP: exact GELU, or the tanh form of OpenAI's GPT-2
+    activation: Literal["gelu", "gelu_tanh", "relu2"] = "gelu"  # GPT MLP: exact GELU, GPT-2's tanh GELU, ReLU²
+    # The modern GPT options (gradwise/models/gpt.py), each off by default so that old runs reproduce:
+    pos: Literal["learned", "rope"] = "learned"  # positions: a learned table (GPT-2) or rotary, on queries and keys
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys
+    zero_init: bool = False  # attention and MLP output projections start at zero
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap), e.g. 15 (with tie_embeddings false)
     # A gradwise GPT run to start from: its weights, tokenizer and shape (layers, heads, width, context)
     # are taken over, the optimizer starts fresh. For classify: fine-tune a pretrained LM as a classifier.
     init_from: str | None = None
@@ -174,7 +179,10 @@ class TrainConfig(Section):
     max_steps: int = 2000
     max_time: str | None = None  # wall-clock budget such as "90s", "10m", "2h"
     eval_every: int = 250
-    eval_batches: int = 50  # fixed validation batches per evaluation
+    eval_batches: int | Literal["auto"] = 50  # fixed validation batches per evaluation; auto: see eval_target_se
+    # eval_batches auto (language models): after the first trained evaluation, the fewest batches whose
+    # standard error is at most this many nats; every later evaluation uses that many (the same windows)
+    eval_target_se: float = 0.005
     log_every: int = 10
     checkpoint_every: int | None = None  # default: eval_every
     patience: int | None = None  # early stopping after this many evaluations without improvement

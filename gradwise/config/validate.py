@@ -78,7 +78,8 @@ def validate(cfg: Config) -> None:
     for key, value in [("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd),
                        ("model.block_size", m.block_size), ("train.batch_size", t.batch_size),
                        ("train.grad_accum", t.grad_accum), ("train.max_steps", t.max_steps),
-                       ("train.eval_every", t.eval_every), ("train.eval_batches", t.eval_batches),
+                       ("train.eval_every", t.eval_every),
+                       ("train.eval_batches", 1 if t.eval_batches == "auto" else t.eval_batches),
                        ("train.log_every", t.log_every), ("train.max_nonfinite", t.max_nonfinite),
                        ("data.split_chunks", d.split_chunks)]:
         _require(value >= 1, f"{key} must be at least 1; got {value}")
@@ -96,6 +97,11 @@ def validate(cfg: Config) -> None:
     _require(m.n_embd % m.n_head == 0 or m.arch != "gpt",
              f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
              f"try n_embd={m.n_head * max(1, round(m.n_embd / m.n_head))}")
+    _require(m.pos != "rope" or m.n_embd // max(m.n_head, 1) % 2 == 0,
+             f"model.pos rope rotates channel pairs: the head width n_embd / n_head ({m.n_embd // max(m.n_head, 1)}) "
+             "must be even; change model.n_embd or model.n_head")
+    _require(m.logit_softcap is None or (math.isfinite(m.logit_softcap) and m.logit_softcap > 0),
+             f"model.logit_softcap must be a positive number (e.g. 15) or null for none; got {m.logit_softcap}")
     for key in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout"):
         value = getattr(m, key)
         _require(value is None or 0.0 <= value < 1.0, f"model.{key} must be in [0, 1); got {value}")
@@ -104,6 +110,8 @@ def validate(cfg: Config) -> None:
     for key in ("objective.z_loss", "regularization.l1", "regularization.l2"):
         value = get_key(cfg, key)
         _require(value >= 0 and math.isfinite(value), f"{key} must be >= 0; got {value}")
+    _require(t.eval_target_se > 0 and math.isfinite(t.eval_target_se),
+             f"train.eval_target_se must be a positive number of nats, e.g. 0.005; got {t.eval_target_se}")
     _require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a positive number; got {o.lr}")
     _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
     _require(o.eps > 0, f"optim.eps must be positive; got {o.eps}")

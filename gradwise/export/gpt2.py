@@ -15,7 +15,7 @@ from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import RunDir, check_out_dir
 from gradwise.data.tokenizers import CharTokenizer
 from gradwise.hf import require
-from gradwise.hf.convert import CONFIG_FILE, WEIGHTS_FILE, gpt_to_hf_state, hf_config
+from gradwise.hf.convert import CONFIG_FILE, WEIGHTS_FILE, gpt2_cannot_hold, gpt_to_hf_state, hf_config
 from gradwise.hf.tokenizer import write_tokenizer
 from gradwise.inference import load_run
 from gradwise.models.gpt import GPT, GPTConfig
@@ -43,6 +43,11 @@ def export_gpt2(run: RunDir, out: str | Path, checkpoint: str = "best", force: b
     if not isinstance(model, GPT):
         raise GradwiseError(f"{run.path} does not hold a GPT language model; export writes GPT-2 models only")
     gcfg = model.cfg
+    unheld = gpt2_cannot_hold(gcfg)
+    if unheld:
+        raise GradwiseError(f"{run.path}: GPT-2's format has no place for {', '.join(unheld)}, so transformers "
+                            "could not load the export as this model; train without them to export, or use the run "
+                            "with gradwise generate, eval and predict")
     eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
     if len(eps) != 1:
         raise GradwiseError(f"{run.path}: the model's LayerNorms use different eps values {sorted(eps)}; GPT-2 has one")

@@ -135,6 +135,16 @@ def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
 
 # ---------------------------------------------------------------- config mapping
 
+def gpt2_cannot_hold(cfg: GPTConfig) -> list[str]:
+    """The options of ``cfg`` that GPT-2's format (and transformers' GPT2LMHeadModel) has no place for, as
+    ``key=value``; zero-initialised projections are only a starting point, so they export."""
+    out = [f"model.pos={cfg.pos}"] if cfg.pos != "learned" else []
+    out += ["model.qk_norm=true"] if cfg.qk_norm else []
+    out += [f"model.activation={cfg.activation}"] if cfg.activation not in ("gelu", "gelu_tanh") else []
+    out += [f"model.logit_softcap={cfg.logit_softcap:g}"] if cfg.logit_softcap else []
+    return out
+
+
 def hf_config(cfg: GPTConfig, eot_id: int, layer_norm_eps: float, provenance: dict[str, Any]) -> dict[str, Any]:
     """GPT-2's config.json for a gradwise GPT."""
     return {

@@ -22,7 +22,8 @@ def gpt_config(cfg: ModelConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                      n_embd=cfg.n_embd, dropout=cfg.dropout, embd_dropout=cfg.embd_dropout,
                      attn_dropout=cfg.attn_dropout, resid_dropout=cfg.resid_dropout, bias=cfg.bias,
-                     tie_embeddings=cfg.tie_embeddings, activation=cfg.activation)
+                     tie_embeddings=cfg.tie_embeddings, activation=cfg.activation, pos=cfg.pos, qk_norm=cfg.qk_norm,
+                     zero_init=cfg.zero_init, logit_softcap=cfg.logit_softcap)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> GPT:

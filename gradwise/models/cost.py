@@ -51,6 +51,10 @@ class ModelSpec:
     with_lm: bool = True  # the LM head is computed (task lm, or a classifier with an lm objective term)
     drop: dict[str, float] = field(default_factory=dict)  # embd / attn / resid (GPT), between (LSTM layers)
     fused_ce: bool = False  # train.fused_ce: the loss goes through the output layer in chunks (chunked_ce.py)
+    pos: str = "learned"  # GPT positions: a learned table, or rope (no table; rotated queries and keys)
+    qk_norm: bool = False
+    activation: str = "gelu"
+    softcap: float | None = None
     hf: HFModelShape | None = None  # a Hugging Face model: read from the model itself (plan/hf_shape.py), not modelled
 
     @property
@@ -80,7 +84,8 @@ def architecture_spec(cfg: Config, vocab_size: int, n_classes: int = 0,
                      tie_embeddings=m.tie_embeddings, n_classes=n_classes, with_lm=with_lm,
                      drop={"embd": rate(m.embd_dropout), "attn": rate(m.attn_dropout),
                            "resid": rate(m.resid_dropout), "between": m.dropout},
-                     fused_ce=cfg.train.fused_ce and with_lm and m.arch == "gpt")
+                     fused_ce=cfg.train.fused_ce and with_lm and m.arch == "gpt", pos=m.pos, qk_norm=m.qk_norm,
+                     activation=m.activation, softcap=m.logit_softcap)
 
 
 def param_tensors(spec: ModelSpec) -> list[ParamTensor]:
@@ -98,7 +103,9 @@ def param_tensors(spec: ModelSpec) -> list[ParamTensor]:
 
 def _gpt_tensors(s: ModelSpec) -> list[ParamTensor]:
     C, V = s.n_embd, s.vocab_size
-    out = [ParamTensor("wte", (V, C), "embeddings"), ParamTensor("wpe", (s.block_size, C), "embeddings")]
+    out = [ParamTensor("wte", (V, C), "embeddings")]
+    if s.pos != "rope":
+        out.append(ParamTensor("wpe", (s.block_size, C), "embeddings"))
 
     def linear(name: str, rows: int, cols: int) -> None:
         out.append(ParamTensor(f"{name}.weight", (rows, cols), "matrices"))

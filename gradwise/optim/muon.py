@@ -8,8 +8,10 @@ fewer steps than Adam.
 Why gradwise has its own (``torch.optim.Muon`` exists from PyTorch 2.9): the orthogonalization is most
 of Muon's cost, and PyTorch runs it one matrix at a time. Here matrices of one shape (after turning tall
 ones wide) are stacked and orthogonalized in one batched matmul chain, and the momentum and weight-decay
-updates use foreach kernels. The arithmetic is the same as PyTorch's (a test compares them), it works on
-any PyTorch gradwise supports, and the state (``momentum_buffer``) has the same name and shape.
+updates use foreach kernels. In fp32 (the CPU default), matrices at least twice as wide as tall run the
+same iteration on their small Gram matrix, which needs about half the FLOPs for the MLP's and attention's
+matrices (:func:`_gram_newton_schulz`). The arithmetic is PyTorch's (a test compares them in bf16, and one
+holds the Gram path to the plain one in fp32), it works on any PyTorch gradwise supports, and the state (``momentum_buffer``) has the same name and shape.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from gradwise.optim.state import grads_and_buffers
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
+GRAM_RATIO = 2  # fp32 matrices at least this many times wider than tall iterate on their Gram matrix
+
+
 def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
                   dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Approximately U V^T of each matrix's SVD U S V^T; ``g`` is (m, n) or (k, m, n) with m <= n."""
@@ -37,11 +42,36 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7,
     squeeze = x.ndim == 2
     if squeeze:
         x = x[None]
-    for _ in range(steps):
-        gram = x @ x.mT  # (k, m, m): the small side, which is why tall matrices are transposed first
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b * gram + c * gram @ gram, one kernel
-        x = torch.baddbmm(x, poly, x, beta=a)  # a * x + poly @ x
+    if dtype == torch.float32 and x.shape[-1] >= GRAM_RATIO * x.shape[-2]:
+        x = _gram_newton_schulz(x, steps)
+    else:
+        for _ in range(steps):
+            gram = x @ x.mT  # (k, m, m): the small side, which is why tall matrices are transposed first
+            poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b * gram + c * gram @ gram, one kernel
+            x = torch.baddbmm(x, poly, x, beta=a)  # a * x + poly @ x
     return x[0] if squeeze else x
+
+
+def _gram_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The same iteration, run on the (m, m) Gram matrix G = X X^T instead of on X (m, n).
+
+    Each step is X <- p(G) X with p(G) = aI + bG + cG²; so X_K = Q X_0 with Q = p_K ... p_1, and the next Gram
+    matrix is p G p = p² G (p is a polynomial in G: they commute). Only m x m products until the one final
+    Q X_0: 2 m²n + 17 m³ multiply-adds for 5 steps against 10 m²n + 5 m³, which is less when n > 1.5 m (the
+    MLP's 4:1 and the attention's 3:1 matrices). In exact arithmetic it is the same X_K; in fp32 it agrees to
+    within 6e-4 of the update's largest entry even for low-rank momentum, where the Gram matrix squares the
+    spread of singular values (measured; a test holds it within 1e-3); bf16 keeps the plain iteration, which is
+    what Muon was tuned with."""
+    a, b, c = NS_COEFFICIENTS
+    gram = x @ x.mT  # (k, m, m)
+    q = None
+    for i in range(steps):
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b G + c G²
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)  # + a I
+        q = poly if q is None else poly @ q  # (k, m, m)
+        if i < steps - 1:
+            gram = (poly @ poly) @ gram  # p² G, the next step's Gram matrix
+    return q @ x  # (k, m, n)
 
 
 def _ns_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -23,6 +23,7 @@ from gradwise.plan.estimate import (
     model_spec,
     tokens_per_step,
 )
+from gradwise.tasks.lm_eval import AUTO_PILOT_BATCHES
 from gradwise.training.memory import MEMORY_HEADROOM, fitting_micro_batch, memory_bytes
 
 MAX_EPOCHS = 4.0  # repeated data is nearly as good as fresh up to ~4 epochs (Muennighoff et al. 2023)
@@ -64,13 +65,14 @@ def _eval_batches(cfg: Config, info: dict[str, Any], micro: int) -> tuple[int, i
     """Batches per validation pass and in the test pass (LM: fixed windows; classify: every record)."""
     t = cfg.train
     if cfg.task == "lm":
+        batches = AUTO_PILOT_BATCHES if t.eval_batches == "auto" else t.eval_batches  # auto: as until it chooses
         if "val_windows_all" not in info:
-            return t.eval_batches, t.eval_batches
-        val = min(info["val_windows_all"], t.eval_batches * micro)
+            return batches, batches
+        val = min(info["val_windows_all"], batches * micro)
         return math.ceil(val / micro), math.ceil(info["test_windows_all"] / micro)
     splits = info.get("splits")
     if not splits:
-        return t.eval_batches, t.eval_batches
+        return (AUTO_PILOT_BATCHES, AUTO_PILOT_BATCHES) if t.eval_batches == "auto" else (t.eval_batches,) * 2
     return math.ceil(splits["val"] / micro), math.ceil(splits["test"] / micro)
 
 
@@ -150,14 +152,14 @@ def _scaled(timing: dict[str, Any], factor: float) -> dict[str, float]:
 
 
 def propose(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torch.device, bf16: bool,
-            budget: str | float, plan: Plan) -> dict[str, Any]:
+            budget: str | float, plan: Plan, max_epochs: float | None = MAX_EPOCHS) -> dict[str, Any]:
     """A config that spends ``budget`` well: for a language model the size whose affordable tokens are
     closest to 20 per parameter (bounded by MAX_EPOCHS of the data and by memory); for a classifier the
     steps that fit (its size is the user's choice: Chinchilla's rule is about LM pretraining)."""
     seconds = budget_seconds(budget)  # already validated by plan_run
     limit = f"{int(seconds)}s" if not isinstance(budget, str) else budget.strip()
     train_tokens = (info.get("splits") or {}).get("train")
-    max_tokens = MAX_EPOCHS * train_tokens if train_tokens else math.inf
+    max_tokens = max_epochs * train_tokens if train_tokens and max_epochs else math.inf
     base = plan.time if plan.time and "step_seconds" in plan.time else None
     if cfg.task != "lm" or cfg.model.init_from:
         why = ("classification: the model keeps its size; the budget sets the steps" if cfg.task != "lm" else
@@ -338,12 +340,12 @@ def _steps_only(cfg: Config, spec: ModelSpec, info: dict[str, Any], device: torc
 
 
 def size_for_tokens(cfg: Config, info: dict[str, Any], tokens: float, device: torch.device,
-                    bf16: bool) -> dict[str, Any]:
+                    bf16: bool, max_epochs: float | None = MAX_EPOCHS) -> dict[str, Any]:
     """The size of the family (at the config's context, batch and optimizer) whose non-embedding parameters are
     nearest ``tokens`` / 20 (``tokens`` capped at MAX_EPOCHS of the training split), and the micro-batch that
     fits it: a token budget sizes a model without timing anything."""
     train_tokens = (info.get("splits") or {}).get("train")
-    seen = min(tokens, MAX_EPOCHS * train_tokens) if train_tokens else tokens
+    seen = min(tokens, max_epochs * train_tokens) if train_tokens and max_epochs else tokens
     target = max(seen / CHINCHILLA_TOKENS_PER_PARAM, 1.0)
     fitting = [c for c in (_candidate(cfg, s, info, device, bf16) for s in candidate_shapes()) if c["micro"]]
     if not fitting:

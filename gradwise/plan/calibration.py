@@ -76,8 +76,8 @@ def calibrate(cfg: Config, spec: ModelSpec, device: torch.device, micro: int, ac
         else:
             if say is not None:
                 say(f"calibrating: a 1-sample step took {probe:.1f} s, so timing full steps ({micro} x {accum} "
-                    f"samples) would take about {guess / 60:.0f} min; timing steps of 1 and {min(micro, SCALE_SAMPLES)} "
-                    "samples instead")
+                    f"samples) would take about {guess / 60:.0f} min; timing steps of "
+                    + (f"1 and {min(micro, SCALE_SAMPLES)} samples" if micro > 1 else "1 sample") + " instead")
             samples, forward, extrapolated = _scaled_steps(built.step, model, batches, micro, accum, device,
                                                            autocast, spec, probe, say)
         save_last, save_best = _time_checkpoints(model, built.optimizer, built.scheduler)

@@ -13,7 +13,7 @@ from gradwise.core.device_memory import fmt_bytes
 from gradwise.core.errors import ConfigError
 from gradwise.core.runtime import select_device, select_dtype
 from gradwise.models.cost import ModelSpec, flops_per_token, param_counts
-from gradwise.plan.budget import estimate_time, propose  # plan_budget builds on this module
+from gradwise.plan.budget import MAX_EPOCHS, estimate_time, propose  # plan_budget builds on this module
 from gradwise.plan.estimate import (
     CHINCHILLA_TOKENS_PER_PARAM,
     Plan,
@@ -36,13 +36,14 @@ def resolve_config(config: Config | str | Path | None, overrides: list[str] | No
 
 def plan_run(config: Config | str | Path | None = None, overrides: list[str] | None = None,
              budget: str | float | None = None, *, data: bool = True, calibrate: bool = True,
-             progress: Callable[[str], None] | None = None) -> Plan:
+             progress: Callable[[str], None] | None = None, max_epochs: float | None = MAX_EPOCHS) -> Plan:
     """Plan a training run: sizes, FLOPs, memory and fit, tokens per parameter, and (``calibrate``) wall time
     from a few real steps on this device; with ``budget`` ("10m", or seconds) also a compute-optimal proposal.
 
     ``data=False`` skips reading the corpus (a char vocabulary is then assumed to be 256 symbols and a
     classifier to have 2 classes); tokens per parameter still come from the planned steps. ``progress`` hears
-    the calibration's stages as they happen (the command line prints them on stderr).
+    the calibration's stages as they happen (the command line prints them on stderr). ``max_epochs`` caps the
+    tokens a proposal may plan on (None: as many as the budget affords, for a run that trains its whole time).
     """
 
     if budget is not None:
@@ -67,7 +68,7 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     if calibrate:
         plan.time = estimate_time(cfg, spec, info, task, device, plan, progress)
     if budget is not None:
-        plan.budget = propose(cfg, spec, info, device, bf16, budget, plan)
+        plan.budget = propose(cfg, spec, info, device, bf16, budget, plan, max_epochs)
     return plan
 
 

@@ -88,7 +88,7 @@ def summary_html(record: dict[str, Any]) -> str:
     task, budget = record["task"], record["budget"]
     unit = "s" if budget["unit"] == "seconds" else " tokens"
     rows = [("task", e(task)), ("budget", e(f"{budget['amount']:,.0f}{unit}; spent {record.get('spent', 0):,.0f}{unit}"
-                                          " on runs (the probe included)"))]
+                                          " (the probe and the start's sizing included)"))]
     best, start = _candidate(record, record.get("best")), _candidate(record, "0.start")
     if best is not None:
         rows.append(("winner", e(f"{best['slot']}: {_metric(task)} {fmt(_shown(best['score'], task))} after "
@@ -140,11 +140,13 @@ def autofit_page(path: str | Path) -> str:
     """The HTML of an autofit directory's page."""
     record = read_autofit(path)
     parts = [section("summary", "Summary", summary_html(record))]
+    nav = [("summary", "Summary")]
     chart = score_chart(record)
     if chart:
         parts.append(section("rounds-chart", "Validation by round", chart))
+        nav.append(("rounds-chart", "Validation by round"))
     parts.append(section("rounds", "Rounds and decisions", rounds_html(record)))
-    nav = [("summary", "Summary"), ("rounds-chart", "Validation by round"), ("rounds", "Rounds and decisions")]
+    nav.append(("rounds", "Rounds and decisions"))
     runs = [c for c in (_candidate(record, "0.start"), _candidate(record, record.get("best"))) if c is not None]
     runs = [c for i, c in enumerate(runs) if c["slot"] not in {x["slot"] for x in runs[:i]}]
     loaded = [load_run_data(c["run"]) for c in runs if c.get("run") and Path(c["run"], "metrics.jsonl").is_file()]

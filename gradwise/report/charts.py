@@ -129,7 +129,7 @@ def curve_charts(runs: list[RunData]) -> list[Chart]:
                    [("train", "tokens_per_s", "tokens/s")]),
     ]
     metric_keys = sorted({k for run in runs for r in run.records("eval") for k in r
-                          if k.startswith("val_") and k not in ("val_loss", "val_perplexity", "val_bits_per_byte")})
+                          if k.startswith("val_") and k not in ("val_loss", "val_perplexity", "val_bits_per_byte", "val_loss_se")})
     if metric_keys:
         charts.append(line_chart(runs, "chart-val-metrics", "Validation metrics", "score",
                                  [("eval", k, k.removeprefix("val_").replace("_", " ")) for k in metric_keys]))

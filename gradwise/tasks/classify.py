@@ -176,7 +176,7 @@ class ClassifyTask:
         return np.concatenate(probs)
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device, autocast_dtype: torch.dtype | None,
-                 fixed_subset: bool) -> EvalReport:
+                 fixed_subset: bool, windows: int | None = None) -> EvalReport:  # every record, always
         data = self.splits[split]
         probs = self.predict(model, data, device, autocast_dtype)
         if self.multi_label:

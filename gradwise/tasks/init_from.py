@@ -33,7 +33,8 @@ def adopt_init_config(cfg: Config) -> None:
                             "(GPT) run")
     if cfg.model.arch != "gpt":
         raise GradwiseError("model.init_from loads a GPT; set model.arch=gpt (the LSTM cannot start from it)")
-    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias", "tie_embeddings", "activation"):
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias", "tie_embeddings", "activation", "pos", "qk_norm",
+                "logit_softcap"):  # the weights mean what they meant in the source (zero_init is only a start)
         setattr(cfg.model, key, getattr(source.model, key))
     cfg.data.tokenizer, cfg.data.vocab_size = source.data.tokenizer, source.data.vocab_size
 

@@ -23,7 +23,7 @@ from gradwise.models import build_model
 from gradwise.objectives.losses import CausalLMObjective
 from gradwise.tasks.base import EvalReport
 from gradwise.tasks.init_from import init_tokenizer
-from gradwise.tasks.lm_eval import evaluate
+from gradwise.tasks.lm_eval import AUTO_PILOT_BATCHES, evaluate
 
 
 class LMTask:
@@ -86,13 +86,19 @@ class LMTask:
         return self.corpus.split("train").batch(c.seed, step, micro, c.train.batch_size, c.model.block_size)
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device, autocast_dtype: torch.dtype | None,
-                 fixed_subset: bool) -> EvalReport:
+                 fixed_subset: bool, windows: int | None = None) -> EvalReport:
+        """``fixed_subset``: ``windows`` evenly spaced windows (default eval_batches x batch_size), the same ones
+        for the same count; else the whole split."""
         t = self.cfg.train
+        if fixed_subset and windows is None:
+            windows = (AUTO_PILOT_BATCHES if t.eval_batches == "auto" else t.eval_batches) * t.batch_size
         res = evaluate(model, self.corpus.split(split), self.cfg.model.block_size, t.batch_size, device,
-                       self.byte_lengths, max_windows=t.eval_batches * t.batch_size if fixed_subset else None,
+                       self.byte_lengths, max_windows=windows if fixed_subset else None,
                        autocast_dtype=autocast_dtype, fused=t.fused_ce)
-        return EvalReport(res.loss, {"perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte},
-                          {"tokens": res.tokens, "bytes": res.bytes})
+        return EvalReport(res.loss, {"perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte,
+                                     "loss_se": res.loss_se},
+                          {"tokens": res.tokens, "bytes": res.bytes, "windows": res.windows,
+                           "windows_all": res.windows_all})
 
     def describe(self) -> str:
         splits = ", ".join(f"{k} {s.n_tokens:,}" for k, s in self.corpus.splits.items())

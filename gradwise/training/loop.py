@@ -27,6 +27,7 @@ from gradwise.core.errors import TrainingStopped
 from gradwise.core.progress import TrainingProgress
 from gradwise.core.rundir import MetricsWriter, RunDir
 from gradwise.core.runtime import micro_batch_seed
+from gradwise.tasks.lm_eval import auto_eval_batches
 from gradwise.training.build import Assembled
 from gradwise.training.context import RunContext
 from gradwise.training.meter import FlopsMeter
@@ -78,6 +79,7 @@ class LoopState:
     evals_since_best: int = 0
     last_eval_step: int | None = None
     last_val_loss: float | None = None
+    eval_windows: int | None = None  # train.eval_batches auto: the validation windows chosen (None: not yet)
     window: LogWindow = field(default_factory=LogWindow)
     stepper: dict[str, int] = field(default_factory=dict)
 
@@ -181,15 +183,32 @@ class TrainLoop:
 
         With ranks every rank evaluates it (FSDP needs all of them in each forward) and rank 0's report is
         taken by all, so the best checkpoint and early stopping are decided alike everywhere."""
-        res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True)
-        return res.shared(self.dist)
+        st, t = self.state, self.cfg.train
+        auto = t.eval_batches == "auto" and self.cfg.task == "lm"
+        res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True,
+                                 windows=st.eval_windows if auto else None).shared(self.dist)
+        if auto and st.eval_windows is None and st.step > 0:
+            # the first trained evaluation: the count whose error meets eval_target_se, kept from now on
+            details = res.details or {}
+            pilot = max(1, math.ceil(int(details.get("windows") or 0) / t.batch_size))
+            every = max(1, math.ceil(int(details.get("windows_all") or 0) / t.batch_size))
+            chosen = auto_eval_batches(res.scalars.get("loss_se", math.nan), pilot, t.eval_target_se, every)
+            st.eval_windows = min(chosen * t.batch_size, int(details.get("windows_all") or 0))  # a partial last batch
+            if chosen != pilot:
+                res = self.task.evaluate(self.model, "val", self.device, self.autocast_dtype, fixed_subset=True,
+                                         windows=st.eval_windows).shared(self.dist)
+            self.progress.message(f"eval     {chosen:,} of the {every:,} validation batches from now on (train."
+                                  f"eval_batches auto: a standard error of about {t.eval_target_se:g} nats against the whole "
+                                  "split's loss)")
+        return res
 
     def _eval_and_track(self) -> bool:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""
         st, t = self.state, self.cfg.train
         t0 = time.perf_counter()
         res = self.evaluate_val()
-        st.eval_seconds += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        st.eval_seconds += took
         st.last_eval_step, st.last_val_loss = st.step, res.loss
         improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
         if improved:
@@ -200,10 +219,15 @@ class TrainLoop:
             st.evals_since_best += 1
         self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss,
                             **{f"val_{k}": v for k, v in res.scalars.items()}, "best_val_loss": st.best_val_loss,
-                            "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3)})
+                            "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3),
+                            "eval_s": round(took, 3),  # evaluation time, apart from training's elapsed_s
+                            **({"eval_windows": res.details["windows"]} if (res.details or {}).get("windows") else {})})
         best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
-        shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items() if k != "perplexity")
-        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f}{shown} | best {best} @ {st.best_step}")
+        shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items()
+                        if k not in ("perplexity", "loss_se"))
+        se = res.scalars.get("loss_se")
+        pm = f" ± {se:.4f}" if se is not None and math.isfinite(se) else ""
+        self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f}{pm}{shown} | best {best} @ {st.best_step}")
         return t.patience is not None and st.evals_since_best >= t.patience
 
     def save_last(self) -> None:

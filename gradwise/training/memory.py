@@ -55,8 +55,11 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     head instead; each other dropout keeps its mask (act_bytes each on CPU, one byte on CUDA). Then per token:
     ids and targets (int64), the final norm (C fp32 + C), and the log-softmax over the vocabulary (V fp32).
     With ``train.fused_ce`` the head keeps instead the gradient of the final norm's output (C fp32 per token)
-    and of the output weight (V x C fp32, once). Measured on torch 2.13 CPU this is within 0.2% (dropout or
-    not); the LSTM: :func:`_lstm_bytes_per_token`.
+    and of the output weight (V x C fp32, once). The modern options, measured: rotary positions keep the
+    rotated queries and keys (3C per block and token), QK-norm keeps the normalised ones and their rstd
+    (3C + 2H fp32, and the fp32 copies autocast makes: 2C fp32; with rope the rotation adds nothing more),
+    ReLU² keeps what GELU keeps, and a logit soft-cap keeps its tanh (V per token; nothing with fused_ce).
+    Measured on torch 2.13 CPU this is within 0.2% (dropout or not); the LSTM: :func:`_lstm_bytes_per_token`.
     """
     if spec.hf is not None:  # measured on the meta device in fp32 (plan_hf.py): an upper bound under bf16
         h = spec.hf
@@ -70,13 +73,20 @@ def activation_bytes(spec: ModelSpec, batch: int, act_bytes: int, device_type: s
     mask = 1 if device_type == "cuda" else a
     attention = 3 * H * T * a if spec.drop["attn"] > 0 and device_type != "cuda" else H * FP32
     block = 2 * C * FP32 + 4 * FP32 + 14 * C * a + attention + (2 * C * mask if spec.drop["resid"] > 0 else 0)
+    if spec.qk_norm:
+        block += 3 * C * a + 2 * H * FP32 + (2 * C * FP32 if a != FP32 else 0)
+    elif spec.pos == "rope":
+        block += 3 * C * a
     if spec.fused_ce:
         head = C * FP32 + 2 * FP32 + C * FP32
         once = spec.vocab_size * C * FP32
     else:
         head = C * FP32 + 2 * FP32 + C * a + (spec.vocab_size * FP32 + 8 if spec.with_lm else 0)
+        head += spec.vocab_size * a if spec.softcap and spec.with_lm else 0
         once = 0
     embed = 8 + (C * (1 if device_type == "cuda" else FP32) if spec.drop["embd"] > 0 else 0)
+    if spec.pos == "rope":
+        once += T * (C // H) * FP32  # the cos and sin tables (T x D/2 each), saved once for every block
     return tokens * (spec.n_layer * block + head + embed) + once
 
 

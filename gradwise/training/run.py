@@ -211,6 +211,8 @@ def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assemb
     }
     if task.dedupe is not None:
         summary["dedupe"] = task.dedupe
+    if state.eval_windows is not None:
+        summary["eval_windows"] = state.eval_windows  # train.eval_batches auto: what it chose
     if test is not None and cfg.task == "classify":
         summary["test_report"] = test.details
     if dist.is_main:  # rank 0 writes the summary and the plot
@@ -232,7 +234,7 @@ def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assemb
 
 
 # The test metrics every summary.json carries for its task (null when the run was not tested).
-_TEST_KEYS = {"lm": ("perplexity", "bits_per_byte"), "classify": ("accuracy", "macro_f1")}
+_TEST_KEYS = {"lm": ("perplexity", "bits_per_byte", "loss_se"), "classify": ("accuracy", "macro_f1")}
 
 
 def _print_header(progress: TrainingProgress, cfg: Config, ctx: RunContext, run: RunDir, task: Task,
@@ -278,9 +280,12 @@ def _print_footer(progress: TrainingProgress, run: RunDir, s: dict[str, Any]) ->
     progress.message(f"stopped  {s['stopped_because']} after {s['steps']:,} steps, "
                      f"{format_seconds(s['train_seconds'])}, {s['tokens_per_second'] or 0:,.0f} tokens/s")
     tested = ", ".join(f"{k.removeprefix('test_').replace('_', ' ')} {fmt(s[k])}" for k in s
-                       if k.startswith("test_") and k not in ("test_loss", "test_report", "test_perplexity"))
+                       if k.startswith("test_") and k not in ("test_loss", "test_report", "test_perplexity",
+                                                              "test_loss_se"))
+    se = s.get("test_loss_se")
+    pm = f" ± {se:.4f}" if se is not None and math.isfinite(se) else ""
     progress.message(f"best     val loss {fmt(s['best_val_loss'])} at step {s['best_step']} | test loss "
-                     f"{fmt(s['test_loss'])}, {tested}")
+                     f"{fmt(s['test_loss'])}{pm}, {tested}")
     if s.get("test_report"):
         progress.message(format_report(s["test_report"]))
     compared = footer_line(s)
