@@ -103,7 +103,7 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
             muon.GRAM_RATIO = 10 ** 9 if arm != opt else gram_ratio  # plain: no matrix iterates on its Gram matrix
             r = run(opt, lr_of[opt], [*overrides, f"train.max_steps={args.time_steps}",
                                       f"train.eval_every={args.time_steps}", "train.test_eval=false"],
-                    f"time-{opt}-{rep}-{len(per_step[arm])}")
+                    f"time-{arms.index(arm)}-{opt}-{rep}")
             per_step[arm].append(r["step_seconds"] / r["steps"])
     muon.GRAM_RATIO = gram_ratio
     base = statistics.median(per_step["adamw"])

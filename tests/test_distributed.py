@@ -238,7 +238,14 @@ def test_muon_under_fsdp_makes_the_one_process_updates_and_resumes(runs: dict[st
     assert_close_runs(one, fsdp, steps=range(0, 11))
     train(2, "--resume", str(fsdp), "--set", "train.max_steps=20", "--set", "train.parallel=fsdp")
     assert_close_runs(one, fsdp)
-    assert_close_weights(one, fsdp)
+    # fp32 Newton-Schulz on the Gram matrix (gradwise/optim/muon.py) carries FSDP's other summation order
+    # (~1e-7) to ~1e-4 of a weight matrix in 20 steps (measured 1.1e-4; bf16 Newton-Schulz, Muon's usual
+    # precision on GPUs, rounds at 4e-3): compared per matrix, by norm
+    wa = load_file(str(one / "checkpoints" / "last" / "model.safetensors"))
+    wb = load_file(str(fsdp / "checkpoints" / "last" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert float((wa[key] - wb[key]).norm() / wa[key].norm()) < 5e-4, key
 
 
 def test_lora_under_fsdp_gives_the_one_process_run_saves_only_adapters_and_resumes(runs: dict[str, Path]) -> None:
