@@ -77,8 +77,10 @@ def plain_run(cfg: Config, corpus: Corpus, device: torch.device) -> dict:
         return s.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (o.lr - s.min_lr)
 
     # Sanity: same grouping and schedule as gradwise, or the comparison means nothing.
-    ref = param_groups(model, o.weight_decay, o.weight_decay_on)
-    assert [[id(p) for p in g["params"]] for g in ref] == [[id(p) for p in groups[k]] for k in (True, False)]
+    ref = param_groups(model, o.weight_decay, o.weight_decay_on)  # gradwise splits the undecayed ones further
+    decayed = {id(p) for g in ref if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(p) for p in groups[True]} and all(g.get("lr") in (None, o.lr) for g in ref)
+    assert {id(p) for g in ref for p in g["params"]} - decayed == {id(p) for p in groups[False]}
     assert all(abs(get_lr(i) - lr_at(i, s, o.lr, t.max_steps)) < 1e-12 for i in range(t.max_steps))
 
     train_split, val = corpus.split("train"), corpus.split("val")

@@ -54,7 +54,8 @@ def reference_child(out: Path, data: Path, cache: Path, steps: int | None) -> No
     with backends_for_training(device, cfg.train.deterministic):
         r = plain_run(cfg, prepare_corpus(cfg.data), device)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in r.pop("model").state_dict().items()}, str(out / "model.safetensors"))
+    state = {k: v for k, v in r.pop("model").state_dict().items() if k != "lm_head.weight"}  # tied to wte
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
     (out / "timing.json").write_text(json.dumps({k: r[k] for k in ("steps", "loop_s", "eval_s", "step_s")}))
 
 
@@ -84,7 +85,8 @@ def score_reference(out: Path, data: Path, cache: Path) -> float:
     cfg = load_config(REFERENCE, [f"data.path={json.dumps(str(data))}", f"data.cache_dir={json.dumps(str(cache))}"])
     corpus = prepare_corpus(cfg.data)
     model = GPT(gpt_config(cfg.model, corpus.tokenizer.vocab_size))
-    model.load_state_dict(load_file(str(out / "model.safetensors")))
+    missing, unexpected = model.load_state_dict(load_file(str(out / "model.safetensors")), strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected and model.lm_head.weight is model.wte.weight  # tied
     return full_val(model, cfg, corpus)
 
 
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         cache = tmp / "cache"
         base = ["--data", str(data), "--set", f"data.cache_dir={json.dumps(str(cache))}"]
-        timed([sys.executable, "-m", "gradwise", "data", "stats", args.preset, *base], tmp / "warm.log")
+        warm = [a for s in [f"out_dir={json.dumps(str(tmp))}", "name=warm", "train.max_steps=1"] for a in ("--set", s)]
+        timed([sys.executable, "-m", "gradwise", "train", args.preset, *base, *warm, "--no-bar"], tmp / "warm.log")
         for i in range(args.pairs):
             out = tmp / f"ref{i}"
             cmd = [sys.executable, __file__, "--reference-child", str(out), "--cache", str(cache), "--data", str(data)]
