@@ -28,6 +28,15 @@ def test_shakespeare_preset_is_the_classic_baseline() -> None:
     assert (o.name, o.lr, o.betas[1], s.warmup_steps, s.name, s.min_lr) == ("adamw", 1e-3, 0.99, 100, "cosine", 1e-4)
 
 
+def test_the_fast_shakespeare_preset_keeps_the_baselines_data_and_validation_characters() -> None:
+    """Only the recipe may differ from shakespeare-char-cpu: the same corpus layout, tokenizer, split and model
+    size, so the two are scored on the same characters (bench/cpu_time_to_quality.py)."""
+    fast, cpu = load_config("shakespeare-char-fast"), load_config("shakespeare-char-cpu")
+    assert fast.data == cpu.data and (fast.model.n_layer, fast.model.n_embd) == (cpu.model.n_layer, cpu.model.n_embd)
+    assert (fast.model.pos, fast.model.qk_norm, fast.optim.name, fast.train.eval_batches) == ("rope", True, "muon",
+                                                                                             "auto")
+
+
 def test_dotted_overrides_parse_values_as_yaml() -> None:
     cfg = load_config("default", ["optim.lr=3e-4", "model.n_layer=6", "optim.betas=[0.9, 0.95]",
                                   "train.max_time=10m", "data.path=corpus.txt"])
