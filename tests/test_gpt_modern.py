@@ -5,11 +5,7 @@ agrees with the plain one under the soft-cap, and the GPT-2 export refuses what 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +21,7 @@ from gradwise.models.cost import param_counts
 from gradwise.models.gpt import GPT, GPTConfig, apply_rope, rope_tables
 from gradwise.plan.estimate import model_spec
 from tests.conftest import run_cli
-from tests.test_resume import assert_same_run, last_step
+from tests.test_resume import assert_same_run, last_step, start_and_stop
 
 MODERN = ["model.pos=rope", "model.qk_norm=true", "model.activation=relu2", "model.zero_init=true",
           "model.logit_softcap=15", "model.tie_embeddings=false"]
@@ -152,14 +148,7 @@ def test_a_short_run_with_every_option_learns(modern_run: Path) -> None:
 
 
 def test_every_option_resumes_exactly_after_ctrl_c(modern_run: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "gradwise", "train", *_sets(tmp_path, "cut")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    deadline = time.time() + 240
-    while last_step(tmp_path / "cut") < 20 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    start_and_stop(tmp_path, "cut", signal.SIGINT, 20, _sets(tmp_path, "cut"))
     assert last_step(tmp_path / "cut") < 60  # stopped part way
     resumed = run_cli("train", "--resume", str(tmp_path / "cut"))
     assert resumed.returncode == 0, resumed.stderr

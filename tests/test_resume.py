@@ -40,9 +40,11 @@ def last_step(run: Path) -> int:
         return -1
 
 
-def start_and_stop(out_dir: Path, name: str, sig: int, after_step: int) -> subprocess.CompletedProcess:
-    """Start a real training process; send it ``sig`` once its last checkpoint has reached ``after_step``."""
-    cmd = [sys.executable, "-m", "gradwise", "train", *cli_sets(out_dir, name)]
+def start_and_stop(out_dir: Path, name: str, sig: int, after_step: int,
+                   sets: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Start a real training process (``sets``: its --set arguments, default ARGS'); send it ``sig`` once its
+    last checkpoint has reached ``after_step``."""
+    cmd = [sys.executable, "-m", "gradwise", "train", *(sets if sets is not None else cli_sets(out_dir, name))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 240

@@ -47,14 +47,13 @@ from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import check_dir_path, write_json
 from gradwise.inference import evaluate_run
-from gradwise.report.autofit import write_autofit_page
+from gradwise.report.autofit import RECORD, write_autofit_page
 from gradwise.search.study import changed_keys, make_sampler, make_storage, require_optuna
 from gradwise.tasks import prepare_task
 from gradwise.training.run import train
 from gradwise.training.run_config import resolve_train_config
 
 TPE_SHARE = 1 / 3  # of a level's candidates, proposed by Optuna's TPE in the keys the diagnosis names
-RECORD = "autofit.json"
 
 
 @dataclass

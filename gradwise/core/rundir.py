@@ -139,10 +139,16 @@ def skipped_lines_note(path: Path, skipped: list[int]) -> str | None:
             "numbers below come from the rest")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over: readers see the old or the new
+    file whole, never a half-written one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent writers never share one
-    tmp.write_text(json.dumps(clean_json(data), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(clean_json(data), indent=2) + "\n")
 
 
 def check_dir_path(path: str | Path, what: str) -> Path:

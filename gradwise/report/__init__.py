@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import write_text_atomic
 from gradwise.report.charts import curve_charts
 from gradwise.report.data import RunData, add_data_stats, add_samples, load_run_data
 from gradwise.report.html import render_page
@@ -56,7 +57,5 @@ def write_report(run_dirs: Sequence[str | Path] | str | Path, out: str | Path, *
     page = build_report(run_dirs, **kwargs)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, page)
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import write_text_atomic
 from gradwise.report.charts import colour, curve_charts, maybe_log, new_figure, png_uri
 from gradwise.report.data import load_run_data
 from gradwise.report.html import badge, charts_html, comparison_html, e, fmt, section, wrap_page
@@ -163,7 +164,5 @@ def write_autofit_page(path: str | Path, out: str | Path | None = None) -> Path:
     page = autofit_page(path)
     target = Path(out) if out is not None else Path(path) / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    write_text_atomic(target, page)
     return target
