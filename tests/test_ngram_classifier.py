@@ -22,12 +22,19 @@ SMALL = ["train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "tr
          "train.patience=null", "model.block_size=512"]
 
 
-def test_the_tokenizer_lists_each_hashed_ngram_once_and_round_trips_as_json() -> None:
+def test_the_tokenizer_lists_each_hashed_ngram_per_occurrence_and_round_trips_as_json() -> None:
     tok = NgramTokenizer(bits=10)
     ids = tok.encode("The cat sat. The cat!")
-    assert len(ids) == len(set(ids.tolist())) and ids.min() >= 0 and ids.max() < tok.eot_id
+    assert ids.min() >= 0 and ids.max() < tok.eot_id and np.all(np.diff(ids) >= 0)  # in id order
     words = ids[ids < 1 << 10]
-    assert len(words) == 6  # the, cat, sat, "the cat", "cat sat" and "sat the" (punctuation is no boundary)
+    # the, cat, sat, "the cat", "cat sat" and "sat the" (punctuation is no boundary); the and cat twice, and
+    # "the cat" twice
+    assert len(set(words.tolist())) == 6 and len(words) == 9
+    sets = NgramTokenizer(bits=10, counts=False)
+    assert np.array_equal(sets.encode("The cat sat. The cat!"), np.unique(ids))
+    old = json.loads(sets.to_json())
+    del old["counts"]  # a run from before counts: its tokenizer still lists sets
+    assert not tokenizer_from_json(json.dumps(old)).counts
     again = tokenizer_from_json(tok.to_json())
     assert isinstance(again, NgramTokenizer) and np.array_equal(again.encode("The cat sat. The cat!"), ids)
     assert np.array_equal(tok.encode("THE CAT SAT. the cat!"), ids)  # lower-cased, as the baseline's analyzers
@@ -48,24 +55,28 @@ def test_the_bag_ignores_padding_and_order() -> None:
     assert logits.shape == (2, 3)
 
 
-def test_with_idf_the_bag_is_the_baselines_l2_normalised_tfidf_row() -> None:
-    """idf: the bag is exactly (the text's TF-IDF row, L2-normalised, as scikit-learn makes it) @ the vectors."""
+@pytest.mark.parametrize("idf", [True, False])
+def test_the_bag_is_the_baselines_l2_normalised_sublinear_tfidf_row(idf: bool) -> None:
+    """The bag is exactly (the text's sublinear TF(-IDF) row, L2-normalised, as scikit-learn makes it) @ the
+    vectors, whatever order the ids come in."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    docs = [[0, 1, 2], [1, 2, 3, 4], [2, 4], [0, 2, 4, 5]]  # distinct ids per document, as the tokenizer lists them
+    docs = [[0, 1, 1, 2], [1, 2, 3, 3, 3, 4], [2, 4], [0, 2, 4, 5, 5]]  # an id once per occurrence
     vocab = 7  # id 6 (padding) is in no document
     as_text = [" ".join(f"t{i}" for i in d) for d in docs]
-    sk = TfidfVectorizer(token_pattern=r"t\d", vocabulary=[f"t{i}" for i in range(vocab)])
+    sk = TfidfVectorizer(token_pattern=r"t\d", vocabulary=[f"t{i}" for i in range(vocab)], sublinear_tf=True,
+                         use_idf=idf)
     rows = torch.tensor(sk.fit_transform(as_text).toarray(), dtype=torch.float32)
-    weights = idf_weights(docs, vocab)
-    assert torch.allclose(weights, torch.tensor(sk.idf_, dtype=torch.float32))
     torch.manual_seed(0)
-    model = NgramClassifier(NgramConfig(vocab_size=vocab, n_classes=2, pad_id=6, n_embd=4, idf=True)).eval()
-    model.set_idf(weights)
-    padded = torch.tensor([d + [6] * (4 - len(d)) for d in docs])
+    model = NgramClassifier(NgramConfig(vocab_size=vocab, n_classes=2, pad_id=6, n_embd=4, idf=idf)).eval()
+    if idf:
+        weights = idf_weights(docs, vocab)
+        assert torch.allclose(weights, torch.tensor(sk.idf_, dtype=torch.float32))
+        model.set_idf(weights)
+        assert "idf" in model.state_dict()  # saved with the weights: predict reads the training split's back
+    padded = torch.tensor([d[::-1] + [6] * (6 - len(d)) for d in docs])
     expected = model.head(rows @ model.embed.weight)
     assert torch.allclose(model(padded), expected, atol=1e-5)
-    assert "idf" in model.state_dict()  # saved with the weights: predict reads the training split's weights back
 
 
 def test_tokenizer_and_arch_go_together() -> None:

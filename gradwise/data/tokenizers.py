@@ -73,7 +73,8 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     if isinstance(data, dict) and data.get("format") == CHAR_FORMAT:
         return CharTokenizer(data["chars"], bool(data.get("skip_unknown", False)))
     if isinstance(data, dict) and data.get("format") == NGRAM_FORMAT:
-        return NgramTokenizer(int(data["bits"]), tuple(data["word_ngrams"]), tuple(data["char_ngrams"]))
+        return NgramTokenizer(int(data["bits"]), tuple(data["word_ngrams"]), tuple(data["char_ngrams"]),
+                              counts=bool(data.get("counts", False)))  # runs before counts listed sets
     return BPETokenizer.from_json(text)
 
 
@@ -197,17 +198,20 @@ class BPETokenizer:
 # ---------------------------------------------------------------- hashed n-grams (classification)
 
 class NgramTokenizer:
-    """A text as the set of its hashed word and character n-grams: the features of the TF-IDF baseline
+    """A text as the multiset of its hashed word and character n-grams: the features of the TF-IDF baseline
     (scikit-learn's analyzers: word 1-2-grams, char_wb 2-5-grams, lower-cased), hashed into two blocks of
-    ``2**bits`` ids each (words first, then characters) and listed once each, in id order.
+    ``2**bits`` ids each (words first, then characters), in id order, each listed as often as it occurs (so the
+    model can weigh term frequency as the baseline does); ``counts=False`` lists each once (the set).
 
     Nothing is learned from the corpus, so nothing is unknown and the JSON is a few numbers. It feeds the
     ``ngram`` classifier (a bag of these ids); the ids cannot be decoded back to text. The last id pads."""
 
     kind = "ngram"
 
-    def __init__(self, bits: int = 18, word_ngrams: tuple[int, int] = (1, 2), char_ngrams: tuple[int, int] = (2, 5)):
+    def __init__(self, bits: int = 18, word_ngrams: tuple[int, int] = (1, 2), char_ngrams: tuple[int, int] = (2, 5),
+                 counts: bool = True):
         self.bits, self.word_ngrams, self.char_ngrams = bits, tuple(word_ngrams), tuple(char_ngrams)
+        self.counts = counts
         self.vocab_size = 2 * (1 << bits) + 1
         self.eot_id = self.vocab_size - 1
         self._vectorizers: tuple[Any, Any] | None = None
@@ -216,7 +220,7 @@ class NgramTokenizer:
         if self._vectorizers is None:
             from sklearn.feature_extraction.text import HashingVectorizer
 
-            common = {"n_features": 1 << self.bits, "alternate_sign": False, "norm": None, "binary": True}
+            common = {"n_features": 1 << self.bits, "alternate_sign": False, "norm": None, "binary": not self.counts}
             self._vectorizers = (HashingVectorizer(ngram_range=self.word_ngrams, **common),
                                  HashingVectorizer(analyzer="char_wb", ngram_range=self.char_ngrams, **common))
         return self._vectorizers
@@ -226,9 +230,14 @@ class NgramTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         words, chars = (h.transform(list(texts)).tocsr() for h in self._hashers())
+        for block in (words, chars):
+            block.sort_indices()
         offset = 1 << self.bits
-        return [np.concatenate([words[i].indices, chars[i].indices + offset]).astype(np.int64)
-                for i in range(len(texts))]
+
+        def listed(row: Any, shift: int) -> np.ndarray:  # each id as often as it occurs (once, without counts)
+            return np.repeat(row.indices.astype(np.int64) + shift, row.data.astype(np.int64))
+
+        return [np.concatenate([listed(words[i], 0), listed(chars[i], offset)]) for i in range(len(texts))]
 
     def decode(self, ids: Iterable[int]) -> str:
         raise DataError("an ngram tokenizer's ids are hashed word and character n-grams: they cannot be decoded "
@@ -240,7 +249,7 @@ class NgramTokenizer:
     def to_json(self) -> str:
         return json.dumps({"format": NGRAM_FORMAT, "bits": self.bits, "word_ngrams": list(self.word_ngrams),
                            "char_ngrams": list(self.char_ngrams), "analyzers": "scikit-learn word, char_wb",
-                           "lowercase": True})
+                           "lowercase": True, "counts": self.counts})
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokenizer:

@@ -1,11 +1,13 @@
 """The n-gram classifier (fastText-like): a text is the bag of its hashed word and character n-grams
-(``data.tokenizer: ngram``); each n-gram has a learned vector, the bag is their sum scaled by 1/sqrt(its size)
-(the scale of an L2-normalised bag of binary features, so a long text does not outshout a short one), then
-dropout and a linear layer give the class logits.
+(``data.tokenizer: ngram``); each n-gram has a learned vector, the bag is their weighted sum, normalised so that
+a long text does not outshout a short one, then dropout and a linear layer give the class logits.
 
-With ``idf`` each n-gram's vector is weighed by its inverse document frequency in the training split and the
-bag is scaled by the L2 norm of those weights: the bag of an L2-normalised TF-IDF row, as the baseline reads
-it, so n-grams in every text ("th", "the") stop drowning the rare ones that name a class. The weights are a
+Each n-gram weighs 1 + ln(its count in the text) (sublinear term frequency, as the baseline; the tokenizer lists
+an n-gram as often as it occurs, and a tokenizer that lists sets gives every n-gram 1). With ``idf`` that weight
+is also multiplied by the n-gram's inverse document frequency in the training split. The bag is scaled by the L2
+norm of the weights: the bag of an L2-normalised TF-IDF row, as the baseline reads it, so n-grams in every text
+("th", "the") stop drowning the rare ones that name a class. On fortunes4 the counts, against sets, lift
+logistic regression on these features from 0.70 to 0.74 test macro-F1 (docs/benchmarks.md). The weights are a
 buffer: set once from the training split (:meth:`NgramClassifier.set_idf`), saved and restored with the model.
 
 On a few thousand labelled texts this is the function class of TF-IDF + logistic regression, trained by
@@ -64,13 +66,22 @@ class NgramClassifier(nn.Module):
         return n - self.embed.weight.numel() if non_embedding else n
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feature ids (B, T), right-padded -> class logits (B, n_classes)."""
-        vectors = self.embed(tokens)  # (B, T, n_embd); padding rows are zero
-        if self.cfg.idf:
-            weight = self.idf[tokens] * (tokens != self.cfg.pad_id)  # (B, T)
-            norm = weight.square().sum(dim=1, keepdim=True).sqrt().clamp_min(1e-6)  # (B, 1)
-            bag = (vectors * (weight / norm).unsqueeze(-1).to(vectors.dtype)).sum(dim=1)
-        else:
-            count = (tokens != self.cfg.pad_id).sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
-            bag = vectors.sum(dim=1) / count.to(vectors.dtype).sqrt()
+        """Feature ids (B, T), right-padded, any order, an id repeated once per occurrence -> logits (B, n_classes)."""
+        tokens = tokens.sort(dim=1).values  # equal ids side by side; padding (the largest id) last
+        share = self._shares(tokens)  # (B, T): each occurrence's part of its n-gram's weight in the bag
+        bag = (self.embed(tokens) * share.unsqueeze(-1).to(self.embed.weight.dtype)).sum(dim=1)
         return self.head(self.drop(bag))
+
+    def _shares(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per position of sorted rows: (1 + ln c) / c * idf / the row's norm, where c counts the position's id in
+        its row, so the c positions of one n-gram add up to its L2-normalised sublinear TF-IDF value."""
+        real = tokens != self.cfg.pad_id
+        starts = torch.ones_like(tokens, dtype=torch.bool)
+        starts[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
+        group = starts.long().cumsum(dim=1) - 1  # which distinct id of its row each position holds
+        count = torch.zeros(tokens.shape, device=tokens.device).scatter_add_(
+            1, group, torch.ones(tokens.shape, device=tokens.device)).gather(1, group)
+        weight = self.idf[tokens] if self.cfg.idf else torch.ones(tokens.shape, device=tokens.device)
+        share = (1 + count.log()) / count * weight * real
+        norm = (share.square() * count).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-6)  # sum over ids of value²
+        return share / norm
