@@ -77,3 +77,28 @@ def make_llama(directory: Path, corpus: Path) -> Path:
     transformers.LlamaForCausalLM(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def make_bert(directory: Path, corpus: Path) -> Path:
+    """A tiny random BERT (BertForMaskedLM: no pooler, no class head in the file) and a WordPiece tokenizer
+    with [CLS] ... [SEP] around each text, saved to ``directory``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator([corpus.read_text(encoding="utf-8")], trainer=trainers.WordPieceTrainer(
+        vocab_size=200, special_tokens=specials, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(s, tok.token_to_id(s)) for s in ("[CLS]", "[SEP]")])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                     pad_token_id=tok.token_to_id("[PAD]"))
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory

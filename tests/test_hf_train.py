@@ -342,7 +342,7 @@ def test_cli_model_and_lora_flags(gpt2_dir: Path, corpus: Path, tmp_path: Path, 
     (["--lora", "r=8"], "model.lora adapts a Hugging Face model"),
     (["--model", "hf:GPT2", "--set", "model.block_size=65"], "model.block_size 65 exceeds the 64 positions"),
     (["--model", "hf:GPT2", "--set", "model.dropout=0.1"], "model.dropout does not apply to model.arch hf"),
-    (["--model", "hf:GPT2", "--task", "classify"], "model.arch hf trains causal language models"),
+    (["--model", "hf:GPT2", "--task", "classify"], "classification needs labelled data: pass --data"),
 ])
 def test_bad_input_is_one_line(argv: list[str], message: str, gpt2_dir: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture) -> None:

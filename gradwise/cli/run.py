@@ -18,6 +18,7 @@ from gradwise.cli.args import (
     config_and_overrides,
     hf_model_overrides,
 )
+from gradwise.config.load import HF_CLASSIFY_PRESET
 
 
 def add_run_parsers(sub: Any) -> None:
@@ -38,7 +39,9 @@ def add_run_parsers(sub: Any) -> None:
                    "(shorthand for --set model.init_from=RUN_DIR)")
     p.add_argument("--model", metavar="hf:DIR", help="train a local Hugging Face causal LM (any "
                    "AutoModelForCausalLM directory, safetensors) with its own tokenizer; without a config file the "
-                   "'hf-finetune' preset (shorthand for --set model.arch=hf --set model.hf_path=DIR)")
+                   "'hf-finetune' preset. With --task classify, fine-tune it as a classifier (any "
+                   f"AutoModelForSequenceClassification architecture, a new class head; preset '{HF_CLASSIFY_PRESET}') "
+                   "(shorthand for --set model.arch=hf --set model.hf_path=DIR)")
     p.add_argument("--lora", metavar="SPEC", help="with --model: train LoRA adapters only (peft), e.g. "
                    "r=8,alpha=16,dropout=0.05,targets=c_attn+c_proj (default targets: peft's for the architecture)")
     p.add_argument("--dedupe", action="store_true", help="drop exact and near duplicates before splitting "
@@ -93,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model or args.lora:
         overrides += hf_model_overrides(args.model, args.lora)
         if args.model and args.config is None and args.resume is None:
-            config = "hf-finetune"
+            config = HF_CLASSIFY_PRESET if args.task == "classify" else "hf-finetune"
     result = train(config, overrides=overrides, resume=args.resume,
                    live_progress=False if args.no_bar else None, quiet=args.quiet)
     return 130 if result.summary["stopped_because"] == "interrupted" else 0

@@ -21,7 +21,8 @@ from gradwise.core.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 CLASSIFY_PRESET = "classify-ngram"  # what --task classify trains without a config file
-SEQUENCE_CLASSIFY_PRESET = "classify-lstm"  # ... when an override names a sequence model (lstm, gpt, hf)
+SEQUENCE_CLASSIFY_PRESET = "classify-lstm"  # ... when an override names a sequence model (lstm, gpt)
+HF_CLASSIFY_PRESET = "classify-hf"  # ... when it names a Hugging Face model (--model hf:DIR, model.arch=hf)
 
 
 def classify_preset(overrides: list[str]) -> str:
@@ -30,6 +31,8 @@ def classify_preset(overrides: list[str]) -> str:
     takes the sequence preset, whose BPE tokenizer and recipe those models are tuned for: the other
     architectures stay one ``--set`` away."""
     arch = [value for key, value in map(parse_override, overrides) if key == "model.arch"]
+    if arch and arch[-1] == "hf":
+        return HF_CLASSIFY_PRESET
     return CLASSIFY_PRESET if not arch or arch[-1] == "ngram" else SEQUENCE_CLASSIFY_PRESET
 
 

@@ -56,8 +56,6 @@ def _validate_hf(cfg: Config) -> None:
         return
     _require(bool(m.hf_path), "model.arch hf needs model.hf_path, a local Hugging Face model directory; "
              "use --model hf:DIR")
-    _require(cfg.task == "lm", "model.arch hf trains causal language models (task lm); for a classifier start "
-             "from a gradwise GPT (--init-from)")
     _require(m.init_from is None, "model.init_from does not apply to model.arch hf: the weights come from "
              "model.hf_path")
     set_dropout = [k for k in ("dropout", "embd_dropout", "attn_dropout", "resid_dropout") if getattr(m, k)]

@@ -1,9 +1,11 @@
-"""``gradwise export`` of a ``model.arch: hf`` run: the trained model in its own architecture.
+"""``gradwise export`` of a ``model.arch: hf`` run: the trained model in its own architecture (a causal LM, or
+a sequence classifier whose config names the run's classes in ``id2label``).
 
 Nothing is converted: the checkpoint's weights are loaded into the model rebuilt from the run, LoRA
 adapters (if any) are folded into the base weights with peft's ``merge_and_unload``, and transformers'
 own ``save_pretrained`` writes a plain directory (config.json, model.safetensors, generation_config.json,
-tokenizer files) that loads with ``AutoModelForCausalLM`` without peft. Files are written in a temporary
+tokenizer files) that loads with ``AutoModelForCausalLM`` (``AutoModelForSequenceClassification``) without
+peft. Files are written in a temporary
 directory beside ``--out`` and moved in when complete.
 """
 

@@ -40,18 +40,32 @@ def tokenizer_files(directory: Path) -> dict[str, str]:
 
 
 class HFTokenizer:
-    """A ``transformers`` tokenizer with gradwise's Tokenizer interface (kind ``hf``)."""
+    """A ``transformers`` tokenizer with gradwise's Tokenizer interface (kind ``hf``).
+
+    For a classifier (``classify``) a text is encoded as the model expects one alone (with its special tokens:
+    BERT's [CLS] ... [SEP]) and ``eot_id`` is the padding id: the pad token, or the eos token when there is none
+    (GPT-2)."""
 
     kind = "hf"
 
-    def __init__(self, tok: Any, files: dict[str, str], where: str):
+    def __init__(self, tok: Any, files: dict[str, str], where: str, classify: bool = False):
         self.hf = tok
         self.files = files
+        self.classify = classify
         self.vocab_size = len(tok)
-        if tok.eos_token_id is None:
+        if classify:
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            if pad is None:
+                raise DataError(f"the tokenizer in {where} has neither a pad nor an eos token; a classifier pads "
+                                "texts with one (set pad_token in its tokenizer_config.json)")
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token  # so an export pads as gradwise did
+            self.eot_id = int(pad)
+        elif tok.eos_token_id is None:
             raise DataError(f"the tokenizer in {where} has no eos token; gradwise separates documents with it "
                             "(set eos_token in its tokenizer_config.json)")
-        self.eot_id = int(tok.eos_token_id)
+        else:
+            self.eot_id = int(tok.eos_token_id)
 
     def encode(self, text: str) -> np.ndarray:
         return self.encode_batch([text])[0]
@@ -59,7 +73,7 @@ class HFTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         if not texts:
             return []
-        ids = self.hf(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self.hf(list(texts), add_special_tokens=self.classify, verbose=False)["input_ids"]
         return [np.asarray(row, dtype=np.int64) for row in ids]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -86,9 +100,10 @@ class HFTokenizer:
 
     def to_json(self) -> str:
         """What the run keeps as ``tokenizer.json``: where the files are and their hashes (the fingerprint)."""
-        return json.dumps({"format": FORMAT, "dir": RUN_MODEL_DIR, "class": type(self.hf).__name__,
-                           "vocab_size": self.vocab_size, "eos_id": self.eot_id, "files": self.files},
-                          sort_keys=True)
+        record = {"format": FORMAT, "dir": RUN_MODEL_DIR, "class": type(self.hf).__name__,
+                  "vocab_size": self.vocab_size, "files": self.files}
+        record.update({"classify": True, "pad_id": self.eot_id} if self.classify else {"eos_id": self.eot_id})
+        return json.dumps(record, sort_keys=True)
 
     def save_pretrained(self, out: Path) -> list[str]:
         """Write the tokenizer as transformers does (for ``gradwise export``); returns the file names."""
@@ -104,8 +119,9 @@ def _is_byte_level(tok: Any) -> bool:
     return "ByteLevel" in kinds
 
 
-def load_hf_tokenizer(directory: str | Path) -> HFTokenizer:
-    """The tokenizer of a local Hugging Face model directory, wrapped (needs transformers)."""
+def load_hf_tokenizer(directory: str | Path, classify: bool = False) -> HFTokenizer:
+    """The tokenizer of a local Hugging Face model directory, wrapped (needs transformers); ``classify``: for a
+    classifier (:class:`HFTokenizer`)."""
     transformers = require("transformers", "model.arch hf")
     directory = Path(directory).expanduser()
     files = tokenizer_files(directory)
@@ -116,7 +132,7 @@ def load_hf_tokenizer(directory: str | Path) -> HFTokenizer:
         tok = transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:  # transformers raises many kinds; one line says which directory and why
         raise DataError(f"cannot load the tokenizer in {directory}: {str(exc).strip().splitlines()[0]}") from None
-    return HFTokenizer(tok, files, str(directory))
+    return HFTokenizer(tok, files, str(directory), classify)
 
 
 def load_any_tokenizer(path: Path) -> Tokenizer:
@@ -131,7 +147,7 @@ def load_any_tokenizer(path: Path) -> Tokenizer:
 def load_run_tokenizer(path: Path, record: dict[str, Any]) -> HFTokenizer:
     """A run's tokenizer from its ``tokenizer.json`` record: the copied files, checked against their hashes."""
     directory = Path(path).parent / str(record.get("dir", RUN_MODEL_DIR))
-    tok = load_hf_tokenizer(directory)
+    tok = load_hf_tokenizer(directory, bool(record.get("classify", False)))
     if tok.files != record.get("files"):
         raise DataError(f"the tokenizer files in {directory} differ from those the run was trained with "
                         "(hashes in tokenizer.json); restore them or start a new run")

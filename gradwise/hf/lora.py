@@ -55,15 +55,18 @@ def attention_targets(model: nn.Module) -> list[str]:
 
 
 def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-               targets: list[str] | None = None) -> tuple[nn.Module, list[str]]:
-    """``model`` wrapped by peft with LoRA adapters (base frozen); returns it and the targets used."""
+               targets: list[str] | None = None, task: str = "CAUSAL_LM",
+               trained_in_full: list[str] | None = None) -> tuple[nn.Module, list[str]]:
+    """``model`` wrapped by peft with LoRA adapters (base frozen); returns it and the targets used. ``task`` is
+    peft's task type: ``SEQ_CLS`` (a classifier) also trains the new class head in full, as it does the modules
+    ``trained_in_full`` names (weights the pretrained file lacks: frozen, they would stay random)."""
     peft = require("peft", "--lora (model.lora)")
     chosen = targets
     with warnings.catch_warnings():  # peft's and transformers' deprecation notices are not the user's to fix
         warnings.simplefilter("ignore")
         if chosen is None:
             try:
-                wrapped = peft.get_peft_model(model, _config(peft, model, r, alpha, dropout, None))
+                wrapped = peft.get_peft_model(model, _config(peft, model, r, alpha, dropout, None, task, trained_in_full))
                 return wrapped, sorted(wrapped.peft_config["default"].target_modules)
             except ValueError:  # peft has no default for this architecture
                 chosen = attention_targets(model)
@@ -71,7 +74,7 @@ def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float = 0.0,
                     raise GradwiseError("--lora: no attention Linear layer found and peft has no default for this "
                                         "model; name the layers, e.g. --lora r=8,alpha=16,targets=q_proj+v_proj") from None
         try:
-            wrapped = peft.get_peft_model(model, _config(peft, model, r, alpha, dropout, chosen))
+            wrapped = peft.get_peft_model(model, _config(peft, model, r, alpha, dropout, chosen, task, trained_in_full))
         except ValueError as exc:
             names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if linear_like(m)})
             raise GradwiseError(f"--lora targets {'+'.join(chosen)}: {str(exc).strip().splitlines()[0][:120]}; "
@@ -79,10 +82,12 @@ def apply_lora(model: nn.Module, r: int, alpha: float, dropout: float = 0.0,
     return wrapped, list(chosen)
 
 
-def _config(peft: Any, model: nn.Module, r: int, alpha: float, dropout: float, targets: list[str] | None) -> Any:
+def _config(peft: Any, model: nn.Module, r: int, alpha: float, dropout: float, targets: list[str] | None,
+            task: str, trained_in_full: list[str] | None) -> Any:
     conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # Conv1D stores (in, out): tell peft
     return peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                           fan_in_fan_out=conv1d, task_type="CAUSAL_LM")
+                           fan_in_fan_out=conv1d, task_type=task,
+                           modules_to_save=trained_in_full or None)
 
 
 def merged(model: nn.Module) -> nn.Module:

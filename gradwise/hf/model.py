@@ -19,6 +19,7 @@ from torch import nn
 from gradwise.config.schema import ModelConfig
 from gradwise.core.errors import GradwiseError
 from gradwise.hf.causal import base_fingerprint, from_config, from_run, load_pretrained, model_dir
+from gradwise.hf.classifier import meta_classifier
 from gradwise.hf.lora import apply_lora
 from gradwise.models.gpt import sample_tokens
 
@@ -94,14 +95,17 @@ def build_hf_model(m: ModelConfig, vocab_size: int, run_dir: Path | None = None)
     return HFCausalLM(model, m.block_size, frozen)
 
 
-def fit_lora_targets(m: ModelConfig) -> None:
+def fit_lora_targets(m: ModelConfig, classify: bool = False) -> None:
     """``model.lora`` without targets: record the layers peft (or the attention fallback) picks for this
     architecture, found on a copy built on the meta device (no weights read), so the run's resolved config
-    names what it trains before it starts."""
+    names what it trains before it starts. ``classify``: the copy is the sequence classifier."""
     if m.lora is None or m.lora.targets is not None:
         return
-    base = from_config(model_dir(m.hf_path), f"hf:{m.hf_path}", device="meta")
-    _, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, None)
+    if classify:
+        base, task = meta_classifier(m.hf_path), "SEQ_CLS"
+    else:
+        base, task = from_config(model_dir(m.hf_path), f"hf:{m.hf_path}", device="meta"), "CAUSAL_LM"
+    _, m.lora.targets = apply_lora(base, m.lora.r, m.lora.alpha, m.lora.dropout, None, task=task)
 
 
 __all__ = ["HFCausalLM", "build_hf_model", "fit_lora_targets"]

@@ -11,6 +11,7 @@ from torch import nn
 from gradwise.config import Config
 from gradwise.data import Tokenizer
 from gradwise.hf.auto_tokenizer import load_any_tokenizer
+from gradwise.hf.classifier import build_hf_classifier
 from gradwise.hf.model import build_hf_model
 from gradwise.models import build_model
 from gradwise.tasks.base import EvalReport, Task
@@ -27,6 +28,8 @@ def model_for_run(cfg: Config, run_dir: Path) -> tuple[nn.Module, Tokenizer, lis
     tok = load_any_tokenizer(run_dir / "tokenizer.json")
     if cfg.task == "classify":
         classes = json.loads((run_dir / "labels.json").read_text())["classes"]
+        if cfg.model.arch == "hf":
+            return build_hf_classifier(cfg.model, classes, tok.eot_id, tok.vocab_size, run_dir), tok, classes
         return classifier(cfg, tok.vocab_size, len(classes), tok.eot_id), tok, classes
     if cfg.model.arch == "hf":
         return build_hf_model(cfg.model, tok.vocab_size, run_dir), tok, None

@@ -1,4 +1,5 @@
-"""Text classification on labelled records: LSTM or GPT backbone, class or multi-label cross-entropy, accuracy and F1."""
+"""Text classification on labelled records: the n-gram bag, an LSTM, a GPT backbone or a local Hugging Face model;
+class or multi-label cross-entropy, accuracy and F1."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from gradwise.data.quality.dedupe import dedupe_records
 from gradwise.data.sources import hash_file
 from gradwise.data.store import default_cache_dir
 from gradwise.data.tokenizers import BPETokenizer, CharTokenizer, NgramTokenizer
-from gradwise.hf.auto_tokenizer import load_any_tokenizer
+from gradwise.hf.auto_tokenizer import load_any_tokenizer, load_hf_tokenizer
+from gradwise.hf.causal import save_run_files
+from gradwise.hf.classifier import build_hf_classifier, save_classifier_config
 from gradwise.models import build_classifier
 from gradwise.models.ngram import idf_weights
 from gradwise.objectives.losses import ClassificationObjective
@@ -39,6 +42,7 @@ class ClassifyTask:
         self.cfg, self.tokenizer, self.classes, self.splits = cfg, tokenizer, classes, splits
         self.pad_id = tokenizer.eot_id
         self._corpus_hash: str | None = None
+        self.run_dir: Path | None = None  # a resumed run's directory (a Hugging Face model is rebuilt from it)
 
     @classmethod
     def prepare(cls, cfg: Config, run_dir: Path | None = None) -> ClassifyTask:
@@ -62,7 +66,8 @@ class ClassifyTask:
             if unknown:
                 raise GradwiseError(f"labels {unknown[:3]} were not in the run's training data; use the same corpus")
         else:
-            tokenizer = init_tokenizer(cfg)
+            tokenizer = load_hf_tokenizer(cfg.model.hf_path, classify=True) if cfg.model.arch == "hf" \
+                else init_tokenizer(cfg)
             if tokenizer is None:
                 train_texts = [texts[i] for i in index["train"]]  # the tokenizer never sees val/test text
                 tokenizer = (CharTokenizer.train(train_texts, skip_unknown=True) if d.tokenizer == "char"
@@ -72,7 +77,7 @@ class ClassifyTask:
         splits = {name: encode_split(name, texts, labels, idx, classes, tokenizer, cfg.model.block_size)
                   for name, idx in index.items()}
         task = cls(cfg, tokenizer, classes, splits)
-        task.records, task.index, task.dedupe = records, index, dedupe
+        task.records, task.index, task.dedupe, task.run_dir = records, index, dedupe, run_dir
         return task
 
     def _split_key(self) -> list[str]:
@@ -115,6 +120,9 @@ class ClassifyTask:
                 raise GradwiseError(f"the {name} split holds no records; add data or change data.split")
 
     def save(self, run_dir: Path) -> None:
+        if self.cfg.model.arch == "hf":  # RUN/hf/: the tokenizer files and the classifier's config, to rebuild it
+            save_run_files(self.cfg.model.hf_path, run_dir)
+            save_classifier_config(self.cfg.model.hf_path, self.classes, self.pad_id, run_dir)
         save_tokenizer(self.tokenizer, run_dir / "tokenizer.json")
         (run_dir / "labels.json").write_text(json.dumps({"classes": self.classes}, indent=1))
 
@@ -123,6 +131,9 @@ class ClassifyTask:
         return self.cfg.data.multi_label
 
     def build_model(self) -> nn.Module:
+        if self.cfg.model.arch == "hf":  # pretrained with a new head, or (resuming) rebuilt for the checkpoint
+            return build_hf_classifier(self.cfg.model, self.classes, self.pad_id, self.tokenizer.vocab_size,
+                                       self.run_dir)
         model = classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
         if self.cfg.model.arch == "ngram" and self.cfg.model.idf:  # from the training split alone, as the baseline
             model.set_idf(idf_weights(self.splits["train"].ids, self.tokenizer.vocab_size))

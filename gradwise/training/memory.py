@@ -192,9 +192,10 @@ def check_memory(cfg: Config, vocab_size: int, n_classes: int, device: torch.dev
                         "train.memory_check=false skips this check)")
 
 
-def saved_bytes(model: torch.nn.Module, batch: int, context: int) -> int:
-    """Bytes of the storages one training forward of the language-model objective keeps for backward, each
-    counted once (a saved view keeps its whole storage alive), parameters left out (they are the weights).
+def saved_bytes(model: torch.nn.Module, batch: int, context: int, classifier: bool = False) -> int:
+    """Bytes of the storages one training forward of the language-model objective (``classifier``: a loss over
+    class logits) keeps for backward, each counted once (a saved view keeps its whole storage alive),
+    parameters left out (they are the weights).
     On the meta device it costs nothing; on a real one it is a forward of ``batch`` x ``context`` tokens."""
     device = next(model.parameters()).device
     params = {p.untyped_storage()._cdata for p in model.parameters()}
@@ -207,8 +208,12 @@ def saved_bytes(model: torch.nn.Module, batch: int, context: int) -> int:
         return t
 
     x = torch.zeros(batch, context, dtype=torch.long, device=device)
+    x[:, 0] = 1  # one id that is not padding, for a classifier that masks its pad id (0 or not)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        CausalLMObjective.summed(model, x, torch.zeros_like(x))
+        if classifier:  # class logits (B, C): a cross-entropy over classes
+            model(x).float().logsumexp(-1).sum()
+        else:
+            CausalLMObjective.summed(model, x, torch.zeros_like(x))
     return sum(held.values())
 
 
@@ -220,10 +225,12 @@ def loaded_step_bytes(model: torch.nn.Module, optimizer: str, momentum: float, w
     params = [p for p in model.parameters() if p.requires_grad]
     tensors = [ParamTensor(str(i), tuple(p.shape), "matrices" if p.dim() == 2 else "vectors") for i, p in enumerate(params)]
     fixed = sum(p.numel() * p.element_size() for p in params) + optimizer_state_bytes(tensors, optimizer, momentum)
-    x = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    x = torch.ones(1, 1, dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
-        vocab = model(x).shape[-1]
-    return fixed, saved_bytes(model, 1, width) + width * vocab * FP32
+        out = model(x)
+    classifier = out.dim() == 2  # class logits (B, C), not a logit per position (B, T, V)
+    logits = out.shape[-1] if classifier else width * out.shape[-1]
+    return fixed, saved_bytes(model, 1, width, classifier) + logits * FP32
 
 
 def check_loaded_memory(cfg: Config, model: torch.nn.Module, device: torch.device) -> None:

@@ -17,6 +17,7 @@ from gradwise.config.schema import Config, freeze
 from gradwise.core.errors import ConfigError
 from gradwise.core.rundir import RunDir
 from gradwise.hf.causal import fit_hf_model
+from gradwise.hf.classifier import meta_classifier
 from gradwise.hf.model import fit_lora_targets
 from gradwise.tasks.init_from import adopt_init_config
 
@@ -40,7 +41,9 @@ def resolve_train_config(config: Config | str | Path | None = None, overrides: l
             cfg, stem = load_config(config, overrides), Path(str(config)).stem if config is not None else "default"
         if cfg.model.arch == "hf":  # absolute model path, context fitted to the model (gradwise/hf/causal.py)
             fit_hf_model(cfg, explicit_block_size=any(parse_override(o)[0] == "model.block_size" for o in overrides))
-            fit_lora_targets(cfg.model)
+            if cfg.task == "classify":  # an architecture without a classification head: refused before any work
+                meta_classifier(cfg.model.hf_path)
+            fit_lora_targets(cfg.model, classify=cfg.task == "classify")
         adopt_init_config(cfg)
         return freeze(cfg), None, stem
     run = RunDir.existing(resume)
