@@ -7,7 +7,7 @@ an n-gram as often as it occurs, and a tokenizer that lists sets gives every n-g
 is also multiplied by the n-gram's inverse document frequency in the training split. The bag is scaled by the L2
 norm of the weights: the bag of an L2-normalised TF-IDF row, as the baseline reads it, so n-grams in every text
 ("th", "the") stop drowning the rare ones that name a class. On fortunes4 the counts, against sets, lift
-logistic regression on these features from 0.70 to 0.74 test macro-F1 (docs/benchmarks.md). The weights are a
+logistic regression on these features from 0.69 to 0.74 test macro-F1 (bench/ngram_features.py). The weights are a
 buffer: set once from the training split (:meth:`NgramClassifier.set_idf`), saved and restored with the model.
 
 On a few thousand labelled texts this is the function class of TF-IDF + logistic regression, trained by
