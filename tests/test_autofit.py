@@ -246,7 +246,7 @@ def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_pat
     data = tmp_path / "texts.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     # A token budget: the schedule is the same on a loaded CI machine (a wall-clock one is tested on the LM above).
-    assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "600k tokens", "--out-dir",
+    assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "900k tokens", "--out-dir",
                  str(tmp_path / "af"), "--set", "train.batch_size=16"]) == 0
     out = capsys.readouterr().out
     assert "val macro-F1" in out and "| baseline " in out, out
@@ -258,18 +258,44 @@ def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_pat
 def test_without_a_config_the_start_is_sized_for_the_budget_and_its_rate_range_tested(corpus: Path,
                                                                                         tmp_path: Path) -> None:
     """No config: the planner picks the language model's size for the longest run of the schedule and lr-find
-    its learning rate; the winner's config carries both unless a candidate changed them."""
+    may raise its learning rate; the winner's config carries both unless a candidate changed them."""
     heard: list[str] = []
     user = ["model.block_size=16", "train.batch_size=4", "data.split_chunks=1", "data.dedupe=false",
             "data.check=false", f"data.path={corpus}"]
     result = autofit(None, user, budget="60000 tokens", out_dir=tmp_path, name="sized", on_event=heard.append)
     start = dict(o.split("=") for o in result.record["start_plan"]["overrides"])
-    assert {"model.n_layer", "model.n_embd", "optim.lr"} <= set(start) and result.record["start_plan"]["spent"] > 0
+    assert {"model.n_layer", "model.n_embd"} <= set(start) and result.record["start_plan"]["spent"] > 0
+    preset_lr = load_config("default").optim.lr
+    notes = " ".join(result.record["start_plan"]["notes"])
+    assert float(start.get("optim.lr", preset_lr)) >= preset_lr  # the range test only raises a tuned rate
+    assert "range test" in notes
     assert int(start["model.n_embd"]) < 128  # a 12k-token text and 60k tokens: far smaller than the preset
     assert any(h.startswith("start    sized by the planner") for h in heard)
     best = result.best_config
     assert best.model.n_embd == result.best.overrides.get("model.n_embd", int(start["model.n_embd"]))
-    assert best.optim.lr == pytest.approx(result.best.overrides.get("optim.lr", float(start["optim.lr"])))
+    assert best.optim.lr == pytest.approx(result.best.overrides.get("optim.lr", float(start.get("optim.lr", preset_lr))))
+
+
+@pytest.mark.parametrize(("shape", "suggested", "sized", "lr"), [
+    ((4, 160), 2.2e-3, False, None),  # 1.56x the preset's parameters, a lower rate: the preset as it is
+    ((2, 64), 2e-2, True, 2e-2),  # an eighth of the preset, a higher rate: both taken
+], ids=["near the preset", "far from it"])
+def test_the_start_keeps_the_presets_measured_shape_and_only_raises_its_rate(
+        shape: tuple[int, int], suggested: float, sized: bool, lr: float | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import gradwise.autofit.start as start
+    from gradwise.autofit.budget import Budget
+
+    proposal = [f"model.n_layer={shape[0]}", f"model.n_embd={shape[1]}", "model.n_head=4"]
+    monkeypatch.setattr(start, "_size", lambda *a: (proposal, shape))
+    monkeypatch.setattr(start, "lr_find", lambda cfg, steps, save: SimpleNamespace(
+        suggested_lr=suggested, lrs=[0.0] * steps, notes=[], stopped_because="done"))
+    base = load_config("default")  # 4 layers x 128, Muon lr 8e-3
+    plan = start.plan_start(base, [], Budget(600.0, "seconds"), lambda _: None)
+    assert ("model.n_embd=" + str(shape[1]) in plan.overrides) == sized
+    assert [o for o in plan.overrides if o.startswith("optim.lr=")] == ([f"optim.lr={lr}"] if lr else [])
 
 
 def test_the_start_keeps_what_the_user_set() -> None:
@@ -280,3 +306,24 @@ def test_the_start_keeps_what_the_user_set() -> None:
     assert wants_sizing(None, base) and not wants_sizing("default", base)
     plan = plan_start(base, ["model.n_embd=32", "optim.lr=0.01"], Budget(60.0, "seconds"), lambda _: None)
     assert plan.overrides == [] and plan.spent < 1  # nothing left to the default: no planner, no range test
+
+
+def test_under_a_wall_clock_budget_a_rung_is_ranked_by_what_each_run_learned_per_second() -> None:
+    """A model three times slower per step that ends lower wins per step but loses at the same seconds; under a
+    token budget the same steps are the same spending, and it wins."""
+    from types import SimpleNamespace
+
+    from gradwise.autofit.budget import Budget
+    from gradwise.autofit.candidates import Candidate
+    from gradwise.autofit.rounds import _State
+
+    fast = Candidate("1.expand.0", {}, {}, 100, "0.start", "", "rule", state="complete", score=2.0,
+                     curve=[[0.0, 4.0], [5.0, 2.5], [10.0, 2.0]])
+    wide = Candidate("1.expand.1", {"model.n_embd": 320}, {}, 100, "0.start", "", "diagnosis", state="complete",
+                     score=1.8, curve=[[0.0, 4.0], [15.0, 2.3], [30.0, 1.8]])
+    assert wide.score_at(10.0) == pytest.approx(4.0 + 10 / 15 * (2.3 - 4.0))  # interpolated in time
+    state = _State.__new__(_State)
+    state.done = {c.slot: c for c in (fast, wide)}
+    for unit, first in (("seconds", fast), ("tokens", wide)):
+        state.clock = SimpleNamespace(budget=Budget(600.0, unit))
+        assert state._best_at(100) is first

@@ -19,6 +19,7 @@ from typing import Any
 from gradwise.autofit.budget import EVALS_PER_RUN
 from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
+from gradwise.core.rundir import read_metrics
 from gradwise.training.diagnose import diagnose_run
 from gradwise.training.run import train
 
@@ -43,9 +44,28 @@ class Candidate:
     run: str | None = None
     trial: int | None = None
     fail_reason: str | None = None
+    curve: list[list[float]] = field(default_factory=list)  # [seconds into the run, score] at each evaluation
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def score_at(self, seconds: float) -> float | None:
+        """The best score this run had reached ``seconds`` into training, interpolated in time between its
+        evaluations (None without a curve): what a candidate is worth to a wall-clock budget, where a run twice
+        as slow must learn twice as much per step to be as good."""
+        running, best = [], math.inf
+        for t, v in self.curve:
+            if math.isfinite(v):
+                best = min(best, v)  # the best checkpoint is the one kept
+                running.append((t, best))
+        if not running:
+            return None
+        if seconds <= running[0][0]:
+            return running[0][1]
+        for (t0, v0), (t1, v1) in zip(running, running[1:], strict=False):
+            if seconds <= t1:
+                return v0 + (seconds - t0) / (t1 - t0) * (v1 - v0) if t1 > t0 else v1
+        return running[-1][1]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:
@@ -78,6 +98,19 @@ def score_of(task: str, summary: dict[str, Any]) -> tuple[float | None, dict[str
         return (1.0 - float(f1) if isinstance(f1, (int, float)) and math.isfinite(f1) else None), val
     loss = val["loss"]
     return (float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else None), val
+
+
+def eval_curve(run_dir: Path, task: str) -> list[list[float]]:
+    """[training seconds, score] at each of a run's evaluations (score as :func:`score_of` reads it)."""
+    out = []
+    for r in read_metrics(run_dir / "metrics.jsonl"):
+        if r.get("kind") != "eval" or not isinstance(r.get("elapsed_s"), (int, float)):
+            continue
+        value = (1.0 - r["val_macro_f1"]) if task == "classify" and isinstance(r.get("val_macro_f1"), (int, float)) \
+            else r.get("val_loss") if task != "classify" else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out.append([float(r["elapsed_s"]), float(value)])
+    return out
 
 
 def optuna_params(values: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -156,6 +189,7 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
         _tell_failed(study, trial, cand, INTERRUPTED, "interrupted")
         raise KeyboardInterrupt
     cand.score, cand.val = score_of(base.task, s)
+    cand.curve = eval_curve(run_dir, base.task)
     d = diagnose_run(run_dir)
     cand.verdicts = [asdict(v) for v in d.verdicts]
     cand.facts = {k: v for k, v in d.facts.items() if isinstance(v, (int, float, str)) or v is None}

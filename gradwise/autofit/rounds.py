@@ -221,16 +221,17 @@ class _State:
                 self.say("stopped: no candidate at this rung finished; see the failures above")
                 break
             self._expand(level, steps, parent, plan.widths[level])
-            pool = sorted((c for c in self.done.values() if c.steps == steps and c.state == "complete"),
-                          key=lambda c: c.score)
+            pool = self._ranked(steps)
             keep = pool[:math.ceil(len(pool) / ETA)]
             longer = steps * ETA
             if self.estimate(longer) * len(keep) > self.clock.left - self._kept_back():
                 self.say(f"no promotion: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
                          f"does not train {len(keep)} run(s) of {longer:,} steps")
                 break
+            at = self._common_seconds(pool)
             rnd = self._round("promote", level, longer, None, f"the best {len(keep)} of {len(pool)} at {steps:,} "
-                              f"steps, trained {longer / steps:.1f}x as long")
+                              f"steps" + (f" (ranked at an equal {at:.1f} s of training)" if at else "")
+                              + f", trained {longer / steps:.1f}x as long")
             for i, c in enumerate(keep):
                 self._train(rnd, Candidate(f"{level + 1}.promote.{i}", c.overrides, {}, longer, c.slot,
                                            f"promoted: rank {i + 1} of {len(pool)} at {steps:,} steps", "promote"))
@@ -321,9 +322,26 @@ class _State:
                              f"TPE proposal in {', '.join(keys)} (named by {kinds})", "tpe")
             self._train(rnd, cand, trial)
 
-    def _best_at(self, steps: int) -> Candidate | None:
+    def _ranked(self, steps: int) -> list[Candidate]:
+        """The rung's finished candidates, best first. Under a wall-clock budget they are compared at the same
+        seconds of training (the fastest one's), so a bigger or slower config must learn more per second, not
+        per step, to rank above: the final run trains for a time, not a step count. Under a token budget, the
+        same steps are the same spending, and the scores compare as they are."""
         pool = [c for c in self.done.values() if c.steps == steps and c.state == "complete"]
-        return min(pool, key=lambda c: c.score) if pool else None
+        common = self._common_seconds(pool)
+        if common is None:
+            return sorted(pool, key=lambda c: c.score)
+        return sorted(pool, key=lambda c: (c.score_at(common), c.score))
+
+    def _common_seconds(self, pool: list[Candidate]) -> float | None:
+        """The training seconds a wall-clock rung is compared at (None: a token budget, or a run without a curve)."""
+        if self.clock.budget.unit != "seconds" or not pool or any(not c.curve for c in pool):
+            return None
+        return min(c.curve[-1][0] for c in pool)
+
+    def _best_at(self, steps: int) -> Candidate | None:
+        pool = self._ranked(steps)
+        return pool[0] if pool else None
 
     def _best_overall(self) -> Candidate | None:
         pool = [c for c in self.done.values() if c.state == "complete"]
