@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 from datetime import datetime
@@ -40,3 +41,10 @@ def append_record(title: str, body: str, notes: list[str] = (), path: Path = REC
         fh.write(f"\n## {title}, {datetime.now().astimezone().isoformat(timespec='seconds')}\n\n"
                  f"- command: `{shlex.join(['python3', str(script), *sys.argv[1:]])}`\n"
                  f"- machine: {machine()}\n\n{body}\n" + ("\n" if notes else "") + "".join(f"- {n}\n" for n in notes))
+
+
+def spread(values: list[float], digits: int = 3) -> str:
+    """mean ± half the range (the seeds' spread, not a confidence interval)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from benchrecord import RECORD_FILE, append_record
+from benchrecord import RECORD_FILE, append_record, spread
 
 from gradwise.config.load import CLASSIFY_PRESET
 from gradwise.data.labelled import read_labelled, stratified_split
@@ -53,13 +52,6 @@ def majority(data: Path, seed: int) -> dict:
     y = np.array([classes.index(labels[i]) for i in idx["test"]])
     r = classification_report(y, np.full_like(y, classes.index(top)), classes)
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "seconds": 0.0}
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    """mean ± half the range (the seeds' spread, not a confidence interval)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:

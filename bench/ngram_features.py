@@ -17,13 +17,12 @@ test asserts the bag equals these rows), so this isolates the features from the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-from benchrecord import RECORD_FILE, append_record
+from benchrecord import RECORD_FILE, append_record, spread
 
 from gradwise.data.labelled import read_labelled, stratified_split
 from gradwise.data.tokenizers import NgramTokenizer
@@ -109,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
             results[v].append(score(rows, y))
             r = results[v][-1]
             print(f"  seed {seed} {v:<8} val macro-F1 {r['val']:.4f} test {r['test']:.4f} (C={r['c']:g})", flush=True)
-
-    def spread(xs: list[float]) -> str:
-        return f"{statistics.mean(xs):.3f} ± {(max(xs) - min(xs)) / 2:.3f}"
 
     lines = [f"Logistic regression on each reading of the n-grams; seeds {', '.join(map(str, seeds))} (each its own "
              "split); C chosen on validation macro-F1; mean ± half the range over the seeds.", "",
