@@ -138,3 +138,10 @@ def test_an_architecture_without_a_classification_head_is_one_line(tmp_path: Pat
     assert code == 2 and len(err.splitlines()) == 1
     assert "no sequence-classification head for ViTConfig" in err and "--task lm" in err
     assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+def test_plan_of_a_hugging_face_classifier_is_one_line(models: dict[str, Path], data: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    code = main(["plan", "classify-hf", "--set", f"model.hf_path={models['bert']}", "--data", str(data)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "sized from its loaded weights" in err

@@ -49,6 +49,10 @@ def plan_run(config: Config | str | Path | None = None, overrides: list[str] | N
     if budget is not None:
         budget_seconds(budget)  # a bad --budget fails before any work
     cfg = resolve_config(config, overrides)
+    if cfg.model.arch == "hf" and cfg.task == "classify":
+        raise ConfigError("gradwise plan models gradwise's own classifiers and Hugging Face language models; a Hugging "
+                          "Face classifier is sized from its loaded weights: gradwise train checks its memory before "
+                          "the run starts (train.memory_check)")
     if budget is not None and cfg.model.arch == "hf":
         raise ConfigError("--budget proposes the shape and steps of a gradwise GPT; a Hugging Face model's shape is "
                           "fixed: plan it without --budget and set train.max_steps or train.max_time")
