@@ -1,4 +1,4 @@
-"""The modern GPT options one at a time and together, on character-level Shakespeare.
+"""The modern GPT options one at a time and together, on character-level Shakespeare or on a preset's own data.
 
 Every run is `gradwise train shakespeare-char-cpu` as a whole process with Muon at lr 8e-3, 400 steps, an
 evaluation every 200 (`train.eval_batches: auto`), plus one lever or a set of them. The best checkpoint of
@@ -6,7 +6,11 @@ each is scored on every window of the validation split (characters 90-95% of the
 deterministic on a CPU (same seed), so one run per row is enough. The wall clock is one run's, so compare it
 only roughly.
 
+`--preset default` runs the default preset as it is (its embedded corpus, its recipe, its steps unless
+--steps says otherwise) with each lever: what decides whether a lever goes into it.
+
     python3 bench/gpt_levers.py --record     # 9 runs, about 3 minutes on 2 cores
+    python3 bench/gpt_levers.py --preset default --rows none,rope,qk_norm,"rope + qk_norm" --record
     python3 bench/gpt_levers.py --steps 20   # smoke check
 """
 
@@ -24,6 +28,7 @@ from benchrecord import RECORD_FILE, append_record
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHAKESPEARE = "shakespeare-char-cpu"
 BASE = ["optim.name=muon", "optim.lr=8e-3", "train.eval_batches=auto", "train.test_eval=false"]
 ROPE, QK, RELU2 = "model.pos=rope", "model.qk_norm=true", "model.activation=relu2"
 ZERO, SOFTCAP = "model.zero_init=true", ["model.tie_embeddings=false", "model.logit_softcap=15"]
@@ -34,23 +39,33 @@ ROWS = [("none (learned positions, GELU, tied)", []), ("rope", [ROPE]), ("qk_nor
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--data", help="the corpus (default: tinyshakespeare; with --preset, the preset's own)")
+    ap.add_argument("--preset", default=SHAKESPEARE, help=f"default {SHAKESPEARE}, with Muon 8e-3")
+    ap.add_argument("--steps", type=int, help="default 400 (with --preset: the preset's own)")
+    ap.add_argument("--rows", help="comma-separated row labels, as the table names them (none: the plain model; default: all)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
     args = ap.parse_args(argv)
-    if not Path(args.data).is_file():
-        print(f"skipped: corpus not found at {args.data}; pass --data PATH to tinyshakespeare.txt")
+    shakespeare = args.preset == SHAKESPEARE
+    data = args.data or (str(DATA) if shakespeare else None)
+    if data is not None and not Path(data).is_file():
+        print(f"skipped: corpus not found at {data}; pass --data PATH to tinyshakespeare.txt")
         return 0
+    from gradwise.config.load import load_config
     from gradwise.inference import evaluate_run
 
-    lines = [f"| levers | whole-val loss at {args.steps} steps | vs none | wall s |", "|---|--:|--:|--:|"]
+    steps = args.steps or (400 if shakespeare else load_config(args.preset).train.max_steps)
+    wanted = None if args.rows is None else [r.strip() for r in args.rows.split(",")]
+    rows = [(label, levers) for label, levers in ROWS
+            if wanted is None or label.split(" (")[0] in wanted]
+    lines = [f"| levers | whole-val loss at {steps} steps | vs none | wall s |", "|---|--:|--:|--:|"]
     none = None
     with tempfile.TemporaryDirectory(prefix="gradwise-levers-") as tmp:
-        sets = [*BASE, f"train.max_steps={args.steps}", f"train.eval_every={max(1, args.steps // 2)}",
+        sets = [*(BASE if shakespeare else ["train.test_eval=false"]), f"train.max_steps={steps}",
+                *([f"train.eval_every={max(1, steps // 2)}"] if shakespeare else []),
                 f"data.cache_dir={json.dumps(tmp + '/cache')}", f"out_dir={json.dumps(tmp)}"]
-        for i, (label, levers) in enumerate(ROWS):
-            cmd = [sys.executable, "-m", "gradwise", "train", "shakespeare-char-cpu", "--data", args.data, "--no-bar",
-                   *[a for s in [*sets, *levers, f"name=r{i}"] for a in ("--set", s)]]
+        for i, (label, levers) in enumerate(rows):
+            cmd = [sys.executable, "-m", "gradwise", "train", args.preset, *(["--data", data] if data else []),
+                   "--no-bar", *[a for s in [*sets, *levers, f"name=r{i}"] for a in ("--set", s)]]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
@@ -62,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
     if args.record:
-        append_record("GPT levers on shakespeare-char-cpu (Muon 8e-3)", "\n".join(lines),
-                      [f"one whole process per row, {args.steps} steps, evaluation every {args.steps // 2}"])
+        title = "GPT levers on shakespeare-char-cpu (Muon 8e-3)" if shakespeare else \
+            f"GPT levers on the {args.preset} preset, its own data and recipe"
+        append_record(title, "\n".join(lines), [f"one whole process per row, {steps} steps"])
     return 0
 
 

@@ -91,20 +91,18 @@ def _build(config: Any, what: str, weights: Path | None) -> tuple[nn.Module, lis
                 return auto.from_config(config).float(), []
             model, info = auto.from_pretrained(str(weights), config=config, local_files_only=True,
                                                use_safetensors=True, output_loading_info=True)
-        except ValueError as exc:
+        except Exception as exc:  # transformers raises many kinds; one line says which model and why
             if "Unrecognized configuration class" in str(exc):
                 raise GradwiseError(f"{what}: transformers has no sequence-classification head for "
                                     f"{type(config).__name__}; use a model whose architecture has one (BERT-like "
                                     "encoders, GPT-2, Llama, ...) or train it as a language model (--task lm)") \
                     from None
             raise GradwiseError(f"cannot build {what} as a classifier: {str(exc).strip().splitlines()[0]}") from None
-        except Exception as exc:
-            raise GradwiseError(f"cannot build {what} as a classifier: {str(exc).strip().splitlines()[0]}") from None
     missing = sorted(info.get("missing_keys") or [])
-    unexpected = [k for k in missing if not any(h in k for h in HEAD_HINTS)]
-    if unexpected:
-        raise GradwiseError(f"{what} lacks weights the model needs ({', '.join(unexpected[:3])}"
-                            f"{', ...' if len(unexpected) > 3 else ''}); is it a complete checkpoint?")
+    lacking = [k for k in missing if not any(h in k for h in HEAD_HINTS)]  # not a head: the file is incomplete
+    if lacking:
+        raise GradwiseError(f"{what} lacks weights the model needs ({', '.join(lacking[:3])}"
+                            f"{', ...' if len(lacking) > 3 else ''}); is it a complete checkpoint?")
     return model.float(), sorted({k.rsplit(".", 1)[0] for k in missing})
 
 
