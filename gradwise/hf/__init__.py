@@ -13,6 +13,7 @@ Training any local causal LM as it is (``--model hf:DIR``, ``model.arch: hf``) n
 - :mod:`gradwise.hf.causal`: reading the directory, loading the model, fitting the context length.
 - :mod:`gradwise.hf.auto_tokenizer`: the model's own tokenizer behind gradwise's Tokenizer interface.
 - :mod:`gradwise.hf.lora`: LoRA adapters through peft (``--lora``).
+- :mod:`gradwise.hf.wrapper`: what the causal LM and the classifier share (base record, counts, checks).
 - :mod:`gradwise.hf.classifier`: any ``AutoModelForSequenceClassification`` as a classifier (``--task classify``).
 - :mod:`gradwise.export.causal`: ``gradwise export`` of such runs (LoRA merged).
 """

@@ -24,42 +24,23 @@ from torch import nn
 from gradwise.config.schema import ModelConfig
 from gradwise.core.errors import GradwiseError
 from gradwise.hf import RUN_MODEL_DIR
-from gradwise.hf.causal import CONFIG_FILE, base_fingerprint, model_config, model_dir, quiet_transformers
+from gradwise.hf.causal import CONFIG_FILE, model_config, model_dir, quiet_transformers
 from gradwise.hf.lora import apply_lora
+from gradwise.hf.wrapper import HFWrapper, check_vocab, frozen_base_record, uses_pretrained
 
 HEAD_HINTS = ("classifier", "score", "pooler")  # weights a classifier may lack in a pretrained directory: new
 
 
-class HFSequenceClassifier(nn.Module):
+class HFSequenceClassifier(HFWrapper):
     """Token ids (B, T), right-padded with ``pad_id`` -> class logits (B, n_classes)."""
 
     def __init__(self, hf: nn.Module, block_size: int, pad_id: int, frozen_base: dict[str, str] | None = None):
-        super().__init__()
-        self.hf = hf
-        self.block_size = block_size
+        super().__init__(hf, block_size, frozen_base)
         self.pad_id = pad_id
-        self.frozen_base = frozen_base  # {"path", "fingerprint"} of the frozen pretrained weights (LoRA)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.size(1) > self.block_size:
-            raise ValueError(f"sequence of {tokens.size(1)} tokens exceeds block_size {self.block_size}")
-        mask = (tokens != self.pad_id).long()
-        return self.hf(input_ids=tokens, attention_mask=mask).logits
-
-    def frozen_keys(self) -> set[str]:
-        """State-dict keys of the frozen parameters: what a LoRA checkpoint leaves out."""
-        return {k for k, v in self.state_dict(keep_vars=True).items()
-                if isinstance(v, nn.Parameter) and not v.requires_grad}
-
-    def base_model(self) -> nn.Module:
-        """The transformers model itself (inside peft's wrapper when LoRA is on)."""
-        return self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
-
-    def num_params(self, non_embedding: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.base_model().get_input_embeddings().weight.numel()
-        return n
+        self.check_length(tokens)
+        return self.hf(input_ids=tokens, attention_mask=(tokens != self.pad_id).long()).logits
 
 
 def classifier_config(source: str | Path, classes: list[str], pad_id: int) -> Any:
@@ -117,7 +98,7 @@ def build_hf_classifier(m: ModelConfig, classes: list[str], pad_id: int, vocab_s
                         run_dir: Path | None = None) -> HFSequenceClassifier:
     """The ``model.hf_path`` model with a new class head and its pretrained weights, or (``run_dir``) rebuilt
     from the run's classifier config for a checkpoint to fill; with ``model.lora``, wrapped with adapters."""
-    pretrained = run_dir is None or (m.lora is not None and Path(m.hf_path).expanduser().is_dir())
+    pretrained = uses_pretrained(m, run_dir)
     where = f"hf:{m.hf_path}"
     if run_dir is not None:
         config = model_config(model_dir(Path(run_dir) / RUN_MODEL_DIR))
@@ -127,17 +108,11 @@ def build_hf_classifier(m: ModelConfig, classes: list[str], pad_id: int, vocab_s
     else:
         config = classifier_config(m.hf_path, classes, pad_id)
     model, new = _build(config, where, model_dir(m.hf_path, weights=True) if pretrained else None)
-    rows = model.get_input_embeddings().weight.shape[0]
-    if vocab_size > rows:
-        raise GradwiseError(f"{where}: the tokenizer has {vocab_size} tokens but the model embeds only {rows}; "
-                            "resize the model's embeddings to the tokenizer first (resize_token_embeddings)")
-    frozen = None
+    check_vocab(model, vocab_size, where)
     if m.lora is not None:
         model, _ = apply_lora(model, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.targets, task="SEQ_CLS",
                               trained_in_full=new)
-        if pretrained:
-            frozen = {"path": str(Path(m.hf_path).expanduser().resolve()), "fingerprint": base_fingerprint(m.hf_path)}
-    return HFSequenceClassifier(model, m.block_size, pad_id, frozen)
+    return HFSequenceClassifier(model, m.block_size, pad_id, frozen_base_record(m, pretrained))
 
 
 __all__ = ["HFSequenceClassifier", "build_hf_classifier", "classifier_config", "meta_classifier",
