@@ -8,7 +8,7 @@ The baseline is the one every run fits beside itself (TF-IDF + logistic regressi
   baseline   TF-IDF word 1-2 + char_wb 2-5-grams, logistic regression (scikit-learn), from each run's summary
   ngram      the `classify-ngram` preset: hashed word and character n-grams, a bag of learned vectors
   lstm       the `classify-lstm` preset: BPE 2,000 from the training texts, biLSTM, mean pool
-  gpt        a GPT (4 layers, width 128) with a class head, from random weights, on the labels only
+  gpt        the `classify-gpt` preset: BPE 2,000, a small GPT (rope, QK-norm, mean pool) from random weights
   default    what `gradwise train --task classify` trains (gradwise.config.load.CLASSIFY_PRESET)
 
     python3 bench/classify.py --record                    # tens of minutes on 2 cores; appends to docs/benchmarks.md
@@ -38,9 +38,7 @@ DATA = REPO.parent / "shared" / "data" / "fortunes4.jsonl"
 MODELS = {
     "ngram": ("classify-ngram", []),
     "lstm": ("classify-lstm", []),
-    "gpt": ("classify-lstm", ["model.arch=gpt", "model.n_layer=4", "model.n_head=4", "model.n_embd=128",
-                              "model.block_size=128", "model.dropout=0.1", "model.pool=mean", "optim.name=auto",
-                              "optim.lr=1e-3"]),
+    "gpt": ("classify-gpt", []),
 }
 
 

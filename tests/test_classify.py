@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gradwise import predict, train
+from gradwise.config.load import classify_preset, load_config
 from gradwise.core.errors import DataError, GradwiseError
 from gradwise.core.rundir import read_metrics
 from gradwise.data.labelled import read_labelled, stratified_split
@@ -141,6 +142,10 @@ def test_task_classify_takes_the_sequence_preset_when_the_arch_is_a_sequence_mod
         assert proc.returncode == 0, proc.stderr
         plan = json.loads(proc.stdout)
         assert (plan["config"]["arch"], plan["data"]["tokenizer"]) == (arch or "ngram", tokenizer), plan["data"]
+    assert classify_preset(["model.arch=gpt"]) == "classify-gpt" and classify_preset(["model.arch=lstm"]) == \
+        "classify-lstm" and classify_preset(["model.arch=gpt", "model.arch=ngram"]) == "classify-ngram"
+    gpt = load_config("classify-gpt")
+    assert (gpt.task, gpt.model.arch, gpt.data.tokenizer) == ("classify", "gpt", "bpe")
 
 
 def test_cli_task_classify_uses_the_classify_preset(tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from gradwise.config.load import CLASSIFY_PRESET, SEQUENCE_CLASSIFY_PRESET, classify_preset
+from gradwise.config.load import CLASSIFY_PRESET, SEQUENCE_CLASSIFY_PRESETS, classify_preset
 
 CONFIG_HELP = "YAML/TOML config file or preset name (default: the 'default' preset)"
 DATA_HELP = "corpus (shorthand for --set data.path=PATH)"
 TASK_HELP = (f"lm (default) or classify; classify without a config file uses the '{CLASSIFY_PRESET}' preset "
-             f"('{SEQUENCE_CLASSIFY_PRESET}' when --set model.arch names lstm or gpt)")
+             f"(--set model.arch=lstm or gpt: {' or '.join(repr(p) for p in SEQUENCE_CLASSIFY_PRESETS.values())})")
 SET_HELP = "override any config key, e.g. --set optim.lr=3e-4 (repeatable)"
 
 

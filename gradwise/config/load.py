@@ -21,19 +21,19 @@ from gradwise.core.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 CLASSIFY_PRESET = "classify-ngram"  # what --task classify trains without a config file
-SEQUENCE_CLASSIFY_PRESET = "classify-lstm"  # ... when an override names a sequence model (lstm, gpt)
+SEQUENCE_CLASSIFY_PRESETS = {"lstm": "classify-lstm", "gpt": "classify-gpt"}  # ... when an override names one
 HF_CLASSIFY_PRESET = "classify-hf"  # ... when it names a Hugging Face model (--model hf:DIR, model.arch=hf)
 
 
 def classify_preset(overrides: list[str]) -> str:
     """The preset ``--task classify`` means without a config file. The n-gram bag was measured best
     (docs/benchmarks.md), but its tokenizer only fits its own arch, so ``--set model.arch=lstm`` (or gpt)
-    takes the sequence preset, whose BPE tokenizer and recipe those models are tuned for: the other
+    takes that model's own preset, whose BPE tokenizer and recipe were searched for it: the other
     architectures stay one ``--set`` away."""
     arch = [value for key, value in map(parse_override, overrides) if key == "model.arch"]
     if arch and arch[-1] == "hf":
         return HF_CLASSIFY_PRESET
-    return CLASSIFY_PRESET if not arch or arch[-1] == "ngram" else SEQUENCE_CLASSIFY_PRESET
+    return SEQUENCE_CLASSIFY_PRESETS.get(arch[-1], CLASSIFY_PRESET) if arch else CLASSIFY_PRESET
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
