@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ class Candidate:
     trial: int | None = None
     fail_reason: str | None = None
     curve: list[list[float]] = field(default_factory=list)  # [seconds into the run, score] at each evaluation
+    by: str | None = None  # the process that trained it, "host:pid" (several machines can share an autofit)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +161,7 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
             study.enqueue_trial(params)
         trial = study.ask(distributions(params, space, params))
     cand.trial = trial.number
+    cand.by = f"{socket.gethostname()}:{os.getpid()}"
     trial.set_user_attr("slot", cand.slot)
     name = cand.slot
     run_dir = trial_root / name
@@ -219,3 +223,13 @@ def _tell_failed(study: Any, trial: Any, cand: Candidate, reason: str, state: st
     trial.set_user_attr("candidate", cand.to_json())
     study.tell(trial, state=_fail_state())
     return cand
+
+
+def describe_line(c: Candidate, task: str) -> str:
+    """One candidate's line in autofit's output: its changes, its validation, its verdicts and its cost."""
+    if c.state != "complete":
+        return f"  {c.slot:<12} {c.describe_changes():<40} {c.state}: {c.fail_reason}"
+    shown = f"val macro-F1 {1 - c.score:.4f}" if task == "classify" else f"val loss {c.score:.4f}"
+    kinds = ", ".join(v["kind"] for v in c.verdicts)
+    cost = f"{c.cost:,.0f} tokens" if c.cost >= 1000 else f"{c.cost:.1f} s"
+    return f"  {c.slot:<12} {c.describe_changes():<40} {shown} | {kinds} | {cost}"

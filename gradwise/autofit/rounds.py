@@ -39,8 +39,18 @@ from gradwise.autofit.budget import (
     parse_budget,
     plan_rungs,
 )
-from gradwise.autofit.candidates import Candidate, distributions, find_recorded, run_candidate
+from gradwise.autofit.candidates import Candidate, describe_line, distributions, find_recorded, run_candidate
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
+from gradwise.autofit.shared import (
+    POLL_SECONDS,
+    claim_study,
+    driven_elsewhere,
+    in_queue_or_running,
+    join,
+    publish,
+    queue_candidate,
+    take_queued,
+)
 from gradwise.autofit.start import plan_start, wants_sizing
 from gradwise.config.load import apply_overrides, build_config, read_config_file, save_config
 from gradwise.config.schema import Config
@@ -48,7 +58,14 @@ from gradwise.core.errors import GradwiseError
 from gradwise.core.rundir import check_dir_path, write_json
 from gradwise.inference import evaluate_run
 from gradwise.report.autofit import RECORD, write_autofit_page
-from gradwise.search.study import changed_keys, make_sampler, make_storage, require_optuna
+from gradwise.search.study import (
+    changed_keys,
+    fail_dead_trials,
+    make_sampler,
+    make_storage,
+    require_optuna,
+    this_worker,
+)
 from gradwise.tasks import prepare_task
 from gradwise.training.run import train
 from gradwise.training.run_config import resolve_train_config
@@ -64,6 +81,7 @@ class AutofitResult:
     test: dict[str, Any] | None
     record: dict[str, Any]
     interrupted: bool = False
+    worker: bool = False  # this process joined another's autofit and trained its queued candidates
 
 
 class Clock:
@@ -92,22 +110,36 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
     plan_budget = parse_budget(budget)
     base, _, stem = resolve_train_config(config, overrides)
     out = check_dir_path(Path(out_dir) / (name or f"{stem}-autofit"), "the autofit directory")
-    record = _open_record(out, base, plan_budget, resume)
     require_optuna()
     import optuna
 
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")  # ask/tell: the trials are ours to end
-    study = optuna.create_study(study_name=out.name, storage=make_storage(storage, out), direction="minimize",
-                                sampler=make_sampler("tpe", seed), pruner=optuna.pruners.NopPruner(),
-                                load_if_exists=True)
+    if storage is None or resume:  # refused before the study is touched: a taken name, nothing to resume
+        _open_record(out, base, plan_budget, resume)
+    study, created = claim_study(optuna, out.name, make_storage(storage, out), make_sampler("tpe", seed))
+    info = None if created or resume or storage is None else driven_elsewhere(study)
+    if info is not None:
+        if info.get("done"):
+            raise GradwiseError(f"the autofit of study {out.name} is finished (driven on "
+                                f"{(info.get('driver') or {}).get('host', '?')}); choose --name NEW for a new one")
+        worker_record: dict[str, Any] = {"task": base.task, "trained": 0}
+        try:
+            worker_record["trained"] = join(study, info, base, plan_budget.unit, out / "trials", quiet, say)
+        except KeyboardInterrupt:
+            return AutofitResult(out, None, None, None, worker_record, interrupted=True, worker=True)
+        return AutofitResult(out, None, None, None, worker_record, worker=True)
+    record = _open_record(out, base, plan_budget, resume)
+    publish(study, driver=this_worker(), base=record["base"], ready=False, done=False)
     clock = Clock(plan_budget, 0.0)
     sized_now = False
     # No config given: the planner sizes the start and lr-find sets its rate, once, before anything is probed;
     # a resumed autofit keeps what its record says, whatever it is resumed with.
     if record.get("start_plan") is None and record.get("probe") is None and wants_sizing(config, base):
         record["start_plan"], sized_now = plan_start(base, list(overrides or []), plan_budget, say).to_json(), True
-    if record.get("start_plan") is not None:
-        base = resolve_train_config(base, record["start_plan"]["overrides"])[0]
+    start_overrides = (record.get("start_plan") or {}).get("overrides") or []
+    if start_overrides:
+        base = resolve_train_config(base, start_overrides)[0]
+    publish(study, start_overrides=start_overrides, ready=True)
     space = search_space(base.to_dict())
     trials = out / "trials"
     state = _State(record, out, clock, study, base, space, trials, quiet, say)
@@ -180,34 +212,79 @@ class _State:
         return r
 
     def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None) -> Candidate:
-        unit = self.clock.budget.unit
-        remaining = self.clock.left - self._kept_back()
+        """Train one candidate in this process (the start, a TPE proposal, the final run)."""
         recorded = find_recorded(self.study, cand.slot) is not None
-        predicted = self.cost.of(cand.steps)
         if not recorded and self.estimate(cand.steps) > self.clock.left:
             cand.state, cand.fail_reason = "skipped", "out of budget"
             if trial is not None:
-                from optuna.trial import TrialState
-
-                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.tell(trial, state=_fail_state())
         else:
-            cand = run_candidate(cand, self.base, self.study, self.space, self.trials, unit,
-                                 max_time=remaining if unit == "seconds" else None,
-                                 first=cand.slot == "0.start", trial=trial, quiet=self.quiet)
+            cand = run_candidate(cand, self.base, self.study, self.space, self.trials, self.clock.budget.unit,
+                                 max_time=self._max_time(), first=cand.slot == "0.start", trial=trial,
+                                 quiet=self.quiet)
+        return self._book(rnd, cand, recorded)
+
+    def _train_shared(self, rnd: dict[str, Any], cands: list[Candidate]) -> None:
+        """Train a round's fixed candidates through the study's queue, so that processes which joined this
+        autofit (gradwise/autofit/shared.py) take their share; alone, this process trains them all, in order."""
+        pending: dict[str, Candidate] = {}
+        for c in cands:
+            recorded = find_recorded(self.study, c.slot)
+            if recorded is not None:
+                self._book(rnd, recorded, recorded=True)
+                continue
+            if not in_queue_or_running(self.study, c.slot):  # on resume it may still be queued
+                queue_candidate(self.study, c, self.space, self._deadline())
+            pending[c.slot] = c
+        publish(self.study, deadline=self._deadline())
+        while pending:
+            got = take_queued(self.study, self.space)
+            if got is not None:
+                trial, cand, _ = got
+                if cand.slot not in pending:  # queued twice (its first taker was thought dead): done already
+                    self.study.tell(trial, state=_fail_state())
+                    continue
+                pending.pop(cand.slot)
+                self._train(rnd, cand, trial)
+                continue
+            fail_dead_trials(self.study)
+            for slot in list(pending):
+                done = find_recorded(self.study, slot)
+                if done is not None:  # trained by another process
+                    self._book(rnd, pending.pop(slot), recorded=False, result=done)
+                elif not in_queue_or_running(self.study, slot):  # its taker was stopped or died: again
+                    queue_candidate(self.study, pending[slot], self.space, self._deadline())
+            if pending:
+                time.sleep(POLL_SECONDS)
+
+    def _book(self, rnd: dict[str, Any], cand: Candidate, recorded: bool, result: Candidate | None = None) -> Candidate:
+        """Count a candidate's cost and keep it. ``recorded``: trained in an earlier session; ``result``: trained
+        just now by another process (this one's clock already runs for a wall-clock budget)."""
+        predicted = self.cost.of(cand.steps)
+        elsewhere = result is not None
+        cand = result or cand
         if cand.state in ("complete", "failed"):
             self.spent_recorded += cand.cost
             if recorded:  # trained in an earlier session: its cost was spent then
                 self.clock.before += cand.cost
-            elif unit == "tokens":
+            elif self.clock.budget.unit == "tokens":
                 self.clock.tokens += cand.cost
-            if not recorded and cand.state == "complete":
+            if not recorded and not elsewhere and cand.state == "complete":  # this machine's speed only
                 self.observed[0] += cand.cost
                 self.observed[1] += predicted
             self.done[cand.slot] = cand
         rnd["candidates"].append(cand.to_json())
         self.save()
-        self.say(_line(cand, self.record["task"]))
+        self.say(describe_line(cand, self.record["task"]) + (f" | on {cand.by}" if elsewhere else ""))
         return cand
+
+    def _max_time(self) -> float | None:
+        return self.clock.left - self._kept_back() if self.clock.budget.unit == "seconds" else None
+
+    def _deadline(self) -> float | None:
+        """The wall-clock time (epoch seconds) a queued candidate must end by, wherever it trains."""
+        left = self._max_time()
+        return None if left is None else time.time() + left
 
     # ------------------------------------------------------------------ the schedule
     def run_all(self) -> Candidate | None:
@@ -232,9 +309,9 @@ class _State:
             rnd = self._round("promote", level, longer, None, f"the best {len(keep)} of {len(pool)} at {steps:,} "
                               f"steps" + (f" (ranked at an equal {at:.1f} s of training)" if at else "")
                               + f", trained {longer / steps:.1f}x as long")
-            for i, c in enumerate(keep):
-                self._train(rnd, Candidate(f"{level + 1}.promote.{i}", c.overrides, {}, longer, c.slot,
-                                           f"promoted: rank {i + 1} of {len(pool)} at {steps:,} steps", "promote"))
+            self._train_shared(rnd, [Candidate(f"{level + 1}.promote.{i}", c.overrides, {}, longer, c.slot,
+                                               f"promoted: rank {i + 1} of {len(pool)} at {steps:,} steps", "promote")
+                                     for i, c in enumerate(keep)])
         self._final()
         return self._best_overall()
 
@@ -307,10 +384,8 @@ class _State:
         kinds = ", ".join(v["title"] for v in parent.verdicts) or "no verdict"
         rnd = self._round("expand", level, steps, parent.slot, f"from {parent.slot} ({kinds}): {len(chosen)} "
                           f"move(s) from its diagnosis, {n_tpe} TPE proposal(s) in {', '.join(keys)}")
-        for i, m in enumerate(chosen):
-            cand = Candidate(f"{level + 1}.expand.{i}", {**parent.overrides, **m.changes}, m.changes, steps,
-                             parent.slot, m.reason, m.source)
-            self._train(rnd, cand)
+        self._train_shared(rnd, [Candidate(f"{level + 1}.expand.{i}", {**parent.overrides, **m.changes}, m.changes,
+                                           steps, parent.slot, m.reason, m.source) for i, m in enumerate(chosen)])
         for j in range(n_tpe):
             slot = f"{level + 1}.expand.{len(chosen) + j}"
             trial = None
@@ -349,10 +424,18 @@ class _State:
 
     # ------------------------------------------------------------------ the end
     def finish(self, best: Candidate | None) -> Config | None:
+        publish(self.study, done=True)  # processes that joined stop here
         if best is None:
             self.save()
             raise GradwiseError(f"autofit found no candidate that trained to a finite validation score; see "
                                 f"{self.out / RECORD} for each failure")
+        if not (Path(best.run) / "config.yaml").is_file():  # trained on another machine: its checkpoint is there
+            here = [c for c in self.done.values() if c.state == "complete" and (Path(c.run) / "config.yaml").is_file()]
+            local = min(here, key=lambda c: (c.score, -c.steps))  # the final run trains here: there is one
+            self.say(f"best     {best.slot} was trained on {best.by}, whose checkpoint this machine lacks: "
+                     f"{local.slot}, the best trained here, is the one tested and written to best.yaml")
+            self.record["best_elsewhere"] = {"slot": best.slot, "by": best.by, "score": best.score}
+            best = local
         self.record["best"] = best.slot
         cfg = build_config(read_config_file(Path(best.run) / "config.yaml"))
         cfg.name, cfg.out_dir, cfg.train.test_eval = None, "runs", True
@@ -378,10 +461,7 @@ def _config_dict(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
     return apply_overrides(base.to_dict(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def _line(c: Candidate, task: str) -> str:
-    if c.state != "complete":
-        return f"  {c.slot:<12} {c.describe_changes():<40} {c.state}: {c.fail_reason}"
-    shown = f"val macro-F1 {1 - c.score:.4f}" if task == "classify" else f"val loss {c.score:.4f}"
-    kinds = ", ".join(v["kind"] for v in c.verdicts)
-    cost = f"{c.cost:,.0f} tokens" if c.cost >= 1000 else f"{c.cost:.1f} s"
-    return f"  {c.slot:<12} {c.describe_changes():<40} {shown} | {kinds} | {cost}"
+def _fail_state() -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL

@@ -401,7 +401,7 @@ def this_worker() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
 
 
-def _alive(worker: dict[str, Any]) -> bool:
+def worker_alive(worker: dict[str, Any]) -> bool:
     try:
         os.kill(int(worker["pid"]), 0)
     except ProcessLookupError:
@@ -425,7 +425,7 @@ def fail_dead_trials(study: Any) -> int:
     host, failed = socket.gethostname(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
-        if not worker or worker.get("host") != host or _alive(worker):
+        if not worker or worker.get("host") != host or worker_alive(worker):
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"{WORKER_DIED} (pid {worker['pid']})")
