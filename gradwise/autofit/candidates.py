@@ -48,6 +48,8 @@ class Candidate:
     fail_reason: str | None = None
     curve: list[list[float]] = field(default_factory=list)  # [seconds into the run, score] at each evaluation
     by: str | None = None  # the process that trained it, "host:pid" (several machines can share an autofit)
+    eval_every: int | None = None  # its evaluation cadence (None: the rung's, EVALS_PER_RUN a run)
+    warm_from: str | None = None  # the slot whose best weights it started from (None: from scratch)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +84,11 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else json.dumps(v) if not isinstance(v, (int, str)) else str(v)
 
 
-def rung_overrides(cfg_dict: dict[str, Any], steps: int, changes: dict[str, Any]) -> dict[str, Any]:
-    """The keys a rung sets: its steps, evaluations that give the diagnosis enough points, and a warmup that
-    fits in the run (a quarter at most) unless the candidate sets one itself."""
-    out: dict[str, Any] = {"train.max_steps": steps, "train.eval_every": max(1, steps // EVALS_PER_RUN)}
+def rung_overrides(cfg_dict: dict[str, Any], steps: int, changes: dict[str, Any],
+                   eval_every: int | None = None) -> dict[str, Any]:
+    """The keys a rung sets: its steps, evaluations that give the diagnosis enough points (or ``eval_every``),
+    and a warmup that fits in the run (a quarter at most) unless the candidate sets one itself."""
+    out: dict[str, Any] = {"train.max_steps": steps, "train.eval_every": eval_every or max(1, steps // EVALS_PER_RUN)}
     warmup = int(changes.get("schedule.warmup_steps", cfg_dict.get("schedule", {}).get("warmup_steps", 0)) or 0)
     if warmup > steps // 4:
         out["schedule.warmup_steps"] = steps // 4
@@ -167,7 +170,7 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
     run_dir = trial_root / name
     cand.run = str(run_dir)
     cfg_dict = base.to_dict()
-    overrides = {**cand.overrides, **rung_overrides(cfg_dict, cand.steps, cand.overrides)}
+    overrides = {**cand.overrides, **rung_overrides(cfg_dict, cand.steps, cand.overrides, cand.eval_every)}
     sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     sets += [f"out_dir={json.dumps(str(trial_root))}", f"name={name}", "train.test_eval=false"]
     if not first:  # the start run checked the data and fitted the baseline; the split is the same for all

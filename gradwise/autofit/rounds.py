@@ -9,7 +9,9 @@
    a share of Optuna TPE proposals in the keys the diagnosis names, all trained at the rung; then the best
    third of the rung is promoted to a rung three times as long (successive halving). The last rung is
    sized to what is left of the budget.
-4. The best validation score of all decides; its checkpoint is scored once on the test split.
+4. The best run trains again with what is left of the budget, a GPT language model from its own best
+   weights (gradwise/autofit/final.py).
+5. The best validation score of all decides; its checkpoint is scored once on the test split.
 
 Everything lands in ``<out_dir>/<name>/``: ``autofit.json`` (every round and candidate: its changes from its
 parent, why it was tried, its verdicts, validation and cost), ``best.yaml``, ``study.db`` and ``trials/``.
@@ -40,6 +42,7 @@ from gradwise.autofit.budget import (
     plan_rungs,
 )
 from gradwise.autofit.candidates import Candidate, describe_line, distributions, find_recorded, run_candidate
+from gradwise.autofit.final import final_eval_every, final_steps, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
     POLL_SECONDS,
@@ -325,15 +328,19 @@ class _State:
         if best is None:
             return
         scale = self.estimate(best.steps) / max(self.cost.of(best.steps), 1e-9)
-        steps = self.cost.steps_within((self.clock.left - self._kept_back()) / scale)
+        steps = final_steps(self.base, self.cost, (self.clock.left - self._kept_back()) / scale)
         if steps < best.steps * 1.5:
             self.say(f"no final run: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
                      f"trains little more than {best.slot}'s {best.steps:,} steps")
             return
+        warm = warm_start(self.base, best)
+        how = f"from its weights, {steps:,} steps more" if warm else f"{steps / best.steps:.1f}x its steps"
         rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
-                          f"left of the budget ({steps / best.steps:.1f}x its steps)")
-        self._train(rnd, Candidate(f"{LEVELS + 1}.final.0", best.overrides, {}, steps, best.slot,
-                                   "the winner of the exploring rounds, trained for the rest of the budget", "final"))
+                          f"left of the budget ({how})")
+        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm}, {}, steps, best.slot,
+                          "the winner of the exploring rounds, trained for the rest of the budget", "final",
+                          eval_every=final_eval_every(self.base, steps), warm_from=best.slot if warm else None)
+        self._train(rnd, final)
 
     def _probe(self) -> tuple[RunCost, RungPlan]:
         saved = self.record.get("probe")

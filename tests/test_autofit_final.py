@@ -1,0 +1,65 @@
+"""Autofit's final run: a language model continues from the winner's weights, and a config that stops early
+keeps its own evaluation cadence, so the final run's steps and checkpoint are worth what they cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from gradwise.autofit import autofit  # noqa: E402
+from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
+from gradwise.autofit.candidates import Candidate  # noqa: E402
+from gradwise.autofit.final import final_eval_every, final_steps, warm_start  # noqa: E402
+from gradwise.config.load import load_config  # noqa: E402
+from gradwise.core.rundir import read_metrics  # noqa: E402
+
+SMALL = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "train.batch_size=4",
+         "data.split_chunks=1", "data.dedupe=false", "data.check=false"]
+
+
+def _winner(run: Path | None) -> Candidate:
+    return Candidate("2.promote.0", {"optim.lr": 0.01}, {}, 72, "1.expand.0", "promoted", "promote",
+                     state="complete", score=2.0, run=str(run) if run else None)
+
+
+def test_a_language_model_starts_from_the_winners_checkpoint_only_when_it_has_one(tmp_path: Path) -> None:
+    lm = load_config("default")
+    run = tmp_path / "2.promote.0"
+    assert warm_start(lm, _winner(run)) == {}  # no run directory here (trained on another machine)
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    (run / "config.yaml").write_text("task: lm\n", encoding="utf-8")
+    assert warm_start(lm, _winner(run)) == {"model.init_from": str(run)}
+    assert warm_start(load_config("classify-ngram"), _winner(run)) == {}  # the bag loads no checkpoint
+
+
+def test_a_config_that_stops_early_keeps_its_cadence_and_the_steps_pay_for_its_evaluations() -> None:
+    bag = load_config("classify-ngram")  # patience 4, an evaluation every 50 steps
+    lm = load_config("default")  # no early stopping: the rungs' four evaluations
+    assert final_eval_every(bag, 4000) == bag.train.eval_every
+    assert final_eval_every(bag, 120) == 120 // EVALS_PER_RUN  # finer than the config's: the rung's
+    assert final_eval_every(lm, 4000) == 4000 // EVALS_PER_RUN
+    cost = RunCost("seconds", fixed=2.0, per_step=0.01, per_eval=0.5)
+    plain, frequent = final_steps(lm, cost, 100.0), final_steps(bag, cost, 100.0)
+    assert plain == cost.steps_within(100.0)
+    evals = -(-frequent // bag.train.eval_every) + 1
+    assert frequent < plain and cost.of(frequent, evals) <= 100.0  # its evaluations are paid for
+
+
+def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 300, encoding="utf-8")
+    result = autofit("default", [*SMALL, f"data.path={corpus}"], budget="60000 tokens", out_dir=tmp_path, name="w")
+    final_round = next(r for r in result.record["rounds"] if r["stage"] == "final")
+    final = final_round["candidates"][0]
+    parent = next(c for r in result.record["rounds"] for c in r["candidates"] if c["slot"] == final["parent"])
+    assert final["warm_from"] == parent["slot"] and final["overrides"]["model.init_from"] == parent["run"]
+    assert "from its weights" in final_round["why"]
+    # Its step-0 evaluation is the winner's best checkpoint on the same validation windows.
+    first = next(r for r in read_metrics(Path(final["run"]) / "metrics.jsonl") if r.get("kind") == "eval")
+    assert first["step"] == 0 and first["val_loss"] == pytest.approx(parent["val"]["loss"], rel=1e-4)
+    cfg = json.loads(json.dumps(load_config(str(Path(final["run"]) / "config.yaml")).to_dict()))
+    assert cfg["model"]["init_from"] == parent["run"]
