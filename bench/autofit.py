@@ -172,12 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="lm,classify", help="lm, classify or both (default)")
     ap.add_argument("--arms", default="preset,tune", help="the arms beside autofit (default: preset,tune)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep every arm's runs under this folder (one per task), to read autofit.json afterwards")
     args = ap.parse_args(argv)
     rows: list[tuple[str, dict[str, Any]]] = []
     for task in args.tasks.split(","):
         data = TASKS[task]
         if not data.is_file():
             print(f"skipped {task}: {data} not found")
+            continue
+        if args.keep is not None:
+            where = args.keep / task
+            if where.exists():
+                print(f"error: {where} exists; pass a --keep folder that does not hold a {task} run yet")
+                return 2
+            rows += [(task, a) for a in bench(task, data, args.budget, where, args.arms.split(","))]
             continue
         with tempfile.TemporaryDirectory(prefix=f"gradwise-autofit-{task}-") as tmp:
             rows += [(task, a) for a in bench(task, data, args.budget, Path(tmp), args.arms.split(","))]
