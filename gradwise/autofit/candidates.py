@@ -156,7 +156,7 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
     recorded = find_recorded(study, cand.slot)
     if recorded is not None:
         if trial is not None:  # a proposal asked again on resume: not needed, the slot's record stands
-            study.tell(trial, state=_fail_state())
+            study.tell(trial, state=fail_state())
         return recorded
     if trial is None:
         params = optuna_params(cand.overrides, space)
@@ -214,7 +214,8 @@ def _cost(unit: str, wall: float, summary: dict[str, Any] | None) -> float:
     return round(wall, 3)
 
 
-def _fail_state() -> Any:
+def fail_state() -> Any:
+    """Optuna's FAIL state, imported only when a trial is told (optuna is an extra)."""
     from optuna.trial import TrialState
 
     return TrialState.FAIL
@@ -224,7 +225,7 @@ def _tell_failed(study: Any, trial: Any, cand: Candidate, reason: str, state: st
     cand.state, cand.fail_reason = state, reason
     trial.set_user_attr("fail_reason", reason)
     trial.set_user_attr("candidate", cand.to_json())
-    study.tell(trial, state=_fail_state())
+    study.tell(trial, state=fail_state())
     return cand
 
 

@@ -41,7 +41,14 @@ from gradwise.autofit.budget import (
     parse_budget,
     plan_rungs,
 )
-from gradwise.autofit.candidates import Candidate, describe_line, distributions, find_recorded, run_candidate
+from gradwise.autofit.candidates import (
+    Candidate,
+    describe_line,
+    distributions,
+    fail_state,
+    find_recorded,
+    run_candidate,
+)
 from gradwise.autofit.final import final_eval_every, final_steps, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
@@ -117,8 +124,9 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
     import optuna
 
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")  # ask/tell: the trials are ours to end
+    opened = None
     if storage is None or resume:  # refused before the study is touched: a taken name, nothing to resume
-        _open_record(out, base, plan_budget, resume)
+        opened = _open_record(out, base, plan_budget, resume)
     study, created = claim_study(optuna, out.name, make_storage(storage, out), make_sampler("tpe", seed))
     info = None if created or resume or storage is None else driven_elsewhere(study)
     if info is not None:
@@ -131,7 +139,7 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
         except KeyboardInterrupt:
             return AutofitResult(out, None, None, None, worker_record, interrupted=True, worker=True)
         return AutofitResult(out, None, None, None, worker_record, worker=True)
-    record = _open_record(out, base, plan_budget, resume)
+    record = opened if opened is not None else _open_record(out, base, plan_budget, resume)
     publish(study, driver=this_worker(), base=record["base"], ready=False, done=False)
     clock = Clock(plan_budget, 0.0)
     sized_now = False
@@ -220,7 +228,7 @@ class _State:
         if not recorded and self.estimate(cand.steps) > self.clock.left:
             cand.state, cand.fail_reason = "skipped", "out of budget"
             if trial is not None:
-                self.study.tell(trial, state=_fail_state())
+                self.study.tell(trial, state=fail_state())
         else:
             cand = run_candidate(cand, self.base, self.study, self.space, self.trials, self.clock.budget.unit,
                                  max_time=self._max_time(), first=cand.slot == "0.start", trial=trial,
@@ -245,7 +253,7 @@ class _State:
             if got is not None:
                 trial, cand, _ = got
                 if cand.slot not in pending:  # queued twice (its first taker was thought dead): done already
-                    self.study.tell(trial, state=_fail_state())
+                    self.study.tell(trial, state=fail_state())
                     continue
                 pending.pop(cand.slot)
                 self._train(rnd, cand, trial)
@@ -466,9 +474,3 @@ class _State:
 
 def _config_dict(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
     return apply_overrides(base.to_dict(), [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-
-
-def _fail_state() -> Any:
-    from optuna.trial import TrialState
-
-    return TrialState.FAIL
