@@ -4,6 +4,7 @@ step, and the same run directory as every classifier (predict, eval, resume)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,26 @@ def test_it_learns_topics_predicts_and_resumes_exactly(tmp_path: Path) -> None:
     a = load_file(whole.run_dir / "checkpoints" / "last" / "model.safetensors")
     b = load_file(half.run_dir / "checkpoints" / "last" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit: the resumed run is the uninterrupted one
+
+
+def test_best_on_macro_f1_keeps_the_checkpoint_with_the_best_val_macro_f1(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "topics.jsonl", n=240)
+    rng, rows = random.Random(0), [json.loads(line) for line in data.read_text().splitlines()]
+    for row in rows:  # noisy labels: the loss turns up before macro-F1 stops rising
+        if rng.random() < 0.35:
+            row["label"] = rng.choice(sorted({r["label"] for r in rows}))
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = [*SMALL, f"data.path={data}", f"out_dir={tmp_path}", "train.eval_every=5", "train.patience=3",
+            "optim.lr=0.05"]
+    by_loss = train("classify-ngram", overrides=[*base, "name=loss"], quiet=True).summary
+    run = train("classify-ngram", overrides=[*base, "name=f1", "train.best_on=macro_f1"], quiet=True)
+    s = run.summary
+    evals = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e.get("kind") == "eval"]
+    top = max(e["val_macro_f1"] for e in evals)
+    chosen = min((e for e in evals if e["val_macro_f1"] == top), key=lambda e: (e["val_loss"], e["step"]))
+    assert s["best_on"] == "macro_f1" and s["best_step"] == chosen["step"] != by_loss["best_step"]
+    assert s["best_val_loss"] == chosen["val_loss"] and s["best_val_metrics"]["macro_f1"] == top
+    assert s["stopped_because"] == "early_stopping" and evals[-1]["step"] == chosen["step"] + 3 * 5
+    with pytest.raises(ConfigError, match="classifier's metric"):
+        load_config("default", ["train.best_on=macro_f1"])

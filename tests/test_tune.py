@@ -268,3 +268,17 @@ def test_resume_with_a_changed_base_config_warns(corpus_file: Path, tmp_path: Pa
          overrides=[*base(corpus_file, tmp_path), "model.dropout=0.1"])
     err = capsys.readouterr().err
     assert "base config differs" in err and "model.dropout" in err and "data.path" not in err
+
+
+def test_a_classifier_tuned_on_macro_f1_minimises_one_minus_it(tmp_path: Path) -> None:
+    from tests.test_classify import make_dataset
+    from tests.test_ngram_classifier import SMALL
+
+    data = make_dataset(tmp_path / "topics.jsonl", n=240)
+    res = tune("classify-ngram", {"optim.lr": [3e-3, 3e-2]}, sampler="grid", pruner="none",
+               out_dir=tmp_path / "studies", overrides=[*SMALL, f"data.path={data}", "train.best_on=macro_f1"])
+    rows = read_trials(res.study_dir)
+    assert len(rows) == 2
+    for r in rows:
+        s = json.loads((Path(r["run"]) / "summary.json").read_text())
+        assert r["value"] == pytest.approx(1.0 - s["best_val_metrics"]["macro_f1"])

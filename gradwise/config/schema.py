@@ -186,6 +186,9 @@ class TrainConfig(Section):
     log_every: int = 10
     checkpoint_every: int | None = None  # default: eval_every
     patience: int | None = None  # early stopping after this many evaluations without improvement
+    # What picks the best checkpoint and drives early stopping: the validation loss (lower is better), or a
+    # classifier's validation macro_f1 or accuracy (higher is better; ties keep the lower loss's checkpoint)
+    best_on: Literal["loss", "macro_f1", "accuracy"] = "loss"
     min_delta: float = 0.0  # an improvement smaller than this does not count
     grad_clip: float = 1.0  # clip threshold; 0 disables clipping (the norm is still reported)
     grad_clip_mode: Literal["norm", "value"] = "norm"  # by global L2 norm, or each element by value

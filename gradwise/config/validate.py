@@ -133,6 +133,9 @@ def validate(cfg: Config) -> None:
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping); got {t.grad_clip}")
     _require(t.patience is None or t.patience >= 1, f"train.patience must be at least 1; got {t.patience}")
     _require(t.min_delta >= 0, f"train.min_delta must be >= 0; got {t.min_delta}")
+    _require(t.best_on == "loss" or cfg.task == "classify",
+             f"train.best_on={t.best_on} is a classifier's metric; a language model picks its best checkpoint on "
+             "loss (leave train.best_on out)")
     _require(t.checkpoint_every is None or t.checkpoint_every >= 1,
              f"train.checkpoint_every must be at least 1; got {t.checkpoint_every}")
     parse_duration(t.max_time)

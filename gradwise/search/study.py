@@ -327,10 +327,10 @@ def _run_trials(spec: WorkerSpec, index: int) -> bool:
         trial.set_user_attr("worker", this_worker())
         shutil.rmtree(trial_root / run_name, ignore_errors=True)  # a retried number starts clean
 
-        def report(step: int, val_loss: float) -> bool:
-            if not math.isfinite(val_loss):
+        def report(step: int, value: float) -> bool:  # the val loss, or 1 - train.best_on's metric
+            if not math.isfinite(value):
                 return False  # the step's own non-finite guard decides about those
-            trial.report(val_loss, step)
+            trial.report(value, step)
             return trial.should_prune()
 
         try:
@@ -352,6 +352,9 @@ def _run_trials(spec: WorkerSpec, index: int) -> bool:
         if s["best_val_loss"] is None or not math.isfinite(s["best_val_loss"]):
             trial.set_user_attr("fail_reason", "no finite validation loss")
             raise GradwiseError("no finite validation loss")
+        on = s.get("best_on", "loss")
+        if on != "loss":  # the metric that chose the checkpoint is the one the study minimises
+            return 1.0 - float((s.get("best_val_metrics") or {})[on])
         return float(s["best_val_loss"])
 
     def finished(study: Any) -> bool:

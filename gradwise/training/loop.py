@@ -74,7 +74,8 @@ class LoopState:
     train_seconds: float = 0.0  # wall time of the loop (steps, evaluation, checkpoints)
     step_seconds: float = 0.0  # time inside optimization steps only
     eval_seconds: float = 0.0  # time spent evaluating on validation
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # the validation loss of the best checkpoint
+    best_score: float | None = None  # what chose it, lower is better: that loss, or minus train.best_on's metric
     best_step: int | None = None
     evals_since_best: int = 0
     last_eval_step: int | None = None
@@ -145,7 +146,10 @@ class TrainLoop:
                  on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
         self.cfg = cfg
         self.flops = flops  # model TFLOP/s and MFU on the log lines
-        self.on_eval = on_eval  # called with (step, val loss) after each evaluation; True stops ("pruned")
+        # Called after each evaluation with (step, the value the best checkpoint is chosen on, lower is better:
+        # the val loss, or 1 - train.best_on's metric); True stops the run ("pruned").
+        self.on_eval = on_eval
+        self._last_objective = math.nan
         self.model: nn.Module = built.evaluated  # possibly compiled
         self.raw_model: nn.Module = built.model  # what checkpoints save
         self.stepper: OptimizationStep = built.step
@@ -210,9 +214,15 @@ class TrainLoop:
         took = time.perf_counter() - t0
         st.eval_seconds += took
         st.last_eval_step, st.last_val_loss = st.step, res.loss
-        improved = math.isfinite(res.loss) and (st.best_val_loss is None or res.loss < st.best_val_loss - t.min_delta)
+        score = res.loss if t.best_on == "loss" else -float(res.scalars[t.best_on])
+        self._last_objective = score if t.best_on == "loss" else 1.0 + score
+        if st.best_score is None and t.best_on == "loss":
+            st.best_score = st.best_val_loss  # a checkpoint saved before best_score was kept
+        improved = math.isfinite(res.loss) and math.isfinite(score) and (
+            st.best_score is None or score < st.best_score - t.min_delta
+            or (score == st.best_score and st.best_val_loss is not None and res.loss < st.best_val_loss))
         if improved:
-            st.best_val_loss, st.best_step, st.evals_since_best = res.loss, st.step, 0
+            st.best_val_loss, st.best_score, st.best_step, st.evals_since_best = res.loss, score, st.step, 0
             self.dist.save_checkpoint(self.run_dir.best, self.raw_model,
                                       {"step": st.step, "val_loss": res.loss, "kind": "best"})
         else:
@@ -222,7 +232,8 @@ class TrainLoop:
                             "tokens": st.tokens_seen, "elapsed_s": round(st.train_seconds, 3),
                             "eval_s": round(took, 3),  # evaluation time, apart from training's elapsed_s
                             **({"eval_windows": res.details["windows"]} if (res.details or {}).get("windows") else {})})
-        best = f"{st.best_val_loss:.4f}" if st.best_val_loss is not None else "n/a"
+        best = "n/a" if st.best_score is None else (f"{st.best_score:.4f}" if t.best_on == "loss"
+                                                     else f"{t.best_on.replace('_', ' ')} {-st.best_score:.4f}")
         shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items()
                         if k not in ("perplexity", "loss_se"))
         se = res.scalars.get("loss_se")
@@ -381,7 +392,7 @@ class TrainLoop:
             early_stop = False
             if eval_now:
                 early_stop = self._eval_and_track()
-                if self.on_eval is not None and bool(self.on_eval(st.step, st.last_val_loss)):
+                if self.on_eval is not None and bool(self.on_eval(st.step, self._last_objective)):
                     return "pruned"
                 tick()
             if save_now or early_stop:
