@@ -19,6 +19,7 @@ The data cache is warmed once, before the arms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import subprocess
@@ -181,14 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         if not data.is_file():
             print(f"skipped {task}: {data} not found")
             continue
-        if args.keep is not None:
-            where = args.keep / task
-            if where.exists():
-                print(f"error: {where} exists; pass a --keep folder that does not hold a {task} run yet")
-                return 2
-            rows += [(task, a) for a in bench(task, data, args.budget, where, args.arms.split(","))]
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"gradwise-autofit-{task}-") as tmp:
+        if args.keep is not None and (args.keep / task).exists():
+            print(f"error: {args.keep / task} exists; pass a --keep folder that does not hold a {task} run yet")
+            return 2
+        where = (contextlib.nullcontext(str(args.keep / task)) if args.keep is not None
+                 else tempfile.TemporaryDirectory(prefix=f"gradwise-autofit-{task}-"))
+        with where as tmp:
             rows += [(task, a) for a in bench(task, data, args.budget, Path(tmp), args.arms.split(","))]
     if not rows:
         return 0

@@ -327,7 +327,7 @@ def _run_trials(spec: WorkerSpec, index: int) -> bool:
         trial.set_user_attr("worker", this_worker())
         shutil.rmtree(trial_root / run_name, ignore_errors=True)  # a retried number starts clean
 
-        def report(step: int, value: float) -> bool:  # the val loss, or 1 - train.best_on's metric
+        def report(step: int, value: float) -> bool:  # the evaluation's selection_score
             if not math.isfinite(value):
                 return False  # the step's own non-finite guard decides about those
             trial.report(value, step)
@@ -352,10 +352,7 @@ def _run_trials(spec: WorkerSpec, index: int) -> bool:
         if s["best_val_loss"] is None or not math.isfinite(s["best_val_loss"]):
             trial.set_user_attr("fail_reason", "no finite validation loss")
             raise GradwiseError("no finite validation loss")
-        on = s.get("best_on", "loss")
-        if on != "loss":  # the metric that chose the checkpoint is the one the study minimises
-            return 1.0 - float((s.get("best_val_metrics") or {})[on])
-        return float(s["best_val_loss"])
+        return float(s["best_score"])  # what chose the checkpoint: the val loss, or 1 - train.best_on's metric
 
     def finished(study: Any) -> bool:
         if grid:  # a grid is done when its queue is empty: never sample a point of our own

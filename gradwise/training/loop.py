@@ -75,7 +75,7 @@ class LoopState:
     step_seconds: float = 0.0  # time inside optimization steps only
     eval_seconds: float = 0.0  # time spent evaluating on validation
     best_val_loss: float | None = None  # the validation loss of the best checkpoint
-    best_score: float | None = None  # what chose it, lower is better: that loss, or minus train.best_on's metric
+    best_score: float | None = None  # what chose it, lower is better: that loss, or 1 - train.best_on's metric
     best_step: int | None = None
     evals_since_best: int = 0
     last_eval_step: int | None = None
@@ -91,7 +91,14 @@ class LoopState:
     def from_json(cls, data: dict[str, Any]) -> LoopState:
         data = dict(data)
         data["window"] = LogWindow(**data.get("window", {}))
+        data.setdefault("best_score", data.get("best_val_loss"))  # saved before train.best_on: chosen on loss
         return cls(**data)
+
+
+def selection_score(best_on: str, loss: float, scalars: dict[str, float]) -> float:
+    """What an evaluation is ranked by, lower is better: the val loss, or 1 - ``train.best_on``'s metric. The best
+    checkpoint, early stopping and ``tune``'s objective all go by it."""
+    return loss if best_on == "loss" else 1.0 - float(scalars[best_on])
 
 
 PROMPT_SECONDS = 1.0  # Ctrl-C stops the run within this
@@ -146,10 +153,9 @@ class TrainLoop:
                  on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
         self.cfg = cfg
         self.flops = flops  # model TFLOP/s and MFU on the log lines
-        # Called after each evaluation with (step, the value the best checkpoint is chosen on, lower is better:
-        # the val loss, or 1 - train.best_on's metric); True stops the run ("pruned").
+        # Called after each evaluation with (step, its selection_score); True stops the run ("pruned").
         self.on_eval = on_eval
-        self._last_objective = math.nan
+        self._last_score = math.nan
         self.model: nn.Module = built.evaluated  # possibly compiled
         self.raw_model: nn.Module = built.model  # what checkpoints save
         self.stepper: OptimizationStep = built.step
@@ -214,10 +220,7 @@ class TrainLoop:
         took = time.perf_counter() - t0
         st.eval_seconds += took
         st.last_eval_step, st.last_val_loss = st.step, res.loss
-        score = res.loss if t.best_on == "loss" else -float(res.scalars[t.best_on])
-        self._last_objective = score if t.best_on == "loss" else 1.0 + score
-        if st.best_score is None and t.best_on == "loss":
-            st.best_score = st.best_val_loss  # a checkpoint saved before best_score was kept
+        score = self._last_score = selection_score(t.best_on, res.loss, res.scalars)
         improved = math.isfinite(res.loss) and math.isfinite(score) and (
             st.best_score is None or score < st.best_score - t.min_delta
             or (score == st.best_score and st.best_val_loss is not None and res.loss < st.best_val_loss))
@@ -233,7 +236,7 @@ class TrainLoop:
                             "eval_s": round(took, 3),  # evaluation time, apart from training's elapsed_s
                             **({"eval_windows": res.details["windows"]} if (res.details or {}).get("windows") else {})})
         best = "n/a" if st.best_score is None else (f"{st.best_score:.4f}" if t.best_on == "loss"
-                                                     else f"{t.best_on.replace('_', ' ')} {-st.best_score:.4f}")
+                                                     else f"{t.best_on.replace('_', ' ')} {1 - st.best_score:.4f}")
         shown = "".join(f" | {k.replace('_', ' ')} {v:.4f}" for k, v in res.scalars.items()
                         if k not in ("perplexity", "loss_se"))
         se = res.scalars.get("loss_se")
@@ -392,7 +395,7 @@ class TrainLoop:
             early_stop = False
             if eval_now:
                 early_stop = self._eval_and_track()
-                if self.on_eval is not None and bool(self.on_eval(st.step, self._last_objective)):
+                if self.on_eval is not None and bool(self.on_eval(st.step, self._last_score)):
                     return "pruned"
                 tick()
             if save_now or early_stop:

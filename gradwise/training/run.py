@@ -79,9 +79,9 @@ def train(config: Config | str | Path | None = None, *, overrides: list[str] | N
 
     ``config`` is a Config, a YAML/TOML path or a preset name (default preset when None);
     ``overrides`` are dotted ``key=value`` strings; ``resume`` is a run directory to continue exactly.
-    ``on_eval(step, value)`` is called after each evaluation with the value the best checkpoint is chosen on
-    (the val loss, or 1 - ``train.best_on``'s metric); returning True stops the run ("pruned"), which is how
-    a hyperparameter search stops a hopeless trial.
+    ``on_eval(step, score)`` is called after each evaluation with the score the best checkpoint is chosen on
+    (gradwise.training.loop.selection_score); returning True stops the run ("pruned"), which is how a
+    hyperparameter search stops a hopeless trial.
     """
     cfg, resumed, stem = resolve_train_config(config, overrides, resume)
     t = cfg.train
@@ -197,7 +197,7 @@ def _finish(cfg: Config, ctx: RunContext, run: RunDir, task: Task, built: Assemb
     train_only = state.train_seconds - state.eval_seconds
     summary: dict[str, Any] = {
         "run": str(run.path), "task": cfg.task, "best_val_loss": state.best_val_loss, "best_step": state.best_step,
-        "best_on": t.best_on,  # what chose the best checkpoint (its value: best_val_metrics)
+        "best_on": t.best_on, "best_score": state.best_score,  # what chose the best checkpoint (selection_score)
         "last_val_loss": state.last_val_loss, "test_loss": test.loss if test else None,
         **{f"test_{k}": (test.scalars.get(k) if test else None) for k in _TEST_KEYS[cfg.task]},
         "steps": state.step, "tokens_seen": state.tokens_seen, "train_seconds": round(state.train_seconds, 3),
