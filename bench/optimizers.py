@@ -94,14 +94,16 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
              for opt in GRID} if best else {opt: lrs[1] for opt, lrs in GRID.items()}
     import gradwise.optim.muon as muon
 
-    arms = [*GRID, *(["muon (plain Newton-Schulz)"] if args.muon_plain else [])]
+    arms = [*GRID, *(["muon (plain Newton-Schulz)"] if args.muon_plain else []),
+            *(f"muon ns_steps={n}" for n in args.muon_ns)]
     per_step: dict[str, list[float]] = {arm: [] for arm in arms}
     gram_ratio = muon.GRAM_RATIO
     for rep in range(args.repeats):
         for arm in arms:
             opt = arm.split(" ")[0]
-            muon.GRAM_RATIO = 10 ** 9 if arm != opt else gram_ratio  # plain: no matrix iterates on its Gram matrix
-            r = run(opt, lr_of[opt], [*overrides, f"train.max_steps={args.time_steps}",
+            muon.GRAM_RATIO = 10 ** 9 if "plain" in arm else gram_ratio  # plain: no matrix iterates on its Gram
+            ns = [f"optim.muon_ns_steps={arm.split('=')[1]}"] if "ns_steps=" in arm else []
+            r = run(opt, lr_of[opt], [*overrides, *ns, f"train.max_steps={args.time_steps}",
                                       f"train.eval_every={args.time_steps}", "train.test_eval=false"],
                     f"time-{arms.index(arm)}-{opt}-{rep}")
             per_step[arm].append(r["step_seconds"] / r["steps"])
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-steps", type=int, default=300, help="time phase: steps per timed run")
     ap.add_argument("--muon-plain", action="store_true", help="time phase: also Muon with the plain Newton-Schulz "
                     "iteration for every matrix (no Gram path), to measure what the Gram path saves")
+    ap.add_argument("--muon-ns", type=int, nargs="*", default=[], metavar="N",
+                    help="time phase: also Muon with N Newton-Schulz iterations (optim.muon_ns_steps) per update")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
                     help="loss phase: no training, re-tabulate runs saved by --out (several files are merged)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")

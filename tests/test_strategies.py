@@ -94,6 +94,23 @@ def test_muon_takes_hidden_matrices_and_adamw_the_rest() -> None:
     assert muon_params | adamw_params == everything and not muon_params & adamw_params
 
 
+def test_muon_ns_steps_reaches_the_optimizer_and_changes_the_update() -> None:
+    """Fewer Newton-Schulz iterations are a speed/quality trade a user sets in the config, so it must take effect."""
+    updates = {}
+    for steps in (1, 5):
+        torch.manual_seed(0)
+        model = gpt()
+        opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-2, muon_ns_steps=steps), CPU)
+        assert {g["ns_steps"] for g in opt.optimizers[0].param_groups} == {steps}
+        before = model.blocks[0].mlp.fc.weight.detach().clone()
+        model(torch.randint(0, 40, (2, 8))).float().square().mean().backward()
+        opt.step()
+        updates[steps] = model.blocks[0].mlp.fc.weight.detach() - before
+    assert not torch.allclose(updates[1], updates[5])
+    with pytest.raises(ConfigError, match="optim.muon_ns_steps must be 1 to 10; got 0"):
+        load_config("default", ["optim.name=muon", "optim.muon_ns_steps=0"])
+
+
 def test_scheduler_drives_both_parts_of_a_combined_optimizer() -> None:
     model = gpt()
     opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-3, muon_lr=2e-2), CPU)

@@ -156,6 +156,7 @@ class OptimConfig(Section):
     embedding_lr: float | None = None  # own learning rate for embedding tables and the output head
     muon_lr: float | None = None  # Muon's learning rate for hidden matrices (default: optim.lr)
     muon_momentum: float = 0.95
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update: most of its cost (docs/benchmarks.md)
     muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"  # match: AdamW-sized lr works
 
 

@@ -117,6 +117,7 @@ def validate(cfg: Config) -> None:
              f"optim.betas must be two numbers in [0, 1), for example [0.9, 0.99]; got {o.betas}")
     _require(0.0 <= o.momentum < 1.0, f"optim.momentum must be in [0, 1); got {o.momentum}")
     _require(0.0 <= o.muon_momentum < 1.0, f"optim.muon_momentum must be in [0, 1); got {o.muon_momentum}")
+    _require(1 <= o.muon_ns_steps <= 10, f"optim.muon_ns_steps must be 1 to 10; got {o.muon_ns_steps}")
     for key, value in (("optim.embedding_lr", o.embedding_lr), ("optim.muon_lr", o.muon_lr)):
         _require(value is None or (value > 0 and math.isfinite(value)), f"{key} must be a positive number; got {value}")
     _require(0.0 < s.decay_fraction <= 1.0, f"schedule.decay_fraction must be in (0, 1]; got {s.decay_fraction}")
