@@ -84,24 +84,29 @@ def main(argv: list[str] | None = None) -> int:
                 s = train(preset, overrides=[*common, *extra, f"name={name}-{seed}"], quiet=True).summary
                 seconds = time.perf_counter() - t0
                 results[name].append({"accuracy": s["test_accuracy"], "macro_f1": s["test_macro_f1"],
+                                      "val_macro_f1": s["best_val_metrics"]["macro_f1"],
                                       "seconds": seconds, "steps": s["steps"]})
                 if len(results["baseline"]) < seeds.index(seed) + 1:
                     b = s["baseline"]
                     results["baseline"].append({"accuracy": b["test"]["accuracy"], "macro_f1": b["test"]["macro_f1"],
-                                                "seconds": b["seconds"], "c": b["c"]})
-                print(f"  seed {seed} {name:<8} test acc {s['test_accuracy']:.4f} macro-F1 {s['test_macro_f1']:.4f} "
-                      f"({seconds:.0f}s, {s['steps']} steps) | baseline {s['baseline']['test']['macro_f1']:.4f}",
+                                                "val_macro_f1": b["val"]["macro_f1"], "seconds": b["seconds"],
+                                                "c": b["c"]})
+                print(f"  seed {seed} {name:<8} val macro-F1 {s['best_val_metrics']['macro_f1']:.4f} | "
+                      f"test acc {s['test_accuracy']:.4f} macro-F1 {s['test_macro_f1']:.4f} "
+                      f"({seconds:.0f}s, {s['steps']} steps) | baseline val {s['baseline']['val']['macro_f1']:.4f} "
+                      f"test {s['baseline']['test']['macro_f1']:.4f}",
                       flush=True)
 
     lines = [f"Seeds {', '.join(map(str, seeds))} (each its own split); mean ± half the range over the seeds. "
              "Seconds: the whole `train` call (tokenizing, baseline, training, test)."
              + (f" Overrides: `{' '.join(args.overrides)}`." if args.overrides else ""), "",
-             "| model | test macro-F1 | test accuracy | seconds |", "|---|--:|--:|--:|"]
+             "| model | val macro-F1 | test macro-F1 | test accuracy | seconds |", "|---|--:|--:|--:|--:|"]
     for name, rows in results.items():
         if not rows:
             continue
         label = f"{name} (the default)" if name == default_name and "default" in models else name
-        lines.append(f"| {label} | {spread([r['macro_f1'] for r in rows])} | {spread([r['accuracy'] for r in rows])} | "
+        val = spread([r["val_macro_f1"] for r in rows]) if all("val_macro_f1" in r for r in rows) else "-"
+        lines.append(f"| {label} | {val} | {spread([r['macro_f1'] for r in rows])} | {spread([r['accuracy'] for r in rows])} | "
                      f"{spread([r['seconds'] for r in rows], 0)} |")
     print("\n" + "\n".join(lines))
     if args.record:
