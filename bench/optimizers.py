@@ -11,8 +11,14 @@ machine's load, so this phase may share the machine (``--threads 1`` keeps a cor
 ``--phase time``: seconds per optimization step of each optimizer at its best lr, measured side by side in
 one process on a quiet machine: short runs alternated (A B A B ...) and compared by median.
 
+``--phase step``: the same question asked so that a busy machine cannot skew it. Every arm's model and
+optimizer live in one process and take turns a few steps at a time (the same random batch, gradwise's own
+``OptimizationStep`` with the preset's clipping and schedule), so a slow second lands on every arm alike.
+Reports each arm's median step, its optimizer phase, and the median over rounds of the per-round ratio.
+
     python3 bench/optimizers.py --phase loss --threads 1 --out /tmp/opt.json --record
     python3 bench/optimizers.py --phase time --best /tmp/opt.json --record
+    python3 bench/optimizers.py --phase step --muon-ns 3 2 --record
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from pathlib import Path
 import torch
 from benchrecord import RECORD_FILE, append_record
 
+from gradwise.config.load import load_config
 from gradwise.core.rundir import read_metrics
+from gradwise.models import build_model
+from gradwise.objectives.losses import CausalLMObjective
+from gradwise.training.build import assemble
 from gradwise.training.run import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,6 +128,51 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return lines
 
 
+def phase_step(args: argparse.Namespace) -> list[str]:
+    arms = ["adamw", "muon", *(f"muon ns_steps={n}" for n in args.muon_ns)]
+    device, vocab = torch.device("cpu"), 65  # tinyshakespeare's characters; timing does not read the data
+    steps = {}
+    for arm in arms:
+        opt = arm.split(" ")[0]
+        ns = [f"optim.muon_ns_steps={arm.split('=')[1]}"] if "ns_steps=" in arm else []
+        cfg = load_config(str(PRESET), [f"optim.name={opt}", f"optim.lr={GRID[opt][1]}", *ns, "train.device=cpu"])
+        torch.manual_seed(0)
+        steps[arm] = assemble(cfg, build_model(cfg.model, vocab), CausalLMObjective(), device,
+                              asynchronous=False).step
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (cfg.train.batch_size, cfg.model.block_size), generator=g)
+    batch = [(x, torch.roll(x, -1, dims=1))]
+    for step in steps.values():  # optimizer state allocated and caches warm before timing
+        for _ in range(3):
+            step(batch)
+    per_step: dict[str, list[float]] = {arm: [] for arm in arms}
+    optim_ms: dict[str, list[float]] = {arm: [] for arm in arms}
+    block = 5
+    for r in range(args.rounds):
+        order = arms if r % 2 == 0 else arms[::-1]  # neither arm always follows the other
+        for arm in order:
+            times = []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                steps[arm](batch)
+                times.append(time.perf_counter() - t0)
+            per_step[arm].append(statistics.median(times))
+            optim_ms[arm].append((steps[arm](batch, profile=True).timings or {}).get("optimizer", 0.0))
+    base = per_step["adamw"]
+    lines = [f"{args.rounds} rounds of {block} steps per arm, alternated in one process (order reversed every "
+             "other round); median of each round's median.", "",
+             "| optimizer | median ms/step | optimizer ms | vs AdamW (median of per-round ratios) | "
+             "quartiles of the ratio |", "|---|--:|--:|--:|--:|"]
+    for arm in arms:
+        ratios = sorted(a / b for a, b in zip(per_step[arm], base, strict=True))
+        q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        lines.append(f"| {arm} | {statistics.median(per_step[arm]) * 1000:.1f} | "
+                     f"{statistics.median(optim_ms[arm]) * 1000:.1f} | {statistics.median(ratios):.2f}x | "
+                     f"{q1:.2f}-{q3:.2f} |")
+    print("\n".join(lines))
+    return lines
+
+
 def _saved_runs(path: Path) -> list[dict]:
     """Runs from a loss-phase --out file, or from a single run's JSON."""
     data = json.loads(path.read_text())
@@ -127,6 +182,8 @@ def _saved_runs(path: Path) -> list[dict]:
 def measure(args: argparse.Namespace) -> list[str]:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.phase == "step":
+        return phase_step(args)
     with tempfile.TemporaryDirectory(prefix="gradwise-opt-") as tmp:
         overrides = [f"data.path={json.dumps(str(Path(args.data).resolve()))}", f"out_dir={json.dumps(tmp)}",
                      f"data.cache_dir={json.dumps(tmp + '/cache')}", f"train.eval_every={args.eval_every}",
@@ -138,7 +195,7 @@ def measure(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phase", choices=["loss", "time"], default="loss")
+    ap.add_argument("--phase", choices=["loss", "time", "step"], default="loss")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--eval-every", type=int, default=100, help="evaluation cadence of the loss phase")
@@ -147,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--best", help="time phase: the loss phase's JSON, to time each optimizer at its best lr")
     ap.add_argument("--repeats", type=int, default=3, help="time phase: alternations")
     ap.add_argument("--time-steps", type=int, default=300, help="time phase: steps per timed run")
+    ap.add_argument("--rounds", type=int, default=60, help="step phase: rounds of alternated steps")
     ap.add_argument("--muon-plain", action="store_true", help="time phase: also Muon with the plain Newton-Schulz "
                     "iteration for every matrix (no Gram path), to measure what the Gram path saves")
     ap.add_argument("--muon-ns", type=int, nargs="*", default=[], metavar="N",
-                    help="time phase: also Muon with N Newton-Schulz iterations (optim.muon_ns_steps) per update")
+                    help="time and step phases: also Muon with N Newton-Schulz iterations (optim.muon_ns_steps) per update")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
                     help="loss phase: no training, re-tabulate runs saved by --out (several files are merged)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")
