@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 import tempfile
 import time
@@ -50,6 +52,22 @@ def majority(data: Path, seed: int) -> dict:
     y = np.array([classes.index(labels[i]) for i in idx["test"]])
     r = classification_report(y, np.full_like(y, classes.index(top)), classes)
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "seconds": 0.0}
+
+
+def paired_against_baseline(results: dict[str, list[dict]]) -> list[str]:
+    """Each model minus the baseline on the same split, seed by seed: the seeds' spread of the splits cancels."""
+    base = [r["macro_f1"] for r in results["baseline"]]
+    out = []
+    for name, rows in results.items():
+        if name in ("majority", "baseline") or len(rows) != len(base) or len(rows) < 2:
+            continue
+        diff = [r["macro_f1"] - b for r, b in zip(rows, base, strict=True)]
+        se = statistics.stdev(diff) / math.sqrt(len(diff))
+        wins = sum(d >= 0 for d in diff)
+        out.append(f"- {name} minus the baseline, test macro-F1 on the same split: {statistics.mean(diff):+.3f} "
+                   f"± {se:.3f} (mean ± standard error over {len(diff)} seeds); at least the baseline's on "
+                   f"{wins} of {len(diff)}")
+    return ["", *out] if out else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         val = spread([r["val_macro_f1"] for r in rows]) if all("val_macro_f1" in r for r in rows) else "-"
         lines.append(f"| {label} | {val} | {spread([r['macro_f1'] for r in rows])} | {spread([r['accuracy'] for r in rows])} | "
                      f"{spread([r['seconds'] for r in rows], 0)} |")
+    lines += paired_against_baseline(results)
     print("\n" + "\n".join(lines))
     if args.record:
         append_record("classification against the baseline (fortunes4)", "\n".join(lines))
