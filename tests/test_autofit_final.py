@@ -13,7 +13,7 @@ pytest.importorskip("optuna")
 from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
-from gradwise.autofit.final import final_eval_every, final_steps, warm_start  # noqa: E402
+from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, warm_start  # noqa: E402
 from gradwise.config.load import load_config  # noqa: E402
 from gradwise.core.rundir import read_metrics  # noqa: E402
 
@@ -49,6 +49,23 @@ def test_a_config_that_stops_early_keeps_its_cadence_and_the_steps_pay_for_its_e
     assert frequent < plain and cost.of(frequent, evals) <= 100.0  # its evaluations are paid for
 
 
+def test_a_rate_raised_at_a_short_rung_is_scaled_down_for_the_long_run_never_below_the_start() -> None:
+    lm = load_config("default")  # its measured Muon rate, 8e-3
+    raised = Candidate("2.promote.0", {"optim.lr": 3.2e-2}, {}, 180, "1.expand.0", "promoted", "promote")
+    # The default preset's benchmark: 180 steps of the winner, then 2,263 from its weights.
+    assert horizon_lr(lm, raised, 2263, warm=True) == {"optim.lr": pytest.approx(3.2e-2 * (180 / 2443) ** 0.5,
+                                                                                  rel=1e-2)}
+    cold = horizon_lr(lm, raised, 2263, warm=False)["optim.lr"]  # from scratch: a horizon of 2,263 steps
+    assert cold == pytest.approx(3.2e-2 * (180 / 2263) ** 0.5, rel=1e-2)
+    short = Candidate("1.expand.0", {"optim.lr": 1e-2}, {}, 20, "0.start", "rule", "rule")
+    assert horizon_lr(lm, short, 5000, warm=True) == {"optim.lr": 8e-3}  # the start's rate is the floor
+    assert horizon_lr(lm, _winner(None), 5000, warm=True)["optim.lr"] < 0.01
+    same = Candidate("1.promote.0", {}, {}, 180, "0.start", "promoted", "promote")
+    lowered = Candidate("1.expand.1", {"optim.lr": 2.7e-3}, {}, 180, "0.start", "unstable", "diagnosis")
+    assert horizon_lr(lm, same, 2263, warm=True) == {} and horizon_lr(lm, lowered, 2263, warm=True) == {}
+    assert horizon_lr(load_config("classify-ngram"), raised, 2263, warm=False) == {}  # it stops early
+
+
 def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 300, encoding="utf-8")
@@ -58,6 +75,12 @@ def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -
     parent = next(c for r in result.record["rounds"] for c in r["candidates"] if c["slot"] == final["parent"])
     assert final["warm_from"] == parent["slot"] and final["overrides"]["model.init_from"] == parent["run"]
     assert "from its weights" in final_round["why"]
+    start_lr, won = result.record["base"]["optim"]["lr"], parent["overrides"].get("optim.lr")
+    if won is not None and won > start_lr:  # a rate raised at a rung is scaled for the longer run
+        assert start_lr <= final["overrides"]["optim.lr"] < won and final["changes"] == {"optim.lr": final[
+            "overrides"]["optim.lr"]} and "scaled to" in final_round["why"]
+    else:
+        assert final["overrides"].get("optim.lr") == won and final["changes"] == {}
     # Its step-0 evaluation is the winner's best checkpoint on the same validation windows.
     first = next(r for r in read_metrics(Path(final["run"]) / "metrics.jsonl") if r.get("kind") == "eval")
     assert first["step"] == 0 and first["val_loss"] == pytest.approx(parent["val"]["loss"], rel=1e-4)

@@ -49,7 +49,7 @@ from gradwise.autofit.candidates import (
     find_recorded,
     run_candidate,
 )
-from gradwise.autofit.final import final_eval_every, final_steps, warm_start
+from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
     POLL_SECONDS,
@@ -342,10 +342,14 @@ class _State:
                      f"trains little more than {best.slot}'s {best.steps:,} steps")
             return
         warm = warm_start(self.base, best)
+        lr = horizon_lr(self.base, best, steps, bool(warm))
         how = f"from its weights, {steps:,} steps more" if warm else f"{steps / best.steps:.1f}x its steps"
+        if lr:
+            how += (f"; its learning rate {best.overrides['optim.lr']:g}, chosen at {best.steps:,} steps, scaled to "
+                    f"{lr['optim.lr']:g} for the longer run")
         rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
                           f"left of the budget ({how})")
-        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm}, {}, steps, best.slot,
+        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr}, lr, steps, best.slot,
                           "the winner of the exploring rounds, trained for the rest of the budget", "final",
                           eval_every=final_eval_every(self.base, steps), warm_from=best.slot if warm else None)
         self._train(rnd, final)
