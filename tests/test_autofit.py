@@ -14,6 +14,7 @@ pytest.importorskip("optuna")
 import gradwise.autofit.rounds as rounds  # noqa: E402
 from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import MIN_STEPS, RunCost, parse_budget, plan_rungs  # noqa: E402
+from gradwise.autofit.candidates import Candidate, within_noise  # noqa: E402
 from gradwise.autofit.moves import Move, action_overrides, moves_from  # noqa: E402
 from gradwise.cli.commands import main  # noqa: E402
 from gradwise.config.load import load_config  # noqa: E402
@@ -327,3 +328,22 @@ def test_under_a_wall_clock_budget_a_rung_is_ranked_by_what_each_run_learned_per
     for unit, first in (("seconds", fast), ("tokens", wide)):
         state.clock = SimpleNamespace(budget=Budget(600.0, unit))
         assert state._best_at(100) is first
+
+
+def test_a_level_no_better_than_its_parent_beyond_noise_ends_the_rounds() -> None:
+    """The LM benchmark's first level: six rates within 0.005 nats of the start, its standard error 0.009."""
+    def cand(slot: str, score: float | None, state: str = "complete", **val: float) -> Candidate:
+        return Candidate(slot, {}, {}, 38, "0.start", "tpe", "tpe", state=state, score=score, val=val)
+
+    parent = cand("0.start", 2.5321, loss=2.5321, loss_se=0.0093)
+    level = [cand("1.expand.0", 2.5331), cand("1.expand.3", 2.5276), cand("1.expand.5", 2.7041)]
+    assert within_noise(parent, level) == pytest.approx(0.0186)
+    assert within_noise(parent, [*level, cand("1.expand.6", 2.50)]) is None  # 0.032 better: worth a longer rung
+    assert within_noise(parent, [cand("1.expand.0", None, "failed")]) is None  # nothing finished: nothing said
+    from gradwise.report.autofit import summary_html
+
+    shown = summary_html({"task": "lm", "budget": {"amount": 600, "unit": "seconds"}, "rounds": [],
+                          "explore_stop": "no candidate beat 0.start by more than 0.0186"})
+    assert "rounds stopped" in shown and "no candidate beat 0.start" in shown  # the page says why
+    classifier = cand("0.start", 0.28, macro_f1=0.72)  # 1 - macro-F1 has no standard error
+    assert within_noise(classifier, [cand("1.expand.0", 0.279)]) is None

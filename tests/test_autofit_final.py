@@ -13,7 +13,13 @@ pytest.importorskip("optuna")
 from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
-from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, warm_start  # noqa: E402
+from gradwise.autofit.final import (  # noqa: E402
+    final_eval_every,
+    final_steps,
+    horizon_lr,
+    measured_cost,
+    warm_start,
+)
 from gradwise.config.load import load_config  # noqa: E402
 from gradwise.core.rundir import read_metrics  # noqa: E402
 
@@ -64,6 +70,20 @@ def test_a_rate_raised_at_a_short_rung_is_scaled_down_for_the_long_run_never_bel
     lowered = Candidate("1.expand.1", {"optim.lr": 2.7e-3}, {}, 180, "0.start", "unstable", "diagnosis")
     assert horizon_lr(lm, same, 2263, warm=True) == {} and horizon_lr(lm, lowered, 2263, warm=True) == {}
     assert horizon_lr(load_config("classify-ngram"), raised, 2263, warm=False) == {}  # it stops early
+
+
+def test_the_final_run_is_sized_by_the_winners_own_measured_speed(tmp_path: Path) -> None:
+    run = tmp_path / "2.expand.0"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"steps": 100, "train_seconds": 12.0, "eval_seconds": 2.0}))
+    best = Candidate("2.expand.0", {}, {}, 100, "1.promote.0", "tpe", "tpe", state="complete", cost=12.5,
+                     run=str(run), facts={"evaluations": 5})
+    cost = measured_cost("seconds", best)
+    assert cost is not None and (cost.fixed, cost.per_step, cost.per_eval) == pytest.approx((0.5, 0.1, 0.4))
+    assert final_steps(load_config("default"), cost, 300.0) == int((300.0 - 0.5 - 5 * 0.4) / 0.1)
+    assert measured_cost("tokens", best) is None  # a token budget counts tokens, as the probe does
+    gone = Candidate("2.expand.1", {}, {}, 100, "1.promote.0", "tpe", "tpe", cost=12.5, run=str(tmp_path / "x"))
+    assert measured_cost("seconds", gone) is None  # trained elsewhere: the probe's estimate instead
 
 
 def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -> None:

@@ -84,6 +84,22 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else json.dumps(v) if not isinstance(v, (int, str)) else str(v)
 
 
+NOISE_SES = 2  # a candidate must beat its parent by this many standard errors of the parent's val loss
+
+
+def within_noise(parent: Candidate, tried: list[Candidate]) -> float | None:
+    """The margin that no run of ``tried`` beat ``parent`` by, when none is better than it by NOISE_SES standard
+    errors of its validation loss: a level that found nothing the rung can see, where more rounds buy noise
+    and the final run loses their steps. None when one is clearly better, when none finished, or when the
+    score has no standard error (a classifier's macro-F1)."""
+    se = parent.val.get("loss_se")
+    scores = [c.score for c in tried if c.state == "complete" and c.score is not None]
+    if not isinstance(se, (int, float)) or not math.isfinite(se) or se <= 0 or parent.score is None or not scores:
+        return None
+    margin = NOISE_SES * float(se)
+    return margin if parent.score - min(scores) < margin else None
+
+
 def rung_overrides(cfg_dict: dict[str, Any], steps: int, changes: dict[str, Any],
                    eval_every: int | None = None) -> dict[str, Any]:
     """The keys a rung sets: its steps, evaluations that give the diagnosis enough points (or ``eval_every``),

@@ -19,6 +19,7 @@ Two things make it worth more than one more candidate:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,23 @@ def horizon_lr(base: Config, best: Candidate, final_steps: int, warm: bool) -> d
     total = final_steps + (best.steps if warm else 0)
     corrected = max(start, won * (best.steps / total) ** HORIZON_EXPONENT)
     return {"optim.lr": float(f"{corrected:.3g}")} if corrected < won else {}
+
+
+def measured_cost(unit: str, best: Candidate) -> RunCost | None:
+    """The winner's own run as a cost model for its final run (the same shape and data, on this machine):
+    under a wall-clock budget, its seconds per step and per evaluation, read from its summary. Better than the
+    probe's estimate scaled by all candidates' errors, which a slower candidate (a wider model) inflates: the
+    benchmark's final run once got 272 of 356 seconds that way. None under a token budget, or without the
+    run's summary here (trained on another machine, or gone)."""
+    if unit != "seconds" or not best.run:
+        return None
+    try:
+        summary = json.loads((Path(best.run) / "summary.json").read_text(encoding="utf-8"))
+        evals = int(best.facts.get("evaluations") or EVALS_PER_RUN + 1)
+        cost = RunCost.from_probe(unit, summary, best.cost, evals)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cost if cost.per_step > 0 and math.isfinite(cost.per_step) else None
 
 
 def final_eval_every(base: Config, steps: int) -> int:

@@ -8,7 +8,8 @@
 3. Each level: candidates from the diagnosis of the best run at that rung (gradwise/autofit/moves.py), plus
    a share of Optuna TPE proposals in the keys the diagnosis names, all trained at the rung; then the best
    third of the rung is promoted to a rung three times as long (successive halving). The last rung is
-   sized to what is left of the budget.
+   sized to what is left of the budget. A level with no candidate better than its parent beyond the noise
+   of its validation loss ends the rounds (gradwise/autofit/candidates.py, ``within_noise``).
 4. The best run trains again with what is left of the budget, a GPT language model from its own best
    weights (gradwise/autofit/final.py).
 5. The best validation score of all decides; its checkpoint is scored once on the test split.
@@ -48,8 +49,9 @@ from gradwise.autofit.candidates import (
     fail_state,
     find_recorded,
     run_candidate,
+    within_noise,
 )
-from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, warm_start
+from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, measured_cost, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
     POLL_SECONDS,
@@ -309,6 +311,13 @@ class _State:
                 self.say("stopped: no candidate at this rung finished; see the failures above")
                 break
             self._expand(level, steps, parent, plan.widths[level])
+            margin = within_noise(parent, [c for c in self.done.values() if c.slot.startswith(f"{level + 1}.expand.")])
+            if margin is not None:
+                self.record["explore_stop"] = (f"no candidate beat {parent.slot} by more than {margin:.4f} (two standard "
+                                               f"errors of its validation loss) at {steps:,} steps: the rounds cannot "
+                                               "tell them apart, so the rest of the budget goes to the final run")
+                self.say(f"no promotion: {self.record['explore_stop']}")
+                break
             pool = self._ranked(steps)
             keep = pool[:math.ceil(len(pool) / ETA)]
             longer = steps * ETA
@@ -335,8 +344,13 @@ class _State:
         best = self._best_overall()
         if best is None:
             return
-        scale = self.estimate(best.steps) / max(self.cost.of(best.steps), 1e-9)
-        steps = final_steps(self.base, self.cost, (self.clock.left - self._kept_back()) / scale)
+        room = self.clock.left - self._kept_back()
+        own = measured_cost(self.clock.budget.unit, best)
+        if own is not None:  # the winner's own speed, measured
+            steps = final_steps(self.base, own, room)
+        else:
+            steps = final_steps(self.base, self.cost, room / (self.estimate(best.steps) /
+                                                             max(self.cost.of(best.steps), 1e-9)))
         if steps < best.steps * 1.5:
             self.say(f"no final run: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
                      f"trains little more than {best.slot}'s {best.steps:,} steps")

@@ -110,6 +110,8 @@ def summary_html(record: dict[str, Any]) -> str:
     plan = record.get("start_plan")
     if plan:
         rows.append(("start sized by", e("; ".join(plan.get("notes") or []) or " ".join(plan["overrides"]))))
+    if record.get("explore_stop"):
+        rows.append(("rounds stopped", e(record["explore_stop"])))
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
     return f'<dl class="nums">{body}</dl>'
 
