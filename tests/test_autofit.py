@@ -105,6 +105,8 @@ def test_autofit_keeps_its_budget_tests_once_and_records_every_decision(corpus: 
     record = json.loads((result.out / "autofit.json").read_text())
     cands = [c for r in record["rounds"] for c in r["candidates"]]
     assert record["rounds"][0]["stage"] == "start" and any(r["stage"] == "promote" for r in record["rounds"])
+    final = [c for r in record["rounds"] if r["stage"] == "final" for c in r["candidates"]]
+    assert final and final[0]["state"] == "complete"  # sized by the winner's measured speed, and not skipped
     for c in cands:
         assert c["reason"] and c["state"] in ("complete", "failed", "skipped")
         if c["state"] == "complete":

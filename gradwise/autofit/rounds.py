@@ -224,10 +224,11 @@ class _State:
         self.say(f"round {r['round']} | {stage} at {steps:,} steps | {why}")
         return r
 
-    def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None) -> Candidate:
-        """Train one candidate in this process (the start, a TPE proposal, the final run)."""
+    def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None, expected: float | None = None) -> Candidate:
+        """Train one candidate in this process (the start, a TPE proposal, the final run). ``expected``: its
+        cost when known better than :meth:`estimate` (the final run, from the winner's measured speed)."""
         recorded = find_recorded(self.study, cand.slot) is not None
-        if not recorded and self.estimate(cand.steps) > self.clock.left:
+        if not recorded and (self.estimate(cand.steps) if expected is None else expected) > self.clock.left:
             cand.state, cand.fail_reason = "skipped", "out of budget"
             if trial is not None:
                 self.study.tell(trial, state=fail_state())
@@ -351,6 +352,7 @@ class _State:
         else:
             steps = final_steps(self.base, self.cost, room / (self.estimate(best.steps) /
                                                              max(self.cost.of(best.steps), 1e-9)))
+        expected = own.of(steps) if own is not None else None  # what the skip check compares with the budget
         if steps < best.steps * 1.5:
             self.say(f"no final run: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
                      f"trains little more than {best.slot}'s {best.steps:,} steps")
@@ -366,7 +368,7 @@ class _State:
         final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr}, lr, steps, best.slot,
                           "the winner of the exploring rounds, trained for the rest of the budget", "final",
                           eval_every=final_eval_every(self.base, steps), warm_from=best.slot if warm else None)
-        self._train(rnd, final)
+        self._train(rnd, final, expected=expected)
 
     def _probe(self) -> tuple[RunCost, RungPlan]:
         saved = self.record.get("probe")
