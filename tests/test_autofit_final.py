@@ -14,7 +14,9 @@ from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
 from gradwise.autofit.final import (  # noqa: E402
+    FINAL_HEADROOM,
     final_eval_every,
+    final_size,
     final_steps,
     horizon_lr,
     measured_cost,
@@ -84,6 +86,12 @@ def test_the_final_run_is_sized_by_the_winners_own_measured_speed(tmp_path: Path
     assert measured_cost("tokens", best) is None  # a token budget counts tokens, as the probe does
     gone = Candidate("2.expand.1", {}, {}, 100, "1.promote.0", "tpe", "tpe", cost=12.5, run=str(tmp_path / "x"))
     assert measured_cost("seconds", gone) is None  # trained elsewhere: the probe's estimate instead
+    lm, probe = load_config("default"), RunCost("seconds", fixed=1.0, per_step=0.2, per_eval=0.5)
+    steps, expected = final_size(lm, "seconds", best, probe, 1.3, 300.0)  # sized and checked by one model
+    assert steps == final_steps(lm, cost, 300.0 * FINAL_HEADROOM) and expected == pytest.approx(cost.of(steps))
+    steps, expected = final_size(lm, "seconds", gone, probe, 1.3, 300.0)
+    assert steps == final_steps(lm, probe, 300.0 / 1.3) and expected == pytest.approx(1.3 * probe.of(steps))
+    assert expected <= 300.0
 
 
 def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -> None:

@@ -48,8 +48,9 @@ HORIZON_EXPONENT = 0.5
 def horizon_lr(base: Config, best: Candidate, final_steps: int, warm: bool) -> dict[str, Any]:
     """The final run's learning rate, for a language model whose winner raised the start's rate at a rung
     ``best.steps`` long: that rate x (rung steps / all the steps the final model trains: its own, and the
-    winner's when it starts from the winner's weights) ** HORIZON_EXPONENT, never below the start's. {} when nothing needs correcting: a classifier (it stops early, near where the
-    rungs ranked it), a winner at the start's rate or below it (a lower rate is a verdict's, about stability)."""
+    winner's when it starts from the winner's weights) ** HORIZON_EXPONENT, never below the start's. {} when
+    nothing needs correcting: a classifier (it stops early, near where the rungs ranked it), a winner at the
+    start's rate or below it (a lower rate is a verdict's, about stability)."""
     start = float(base.optim.lr)
     won = float(best.overrides.get("optim.lr", start))
     if base.task != "lm" or won <= start or final_steps <= best.steps:
@@ -74,6 +75,27 @@ def measured_cost(unit: str, best: Candidate) -> RunCost | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return cost if cost.per_step > 0 and math.isfinite(cost.per_step) else None
+
+
+# The final run is sized for this share of what is left, at the winner's measured speed: on the shared 2-core
+# benchmark machine a 4,561-step final run sized at its 42-step winner's speed ran 21% slower per step and was
+# stopped by the clock at 3,780 steps, before its schedule had decayed (docs/benchmarks.md).
+FINAL_HEADROOM = 0.85
+
+
+def final_size(base: Config, unit: str, best: Candidate, probe: RunCost, probe_error: float,
+               room: float) -> tuple[int, float]:
+    """(steps, their expected cost) of the final run within ``room``, both from one cost model, so the check
+    that it fits reads what sized it: the winner's own measured speed with FINAL_HEADROOM when its run is
+    here (:func:`measured_cost`), else the probe's estimate scaled by ``probe_error`` (the candidates' real
+    cost over their predicted cost)."""
+    own = measured_cost(unit, best)
+    if own is None:
+        cost = RunCost(probe.unit, probe.fixed * probe_error, probe.per_step * probe_error, probe.per_eval * probe_error)
+        steps = final_steps(base, cost, room)
+    else:
+        cost, steps = own, final_steps(base, own, room * FINAL_HEADROOM)
+    return steps, cost.of(steps)
 
 
 def final_eval_every(base: Config, steps: int) -> int:

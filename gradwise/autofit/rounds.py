@@ -51,7 +51,7 @@ from gradwise.autofit.candidates import (
     run_candidate,
     within_noise,
 )
-from gradwise.autofit.final import final_eval_every, final_steps, horizon_lr, measured_cost, warm_start
+from gradwise.autofit.final import final_eval_every, final_size, horizon_lr, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
     POLL_SECONDS,
@@ -83,10 +83,6 @@ from gradwise.training.run import train
 from gradwise.training.run_config import resolve_train_config
 
 TPE_SHARE = 1 / 3  # of a level's candidates, proposed by Optuna's TPE in the keys the diagnosis names
-# The final run is sized for this share of what is left, at the winner's measured speed: on the shared 2-core
-# benchmark machine a 4,561-step final run sized at its 42-step winner's speed ran 21% slower per step and was
-# stopped by the clock at 3,780 steps, before its schedule had decayed (docs/benchmarks.md).
-FINAL_HEADROOM = 0.85
 
 
 @dataclass
@@ -230,7 +226,7 @@ class _State:
 
     def _train(self, rnd: dict[str, Any], cand: Candidate, trial: Any = None, expected: float | None = None) -> Candidate:
         """Train one candidate in this process (the start, a TPE proposal, the final run). ``expected``: its
-        cost when known better than :meth:`estimate` (the final run, from the winner's measured speed)."""
+        cost from the model that sized it (the final run: :func:`final_size`), else :meth:`estimate`."""
         recorded = find_recorded(self.study, cand.slot) is not None
         if not recorded and (self.estimate(cand.steps) if expected is None else expected) > self.clock.left:
             cand.state, cand.fail_reason = "skipped", "out of budget"
@@ -349,14 +345,9 @@ class _State:
         best = self._best_overall()
         if best is None:
             return
-        room = self.clock.left - self._kept_back()
-        own = measured_cost(self.clock.budget.unit, best)
-        if own is not None:  # the winner's own speed, measured on a short run: the long one keeps headroom
-            steps = final_steps(self.base, own, room * FINAL_HEADROOM)
-        else:
-            steps = final_steps(self.base, self.cost, room / (self.estimate(best.steps) /
-                                                             max(self.cost.of(best.steps), 1e-9)))
-        expected = own.of(steps) if own is not None else None  # what the skip check compares with the budget
+        error = self.estimate(best.steps) / max(self.cost.of(best.steps), 1e-9)
+        steps, expected = final_size(self.base, self.clock.budget.unit, best, self.cost, error,
+                                     self.clock.left - self._kept_back())
         if steps < best.steps * 1.5:
             self.say(f"no final run: what is left of the budget ({self.clock.budget.describe(self.clock.left)}) "
                      f"trains little more than {best.slot}'s {best.steps:,} steps")
