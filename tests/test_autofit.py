@@ -107,6 +107,8 @@ def test_autofit_keeps_its_budget_tests_once_and_records_every_decision(corpus: 
     assert record["rounds"][0]["stage"] == "start" and any(r["stage"] == "promote" for r in record["rounds"])
     final = [c for r in record["rounds"] if r["stage"] == "final" for c in r["candidates"]]
     assert final and final[0]["state"] == "complete"  # sized by the winner's measured speed, and not skipped
+    final_cfg = load_config(str(Path(final[0]["run"]) / "config.yaml"))
+    assert final_cfg.schedule.horizon == "time" and final_cfg.train.max_time  # it decays before the clock stops it
     for c in cands:
         assert c["reason"] and c["state"] in ("complete", "failed", "skipped")
         if c["state"] == "complete":
@@ -116,6 +118,7 @@ def test_autofit_keeps_its_budget_tests_once_and_records_every_decision(corpus: 
     assert result.best.score == min(c["score"] for c in cands if c["state"] == "complete")
     best = load_config(str(result.out / "best.yaml"))
     assert best.train.test_eval and best.train.max_steps == result.best.steps
+    assert best.schedule.horizon == "steps" and best.train.max_time is None  # the budget's clock is not the user's
     page = (result.out / "report.html").read_text(encoding="utf-8")  # the page: every round, every candidate
     assert 'id="chart-rounds"' in page and "The winner beside the start" in page
     assert all(f">{c['slot']}<" in page for c in cands) and all(r["why"] in page for r in record["rounds"])

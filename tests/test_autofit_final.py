@@ -14,7 +14,7 @@ from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
 from gradwise.autofit.final import (  # noqa: E402
-    FINAL_HEADROOM,
+    clock_schedule,
     final_eval_every,
     final_size,
     final_steps,
@@ -88,10 +88,12 @@ def test_the_final_run_is_sized_by_the_winners_own_measured_speed(tmp_path: Path
     assert measured_cost("seconds", gone) is None  # trained elsewhere: the probe's estimate instead
     lm, probe = load_config("default"), RunCost("seconds", fixed=1.0, per_step=0.2, per_eval=0.5)
     steps, expected = final_size(lm, "seconds", best, probe, 1.3, 300.0)  # sized and checked by one model
-    assert steps == final_steps(lm, cost, 300.0 * FINAL_HEADROOM) and expected == pytest.approx(cost.of(steps))
+    assert steps == final_steps(lm, cost, 300.0) and expected == pytest.approx(cost.of(steps))
     steps, expected = final_size(lm, "seconds", gone, probe, 1.3, 300.0)
     assert steps == final_steps(lm, probe, 300.0 / 1.3) and expected == pytest.approx(1.3 * probe.of(steps))
     assert expected <= 300.0
+    # nothing is held back for a slower final run: under a wall clock its schedule follows the clock
+    assert clock_schedule("seconds") == {"schedule.horizon": "time"} and clock_schedule("tokens") == {}
 
 
 def test_the_final_run_continues_from_the_winners_best_weights(tmp_path: Path) -> None:

@@ -58,6 +58,8 @@ def test_dotted_overrides_parse_values_as_yaml() -> None:
     (["optim.name=adamax"], "optim.name must be one of auto, adamw, adam, sgd"),
     (["data.split=[0.5, 0.5]"], "data.split must be three positive fractions"),
     (["train.max_time=soon"], "train.max_time must be a duration"),
+    (["schedule.horizon=time"], "schedule.horizon=time follows the clock of train.max_time, which is not set"),
+    (["schedule.horizon=tokens"], "schedule.horizon must be one of steps, time"),
     (["schedule.min_lr=1.0"], "schedule.min_lr (1.0) must not exceed optim.lr"),
     (["model.dropout=1.5"], "model.dropout must be in [0, 1)"),
     (["train.batch_size=0"], "train.batch_size must be at least 1"),

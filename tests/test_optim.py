@@ -7,7 +7,7 @@ import torch
 
 from gradwise.config.schema import OptimConfig, ScheduleConfig
 from gradwise.models.gpt import GPT, GPTConfig
-from gradwise.optim import build_optimizer, build_scheduler, lr_at, param_groups
+from gradwise.optim import ScheduleClock, build_optimizer, build_scheduler, lr_at, param_groups
 
 
 def model() -> GPT:
@@ -69,6 +69,23 @@ def test_scheduler_drives_the_optimizer_lr() -> None:
         opt.step()
         sched.step()
     assert seen == pytest.approx([lr_at(s, cfg, 1e-3, 20) for s in range(20)])
+
+
+def test_a_clock_schedule_stands_where_the_steps_or_the_clock_is_further() -> None:
+    m = model()
+    opt = build_optimizer(m, OptimConfig(lr=1e-3), torch.device("cpu"))
+    cfg, clock = ScheduleConfig(warmup_steps=0, min_lr=1e-5), ScheduleClock(100)
+    sched = build_scheduler(opt, cfg, 1e-3, 100, clock)
+    seen = []
+    for step, share in enumerate([0.0, 0.0, 0.5, 0.5, 0.9, 0.9, 1.0]):
+        clock.share = share  # the loop sets it before each step
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])  # the rate of step + 1
+        assert seen[-1] == pytest.approx(lr_at(max(step + 1, int(share * 100)), cfg, 1e-3, 100))
+    assert seen[1] > 0.99e-3 and seen[3] == pytest.approx(lr_at(50, cfg, 1e-3, 100)) and seen[-1] == pytest.approx(1e-5)
+    clock.share = 0.01  # the clock behind the steps: the steps lead
+    assert clock.position(40) == 40 and clock.position(0) == 1
 
 
 def test_the_optimizer_names_are_one_table() -> None:

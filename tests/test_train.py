@@ -62,6 +62,20 @@ def test_wall_clock_budget_stops_the_run(tmp_path: Path) -> None:
     assert math.isfinite(result.summary["test_loss"])
 
 
+def test_a_run_the_clock_stops_has_decayed_when_its_schedule_follows_the_clock(tmp_path: Path) -> None:
+    """Far more steps than 3 s train: with the step horizon the rate is still near its peak when the clock stops
+    the run; with schedule.horizon=time it has decayed to the floor, whatever the machine's speed."""
+    last = {}
+    for horizon in ("steps", "time"):
+        result = train(None, overrides=[*TINY, f"out_dir={tmp_path}", f"name={horizon}", "train.max_steps=1000000",
+                                        "train.max_time=3s", "schedule.warmup_steps=0", "optim.lr=3e-3",
+                                        "schedule.min_lr=1e-4", "train.log_every=1", f"schedule.horizon={horizon}"],
+                       quiet=True)
+        assert result.summary["stopped_because"] == "time_budget"
+        last[horizon] = [r["lr"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r["kind"] == "train"][-1]
+    assert last["steps"] > 2.9e-3 and last["time"] < 2e-4, last
+
+
 def test_an_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     args = [*TINY, f"out_dir={tmp_path}", "name=same", "train.max_steps=2", "train.eval_every=2"]
     train(None, overrides=args, quiet=True)

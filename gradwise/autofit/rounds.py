@@ -51,7 +51,7 @@ from gradwise.autofit.candidates import (
     run_candidate,
     within_noise,
 )
-from gradwise.autofit.final import final_eval_every, final_size, horizon_lr, warm_start
+from gradwise.autofit.final import clock_schedule, final_eval_every, final_size, horizon_lr, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.shared import (
     POLL_SECONDS,
@@ -358,9 +358,13 @@ class _State:
         if lr:
             how += (f"; its learning rate {best.overrides['optim.lr']:g}, chosen at {best.steps:,} steps, scaled to "
                     f"{lr['optim.lr']:g} for the longer run")
+        clock = clock_schedule(self.clock.budget.unit)
+        if clock:
+            how += "; its schedule follows the clock as well as the steps"
         rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
                           f"left of the budget ({how})")
-        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr}, lr, steps, best.slot,
+        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr, **clock}, {**lr, **clock}, steps,
+                          best.slot,
                           "the winner of the exploring rounds, trained for the rest of the budget", "final",
                           eval_every=final_eval_every(self.base, steps), warm_from=best.slot if warm else None)
         self._train(rnd, final, expected=expected)
@@ -469,7 +473,8 @@ class _State:
         self.record["best"] = best.slot
         cfg = build_config(read_config_file(Path(best.run) / "config.yaml"))
         cfg.name, cfg.out_dir, cfg.train.test_eval = None, "runs", True
-        cfg.train.max_time = self.base.train.max_time  # the candidate's own cap was the budget's
+        cfg.train.max_time = self.base.train.max_time  # the candidate's own cap was the budget's, and
+        cfg.schedule.horizon = self.base.schedule.horizon  # the final run's schedule followed that cap
         cfg.data.check, cfg.data.baseline = self.base.data.check, self.base.data.baseline
         save_config(cfg, self.out / "best.yaml")
         if self.record.get("test") is None:  # the one look at the test split, on the chosen checkpoint

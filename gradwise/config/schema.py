@@ -169,6 +169,9 @@ class ScheduleConfig(Section):
     min_lr: float = 1e-4  # the floor the decay ends at
     decay_steps: int | None = None  # default: train.max_steps
     decay_fraction: float = 0.2  # wsd: the final fraction of steps spent decaying
+    # steps: the schedule follows the step count; time: whichever is further, the steps or the share of
+    # train.max_time spent, so a run the clock stops has decayed (not bit-exact on resume)
+    horizon: Literal["steps", "time"] = "steps"
 
 
 @dataclass

@@ -140,6 +140,9 @@ def validate(cfg: Config) -> None:
     _require(t.checkpoint_every is None or t.checkpoint_every >= 1,
              f"train.checkpoint_every must be at least 1; got {t.checkpoint_every}")
     parse_duration(t.max_time)
+    _require(s.horizon == "steps" or t.max_time is not None,
+             "schedule.horizon=time follows the clock of train.max_time, which is not set; set train.max_time "
+             "(for example train.max_time=10m) or leave schedule.horizon at steps")
     _require(len(d.split) == 3 and all(x > 0 for x in d.split) and abs(sum(d.split) - 1.0) < 1e-6,
              f"data.split must be three positive fractions (train, val, test) summing to 1; got {d.split}")
     _require((d.tokenizer == "ngram") == (m.arch == "ngram") or m.arch == "hf" or cfg.task == "lm",

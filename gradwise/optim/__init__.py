@@ -1,6 +1,6 @@
 """Strategy: optimizers with their parameter groups, and learning-rate schedules."""
 
 from gradwise.optim.optimizers import OPTIMIZERS, build_optimizer, param_groups
-from gradwise.optim.schedules import build_scheduler, lr_at
+from gradwise.optim.schedules import ScheduleClock, build_scheduler, lr_at
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups", "build_scheduler", "lr_at"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups", "build_scheduler", "lr_at", "ScheduleClock"]

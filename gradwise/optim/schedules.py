@@ -6,6 +6,10 @@
   point for a longer run.
 - inverse_sqrt: warmup, then ``lr * sqrt(warmup / step)`` (floored at ``min_lr``); no end date needed.
 - onecycle: a cosine rise from ``lr / 25`` to ``lr`` over ``warmup_steps``, then a cosine to ``min_lr``.
+
+``schedule.horizon: time`` moves a schedule along whichever is further, the steps or the clock
+(``train.max_time``), so a run that the clock stops has still decayed: a run sized from a speed estimate
+that turns out slower would otherwise stop at a high learning rate (:class:`ScheduleClock`).
 """
 
 from __future__ import annotations
@@ -52,9 +56,26 @@ def lr_at(step: int, cfg: ScheduleConfig, base_lr: float, max_steps: int) -> flo
     return _cosine(progress, base_lr, cfg.min_lr)
 
 
+class ScheduleClock:
+    """Where a ``horizon: time`` schedule stands: the share of ``train.max_time`` spent so far, set by the loop
+    before each step. The schedule reads step ``max(step, share x max_steps)``, so it ends with the clock when
+    the clock runs out first, and with the steps otherwise. A wall clock is not reproducible: such a run
+    resumes at its saved time, not bit-exactly."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+        self.share = 0.0
+
+    def position(self, step: int) -> int:
+        return max(step, min(self.max_steps, int(self.share * self.max_steps)))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_lr: float,
-                    max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR following :func:`lr_at`. Every parameter group is scaled by the same factor, so groups with
-    their own learning rate (embeddings, Muon's matrices) keep their ratio to the main one."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_at(step, cfg, base_lr, max_steps) / base_lr)
+                    max_steps: int, clock: ScheduleClock | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR following :func:`lr_at` (at the clock's position when ``clock`` is given). Every parameter
+    group is scaled by the same factor, so groups with their own learning rate (embeddings, Muon's matrices)
+    keep their ratio to the main one."""
+    def factor(step: int) -> float:
+        return lr_at(clock.position(step) if clock is not None else step, cfg, base_lr, max_steps) / base_lr
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

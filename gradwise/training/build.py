@@ -19,7 +19,7 @@ from gradwise.config import Config
 from gradwise.core.runtime import compiled, select_dtype, uses_cuda_graphs
 from gradwise.objectives.losses import Objective
 from gradwise.objectives.penalties import Penalties
-from gradwise.optim import build_optimizer, build_scheduler
+from gradwise.optim import ScheduleClock, build_optimizer, build_scheduler
 from gradwise.training.distributed import Distributed
 from gradwise.training.fp8 import fp8_if_asked
 from gradwise.training.step import OptimizationStep, asynchronous_steps
@@ -37,6 +37,7 @@ class Assembled:
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
     step: OptimizationStep
+    clock: ScheduleClock | None = None  # schedule.horizon time: the loop sets the share of train.max_time spent
 
 
 def assemble(cfg: Config, model: nn.Module, objective: Objective, device: torch.device,
@@ -54,7 +55,8 @@ def assemble(cfg: Config, model: nn.Module, objective: Objective, device: torch.
     # FSDP2 shards in place, before the optimizer sees the parameters
     model = dist.shard(fp8_if_asked(model.to(device), t.fp8, device))
     optimizer = build_optimizer(model, cfg.optim, device)
-    schedule = (build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps) if scheduler is None
+    clock = ScheduleClock(t.max_steps) if cfg.schedule.horizon == "time" and scheduler is None else None
+    schedule = (build_scheduler(optimizer, cfg.schedule, cfg.optim.lr, t.max_steps, clock) if scheduler is None
                 else scheduler(optimizer))
     penalties = Penalties(model, r.l1, r.l2, r.params)
     # Ranks: the step trains through DDP (gradients all-reduced); evaluation and checkpoints use the plain model.
@@ -70,4 +72,4 @@ def assemble(cfg: Config, model: nn.Module, objective: Objective, device: torch.
                             dist=dist, cuda_graphs=uses_cuda_graphs(t.compile, t.compile_mode),
                             asynchronous=asynchronous_steps(asked, device, optimizer, dist.world_size))
     evaluated = compiled(model, t.compile_mode) if t.compile else model
-    return Assembled(model, evaluated, optimizer, schedule, step)
+    return Assembled(model, evaluated, optimizer, schedule, step, clock)

@@ -203,6 +203,14 @@ class Distributed:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
         return tuple(bool(v) for v in t.tolist())
 
+    def largest(self, value: float) -> float:
+        """The largest of every rank's ``value``: one number all ranks act on (a clock read on each)."""
+        if not self.enabled:
+            return float(value)
+        t = torch.tensor([float(value)], device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return float(t.item())
+
     def check_same(self, value: str, what: str) -> None:
         """Stop, on every rank, when ranks prepared different ``what`` (e.g. tokenizers)."""
         if not self.enabled:

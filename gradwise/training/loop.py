@@ -159,6 +159,7 @@ class TrainLoop:
         self.model: nn.Module = built.evaluated  # possibly compiled
         self.raw_model: nn.Module = built.model  # what checkpoints save
         self.stepper: OptimizationStep = built.step
+        self.clock = built.clock  # schedule.horizon time: told the share of train.max_time spent before each step
         self.task = task
         self.run_dir = run
         self.device, self.autocast_dtype = ctx.device, ctx.autocast_dtype
@@ -368,6 +369,8 @@ class TrainLoop:
                 return "interrupted"
             if out_of_time:
                 return "time_budget"
+            if self.clock is not None and self.max_time:  # every rank at one position: the slowest rank's clock
+                self.clock.share = self.dist.largest(st.train_seconds / self.max_time)
             measure = (st.step + 1) % t.log_every == 0
             t_iter = time.perf_counter()
             seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
