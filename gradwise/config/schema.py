@@ -194,6 +194,9 @@ class TrainConfig(Section):
     # classifier's validation macro_f1 or accuracy (higher is better; ties keep the lower loss's checkpoint)
     best_on: Literal["loss", "macro_f1", "accuracy"] = "loss"
     min_delta: float = 0.0  # an improvement smaller than this does not count
+    # The decay of an exponential moving average of the weights, updated every step (such as 0.995, about the
+    # last 200 steps): validation, the best checkpoint, test, export and predict use the average; None: off
+    ema: float | None = None
     grad_clip: float = 1.0  # clip threshold; 0 disables clipping (the norm is still reported)
     grad_clip_mode: Literal["norm", "value"] = "norm"  # by global L2 norm, or each element by value
     tokens_per_step: int | None = None  # target tokens per optimization step: sets grad_accum

@@ -134,6 +134,10 @@ def validate(cfg: Config) -> None:
     _require(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables clipping); got {t.grad_clip}")
     _require(t.patience is None or t.patience >= 1, f"train.patience must be at least 1; got {t.patience}")
     _require(t.min_delta >= 0, f"train.min_delta must be >= 0; got {t.min_delta}")
+    _require(t.ema is None or 0.0 < t.ema < 1.0, f"train.ema is the decay of the weights' moving average, between 0 "
+             f"and 1 (such as 0.995); got {t.ema}")
+    _require(t.ema is None or t.parallel != "fsdp", "train.ema keeps a whole copy of the weights, which FSDP shards: "
+             "use train.parallel=ddp, or leave train.ema out")
     _require(t.best_on == "loss" or cfg.task == "classify",
              f"train.best_on={t.best_on} is a classifier's metric; a language model picks its best checkpoint on "
              "loss (leave train.best_on out)")

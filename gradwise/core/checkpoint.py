@@ -36,8 +36,12 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, An
                     optimizer: torch.optim.Optimizer | None = None,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
                     model_state: dict[str, torch.Tensor] | None = None,
-                    optimizer_state: dict[str, Any] | None = None) -> None:
+                    optimizer_state: dict[str, Any] | None = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
     """Write a checkpoint to ``directory`` atomically (the old one stays until the new one is whole).
+
+    ``extra_tensors`` go into trainer.safetensors beside the optimizer's (the weights' moving average,
+    gradwise.training.averaging); :func:`read_trainer_tensors` gives them back.
 
     ``model_state`` / ``optimizer_state`` replace ``model.state_dict()`` / ``optimizer.state_dict()`` when the
     live objects hold shards (FSDP gathers the full state first, gradwise.training.distributed), so every checkpoint
@@ -60,7 +64,7 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, state: dict[str, An
         full_state = {"format": FORMAT, **state, "rng": _rng_json()}
         if base is not None:
             full_state["frozen_base"] = base
-        tensors = _rng_tensors()
+        tensors = {**_rng_tensors(), **(extra_tensors or {})}
         if optimizer is not None:
             opt_tensors, opt_json = _flatten_optimizer(optimizer_state or optimizer.state_dict())
             tensors.update(opt_tensors)
@@ -195,6 +199,12 @@ def read_optimizer_state(directory: Path) -> dict[str, Any]:
     state = read_state(directory)
     path = resolve_checkpoint(directory)
     return _optimizer_state(path, state, _trainer_tensors(path))
+
+
+def read_trainer_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's trainer.safetensors (optimizer state, RNG, extra tensors), checked whole."""
+    read_state(directory)
+    return _trainer_tensors(resolve_checkpoint(directory))
 
 
 def _trainer_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -286,16 +286,18 @@ class Distributed:
     # ------------------------------------------------------------ checkpoints (full, unsharded state)
     def save_checkpoint(self, directory: Path, model: nn.Module, state: dict[str, Any],
                         optimizer: torch.optim.Optimizer | None = None,
-                        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+                        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                        extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
         """Rank 0 writes the checkpoint; with FSDP every rank first helps gather the full state."""
         if not self.sharded:
             if self.is_main:
-                save_checkpoint(directory, model, state, optimizer=optimizer, scheduler=scheduler)
+                save_checkpoint(directory, model, state, optimizer=optimizer, scheduler=scheduler,
+                                extra_tensors=extra_tensors)
             return
         model_state, optim_state = _gather_full_state(model, optimizer)
         if self.is_main:
             save_checkpoint(directory, model, state, optimizer=optimizer, scheduler=scheduler,
-                            model_state=model_state, optimizer_state=optim_state)
+                            model_state=model_state, optimizer_state=optim_state, extra_tensors=extra_tensors)
 
     def load_checkpoint(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> dict[str, Any]:

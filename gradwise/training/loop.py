@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from gradwise.core.progress import TrainingProgress
 from gradwise.core.rundir import MetricsWriter, RunDir
 from gradwise.core.runtime import micro_batch_seed
 from gradwise.tasks.lm_eval import auto_eval_batches
+from gradwise.training.averaging import WeightAverage
 from gradwise.training.build import Assembled
 from gradwise.training.context import RunContext
 from gradwise.training.meter import FlopsMeter
@@ -150,8 +152,10 @@ class StopSignal:
 class TrainLoop:
     def __init__(self, cfg: Config, ctx: RunContext, task: Task, run: RunDir, built: Assembled, state: LoopState,
                  metrics: MetricsWriter, progress: TrainingProgress,
-                 on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None):
+                 on_eval: Callable[[int, float], bool] | None = None, flops: FlopsMeter | None = None,
+                 average: WeightAverage | None = None):
         self.cfg = cfg
+        self.average = average  # train.ema: updated after each step; what validation and the best checkpoint see
         self.flops = flops  # model TFLOP/s and MFU on the log lines
         # Called after each evaluation with (step, its selection_score); True stops the run ("pruned").
         self.on_eval = on_eval
@@ -217,19 +221,12 @@ class TrainLoop:
         """Evaluate, update the best checkpoint; True when early stopping says stop."""
         st, t = self.state, self.cfg.train
         t0 = time.perf_counter()
-        res = self.evaluate_val()
-        took = time.perf_counter() - t0
+        with self.average.swapped_into(self.raw_model) if self.average is not None else nullcontext():
+            res = self.evaluate_val()
+            took = time.perf_counter() - t0
+            improved = self._track(res)
         st.eval_seconds += took
-        st.last_eval_step, st.last_val_loss = st.step, res.loss
-        score = self._last_score = selection_score(t.best_on, res.loss, res.scalars)
-        improved = math.isfinite(res.loss) and math.isfinite(score) and (
-            st.best_score is None or score < st.best_score - t.min_delta
-            or (score == st.best_score and st.best_val_loss is not None and res.loss < st.best_val_loss))
-        if improved:
-            st.best_val_loss, st.best_score, st.best_step, st.evals_since_best = res.loss, score, st.step, 0
-            self.dist.save_checkpoint(self.run_dir.best, self.raw_model,
-                                      {"step": st.step, "val_loss": res.loss, "kind": "best"})
-        else:
+        if not improved:
             st.evals_since_best += 1
         self.metrics.write({"kind": "eval", "step": st.step, "val_loss": res.loss,
                             **{f"val_{k}": v for k, v in res.scalars.items()}, "best_val_loss": st.best_val_loss,
@@ -245,13 +242,28 @@ class TrainLoop:
         self.progress.message(f"step {st.step:>6} | val loss {res.loss:.4f}{pm}{shown} | best {best} @ {st.best_step}")
         return t.patience is not None and st.evals_since_best >= t.patience
 
+    def _track(self, res: EvalReport) -> bool:
+        """Record an evaluation; when it is the best so far, save the weights it evaluated as the best checkpoint."""
+        st, t = self.state, self.cfg.train
+        st.last_eval_step, st.last_val_loss = st.step, res.loss
+        score = self._last_score = selection_score(t.best_on, res.loss, res.scalars)
+        improved = math.isfinite(res.loss) and math.isfinite(score) and (
+            st.best_score is None or score < st.best_score - t.min_delta
+            or (score == st.best_score and st.best_val_loss is not None and res.loss < st.best_val_loss))
+        if improved:
+            st.best_val_loss, st.best_score, st.best_step, st.evals_since_best = res.loss, score, st.step, 0
+            self.dist.save_checkpoint(self.run_dir.best, self.raw_model,
+                                      {"step": st.step, "val_loss": res.loss, "kind": "best"})
+        return improved
+
     def save_last(self) -> None:
         self._settle()  # the log window and the non-finite count go into the checkpoint
         st = self.state
         st.stepper = self.stepper.state_dict()
         self.dist.save_checkpoint(self.run_dir.last, self.raw_model,  # rank 0 writes (FSDP: all gather first)
                                   {"step": st.step, "kind": "last", "loop": st.to_json()},
-                                  optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler)
+                                  optimizer=self.stepper.optimizer, scheduler=self.stepper.scheduler,
+                                  extra_tensors=self.average.state_tensors() if self.average is not None else None)
         self._saved_step = st.step
 
     # ------------------------------------------------------------ logging
@@ -376,6 +388,8 @@ class TrainLoop:
             seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
                      for m in self.dist.micro_indices(t.grad_accum)]  # dropout: the same masks on any ranks
             result = self.stepper(prefetch.get(st.step), measure_update=measure, seeds=seeds)
+            if self.average is not None:
+                self.average.update(self.raw_model)
             st.step += 1
             st.tokens_seen += result.tokens
             st.step_seconds += result.seconds

@@ -16,6 +16,7 @@ from gradwise.config.load import (
     save_config,
 )
 from gradwise.config.schema import Config
+from gradwise.core.checkpoint import read_trainer_tensors
 from gradwise.core.errors import ConfigError, GradwiseError, TrainingStopped
 from gradwise.core.plots import plot_losses
 from gradwise.core.progress import TrainingProgress, format_seconds
@@ -41,6 +42,7 @@ from gradwise.tasks import Task, prepare_task
 from gradwise.tasks.classify_baseline import baseline_line, footer_line
 from gradwise.tasks.classify_metrics import format_report
 from gradwise.tasks.init_from import load_init_weights
+from gradwise.training.averaging import WeightAverage
 from gradwise.training.build import Assembled, assemble
 from gradwise.training.context import RunContext
 from gradwise.training.diagnose import diagnose, format_verdicts
@@ -128,6 +130,10 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
         if state.step >= t.max_steps:
             raise ConfigError(f"run {run.path} already reached train.max_steps ({t.max_steps}); to train further "
                               f"raise it, e.g. --set train.max_steps={t.max_steps * 2}")
+    # train.ema: made from the weights training continues from; a resumed run takes its saved average back
+    average = WeightAverage(model, t.ema) if t.ema else None
+    if average is not None and resumed:
+        average.load_state_tensors(read_trainer_tensors(run.last))
 
     if dist.is_main:  # rank 0 writes the run directory
         run.path.mkdir(parents=True, exist_ok=True)
@@ -155,7 +161,7 @@ def _run(cfg: Config, ctx: RunContext, run: RunDir, resumed: bool, live_progress
                if dist.is_main else NoMetrics())  # ranks: rank 0 alone writes metrics
     try:
         loop = TrainLoop(cfg, ctx, task, run, built, state, metrics, progress, on_eval=on_eval,
-                         flops=_flops_meter(cfg, ctx, task, model))
+                         flops=_flops_meter(cfg, ctx, task, model), average=average)
         stopped: TrainingStopped | None = None
         try:
             stopped_because = loop.run()
