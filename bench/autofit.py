@@ -106,10 +106,14 @@ def preset_arm(task: str, base: list[str], budget: str, tmp: Path) -> dict[str, 
 
 
 def tune_space(record: dict[str, Any]) -> dict[str, Any]:
-    """The keys autofit changed: a range from its own search space where it has one, else the values it tried."""
+    """The keys autofit's exploring rounds changed: a range from its own search space where it has one, else the
+    values it tried. The final run's changes (its rate scaled for its length, its schedule following the
+    clock) are how autofit trains its winner, not a search."""
     space = search_space(record["base"] if not record.get("start_plan") else _started(record))
     tried: dict[str, set] = {}
     for r in record["rounds"]:
+        if r["stage"] == "final":
+            continue
         for c in r["candidates"]:
             for k, v in c["changes"].items():
                 tried.setdefault(k, set()).add(json.dumps(v))

@@ -14,6 +14,7 @@ from gradwise.autofit import autofit  # noqa: E402
 from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
 from gradwise.autofit.final import (  # noqa: E402
+    CLOCK_OVERSIZE,
     clock_schedule,
     final_eval_every,
     final_size,
@@ -87,9 +88,12 @@ def test_the_final_run_is_sized_by_the_winners_own_measured_speed(tmp_path: Path
     gone = Candidate("2.expand.1", {}, {}, 100, "1.promote.0", "tpe", "tpe", cost=12.5, run=str(tmp_path / "x"))
     assert measured_cost("seconds", gone) is None  # trained elsewhere: the probe's estimate instead
     lm, probe = load_config("default"), RunCost("seconds", fixed=1.0, per_step=0.2, per_eval=0.5)
-    steps, expected = final_size(lm, "seconds", best, probe, 1.3, 300.0)  # sized and checked by one model
-    assert steps == final_steps(lm, cost, 300.0) and expected == pytest.approx(cost.of(steps))
-    steps, expected = final_size(lm, "seconds", gone, probe, 1.3, 300.0)
+    # Under a wall clock: planned beyond the room, which the run's clock (its max_time) enforces as its cost
+    steps, expected = final_size(lm, "seconds", best, probe, 1.3, 300.0)  # sized by the winner's own speed
+    assert steps == final_steps(lm, cost, 300.0 * CLOCK_OVERSIZE) and expected == 300.0 < cost.of(steps)
+    steps, expected = final_size(lm, "seconds", gone, probe, 1.3, 300.0)  # by the probe's, corrected
+    assert steps == final_steps(lm, probe, 300.0 * CLOCK_OVERSIZE / 1.3) and expected == 300.0
+    steps, expected = final_size(lm, "tokens", best, probe, 1.3, 300.0)  # tokens: no clock, the steps that fit
     assert steps == final_steps(lm, probe, 300.0 / 1.3) and expected == pytest.approx(1.3 * probe.of(steps))
     assert expected <= 300.0
     # nothing is held back for a slower final run: under a wall clock its schedule follows the clock

@@ -28,7 +28,10 @@ def test_a_second_process_joins_the_rounds_and_no_slot_is_trained_twice(tmp_path
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(("It is a truth universally acknowledged, that a single man in possession of a good "
                        "fortune, must be in want of a wife. ") * 400, encoding="utf-8")
-    args = [sys.executable, "-m", "gradwise", "autofit", "--data", str(corpus), "--budget", "60000 tokens",
+    # A budget whose rounds outlast a second process's start (imports, study) on a loaded machine: the whole
+    # suite runs two tests at once, and a 25 s wall-clock autofit beside this one slowed the worker's start
+    # until the driver had trained every slot of 60,000 tokens' rounds alone.
+    args = [sys.executable, "-m", "gradwise", "autofit", "--data", str(corpus), "--budget", "150000 tokens",
             "--out-dir", str(tmp_path), "--name", "s", "--storage", "journal",
             *[x for s in SMALL for x in ("--set", s)],
             "--set", "optim.lr=3e-4"]  # a start with room to improve: rounds past the first, for both to share
