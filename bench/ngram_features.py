@@ -29,7 +29,7 @@ from benchrecord import RECORD_FILE, append_record, spread
 
 from gradwise.data.labelled import read_labelled, stratified_split
 from gradwise.data.tokenizers import NgramTokenizer
-from gradwise.models.ngram import idf_weights
+from gradwise.models.ngram import document_frequency, idf_weights
 from gradwise.tasks.classify_baseline import C_GRID
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,9 +46,7 @@ def hashed_rows(texts: dict[str, list[str]], counts: bool, blocks: bool = False,
     tok = NgramTokenizer(counts=counts)
     ids = {name: tok.encode_batch(t) for name, t in texts.items()}
     idf = idf_weights(ids["train"], tok.vocab_size).numpy()
-    df = np.zeros(tok.vocab_size, dtype=np.int64)
-    for d in ids["train"]:
-        df[np.unique(d)] += 1
+    df = document_frequency(ids["train"], tok.vocab_size)
     half = 1 << tok.bits
     rows = {}
     for name, docs in ids.items():

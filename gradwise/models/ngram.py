@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,14 +34,18 @@ class NgramConfig:
     idf: bool = False
 
 
-def idf_weights(documents: list, vocab_size: int) -> torch.Tensor:
-    """Smoothed inverse document frequency, ln((1 + N) / (1 + df)) + 1 (scikit-learn's TfidfVectorizer form),
-    from each document's distinct ids. An id no document holds gets the highest weight, as an unseen term."""
-    import numpy as np
-
+def document_frequency(documents: list, vocab_size: int) -> np.ndarray:
+    """How many documents hold each id (each document's distinct ids counted once)."""
     df = np.zeros(vocab_size, dtype=np.int64)
     for ids in documents:
         df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
+    return df
+
+
+def idf_weights(documents: list, vocab_size: int) -> torch.Tensor:
+    """Smoothed inverse document frequency, ln((1 + N) / (1 + df)) + 1 (scikit-learn's TfidfVectorizer form),
+    from each document's distinct ids. An id no document holds gets the highest weight, as an unseen term."""
+    df = document_frequency(documents, vocab_size)
     return torch.from_numpy(np.log((1 + len(documents)) / (1 + df)) + 1).float()
 
 

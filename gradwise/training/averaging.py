@@ -31,7 +31,6 @@ class WeightAverage:
     """The EMA of a model's parameters and buffers, updated after every optimization step."""
 
     def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
     def update(self, model: nn.Module) -> None:

@@ -197,19 +197,16 @@ class Distributed:
 
     def agree(self, *flags: bool) -> tuple[bool, ...]:
         """Each flag true on every rank when it is true on any: a stop request reaches all ranks at once."""
-        if not self.enabled:
-            return tuple(bool(f) for f in flags)
-        t = torch.tensor([float(bool(f)) for f in flags], device=self.device)
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-        return tuple(bool(v) for v in t.tolist())
+        return tuple(bool(v) for v in self.largest(*(float(bool(f)) for f in flags)))
 
-    def largest(self, value: float) -> float:
-        """The largest of every rank's ``value``: one number all ranks act on (a clock read on each)."""
+    def largest(self, *values: float) -> tuple[float, ...]:
+        """The largest of every rank's value, each: numbers all ranks act on alike (a stop request, a clock),
+        in one collective."""
         if not self.enabled:
-            return float(value)
-        t = torch.tensor([float(value)], device=self.device)
+            return tuple(float(v) for v in values)
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-        return float(t.item())
+        return tuple(t.tolist())
 
     def check_same(self, value: str, what: str) -> None:
         """Stop, on every rank, when ranks prepared different ``what`` (e.g. tokenizers)."""

@@ -374,15 +374,15 @@ class TrainLoop:
             self._eval_and_track()  # the untrained baseline: the curve starts at step 0
         while st.step < t.max_steps:
             tick()
-            # Ranks stop together: a signal to any rank, or any rank over the time budget, stops all.
-            interrupted, out_of_time = self.dist.agree(
-                stop.requested, self.max_time is not None and st.train_seconds >= self.max_time)
+            # Ranks act on one reading, in one collective a step: a signal to any rank stops all, and the
+            # slowest rank's clock is everyone's, for the time budget and a clock schedule's position alike.
+            interrupted, seconds = self.dist.largest(float(stop.requested), st.train_seconds)
             if interrupted:
                 return "interrupted"
-            if out_of_time:
+            if self.max_time is not None and seconds >= self.max_time:
                 return "time_budget"
-            if self.clock is not None and self.max_time:  # every rank at one position: the slowest rank's clock
-                self.clock.share = self.dist.largest(st.train_seconds / self.max_time)
+            if self.clock is not None and self.max_time:
+                self.clock.share = seconds / self.max_time
             measure = (st.step + 1) % t.log_every == 0
             t_iter = time.perf_counter()
             seeds = [micro_batch_seed(self.cfg.seed, st.step, m)
