@@ -255,10 +255,29 @@ def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_pat
     assert main(["autofit", "--task", "classify", "--data", str(data), "--budget", "900k tokens", "--out-dir",
                  str(tmp_path / "af"), "--set", "train.batch_size=16"]) == 0
     out = capsys.readouterr().out
-    assert "val macro-F1" in out and "| baseline " in out, out
+    assert "macro-F1" in out and "| baseline " in out, out
     record = json.loads(next((tmp_path / "af").glob("*/autofit.json")).read_text())
     assert record["task"] == "classify" and record["base"]["model"]["arch"] == "ngram"  # the classify default
+    # Ranked on the val loss that chose each checkpoint, not on the noisier macro-F1 (the winner's curse).
+    done = [c for r in record["rounds"] for c in r["candidates"] if c["state"] == "complete"]
+    assert record["decides"] == "loss" and all(c["score"] == c["val"]["loss"] for c in done)
+    assert record["best"] == min(done, key=lambda c: (c["score"], -c["steps"]))["slot"]
     assert record["baseline"]["test"]["macro_f1"] is not None and record["test"]["macro_f1"] is not None
+
+
+def test_a_classifier_autofit_ranked_on_macro_f1_by_an_earlier_gradwise_is_not_resumed(tmp_path: Path) -> None:
+    """Its scores are 1 - macro-F1, this one's val losses: one study cannot rank both, so it says so in one line."""
+    from gradwise.autofit.record import open_record
+
+    out = tmp_path / "old"
+    out.mkdir()
+    base = load_config("classify-ngram")
+    (out / "autofit.json").write_text(json.dumps({"version": 1, "task": "classify", "base": base.to_dict(),
+                                                  "budget": {"amount": 600, "unit": "seconds"}, "rounds": []}))
+    with pytest.raises(GradwiseError, match="ranked its candidates on another score"):
+        open_record(out, base, parse_budget("10m"), resume=True)
+    fresh = open_record(tmp_path / "new", base, parse_budget("10m"), resume=False)
+    assert fresh["decides"] == "loss" and fresh["version"] == 2
 
 
 def test_without_a_config_the_start_is_sized_for_the_budget_and_its_rate_range_tested(corpus: Path,
@@ -350,5 +369,5 @@ def test_a_level_no_better_than_its_parent_beyond_noise_ends_the_rounds() -> Non
     shown = summary_html({"task": "lm", "budget": {"amount": 600, "unit": "seconds"}, "rounds": [],
                           "explore_stop": "no candidate beat 0.start by more than 0.0186"})
     assert "rounds stopped" in shown and "no candidate beat 0.start" in shown  # the page says why
-    classifier = cand("0.start", 0.28, macro_f1=0.72)  # 1 - macro-F1 has no standard error
+    classifier = cand("0.start", 0.28, loss=0.61, loss_se=0.01, macro_f1=0.72)  # ranked on 1 - macro-F1 (best_on)
     assert within_noise(classifier, [cand("1.expand.0", 0.279)]) is None

@@ -38,7 +38,7 @@ class Candidate:
     reason: str
     source: str  # start, diagnosis, rule, tpe, promote
     state: str = "pending"  # complete, failed, skipped, interrupted
-    score: float | None = None  # what decides (lower is better): val loss, or 1 - val macro-F1
+    score: float | None = None  # what decides (lower is better): what chose its checkpoint (:func:`score_of`)
     val: dict[str, Any] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
@@ -91,10 +91,11 @@ def within_noise(parent: Candidate, tried: list[Candidate]) -> float | None:
     """The margin that no run of ``tried`` beat ``parent`` by, when none is better than it by NOISE_SES standard
     errors of its validation loss: a level that found nothing the rung can see, where more rounds buy noise
     and the final run loses their steps. None when one is clearly better, when none finished, or when the
-    score has no standard error (a classifier's macro-F1)."""
+    score is not that loss (``train.best_on`` a metric, which has no standard error)."""
     se = parent.val.get("loss_se")
     scores = [c.score for c in tried if c.state == "complete" and c.score is not None]
-    if not isinstance(se, (int, float)) or not math.isfinite(se) or se <= 0 or parent.score is None or not scores:
+    if not isinstance(se, (int, float)) or not math.isfinite(se) or se <= 0 or parent.score is None or not scores \
+            or parent.score != parent.val.get("loss"):
         return None
     margin = NOISE_SES * float(se)
     return margin if parent.score - min(scores) < margin else None
@@ -111,25 +112,26 @@ def rung_overrides(cfg_dict: dict[str, Any], steps: int, changes: dict[str, Any]
     return out
 
 
-def score_of(task: str, summary: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
-    """(score, validation numbers): the best val loss for a language model, 1 - macro-F1 at the best
-    checkpoint for a classifier; None when the run has no finite validation."""
+def score_of(summary: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """(score, validation numbers): the score that chose the run's best checkpoint, lower is better: its val
+    loss, or 1 - ``train.best_on``'s metric. A classifier is ranked by its val loss too (``best_on: loss``, the
+    presets' default): on a few hundred validation texts the loss is steadier than macro-F1, and the best
+    macro-F1 of fifteen candidates overstates its model (the winner's curse, docs/autofit.md). None when the
+    run has no finite validation."""
     val = {"loss": summary.get("best_val_loss"), **(summary.get("best_val_metrics") or {})}
-    if task == "classify":
-        f1 = val.get("macro_f1")
-        return (1.0 - float(f1) if isinstance(f1, (int, float)) and math.isfinite(f1) else None), val
-    loss = val["loss"]
-    return (float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else None), val
+    score = summary.get("best_score", val["loss"])
+    return (float(score) if isinstance(score, (int, float)) and math.isfinite(score) else None), val
 
 
-def eval_curve(run_dir: Path, task: str) -> list[list[float]]:
-    """[training seconds, score] at each of a run's evaluations (score as :func:`score_of` reads it)."""
+def eval_curve(run_dir: Path, best_on: str) -> list[list[float]]:
+    """[training seconds, score] at each of a run's evaluations, the score as :func:`score_of` reads it."""
     out = []
     for r in read_metrics(run_dir / "metrics.jsonl"):
         if r.get("kind") != "eval" or not isinstance(r.get("elapsed_s"), (int, float)):
             continue
-        value = (1.0 - r["val_macro_f1"]) if task == "classify" and isinstance(r.get("val_macro_f1"), (int, float)) \
-            else r.get("val_loss") if task != "classify" else None
+        value = r.get("val_loss") if best_on == "loss" else r.get(f"val_{best_on}")
+        if isinstance(value, (int, float)) and best_on != "loss":
+            value = 1.0 - value
         if isinstance(value, (int, float)) and math.isfinite(value):
             out.append([float(r["elapsed_s"]), float(value)])
     return out
@@ -211,8 +213,8 @@ def run_candidate(cand: Candidate, base: Config, study: Any, space: dict[str, di
     if s.get("stopped_because") == "interrupted":
         _tell_failed(study, trial, cand, INTERRUPTED, "interrupted")
         raise KeyboardInterrupt
-    cand.score, cand.val = score_of(base.task, s)
-    cand.curve = eval_curve(run_dir, base.task)
+    cand.score, cand.val = score_of(s)
+    cand.curve = eval_curve(run_dir, base.train.best_on)
     d = diagnose_run(run_dir)
     cand.verdicts = [asdict(v) for v in d.verdicts]
     cand.facts = {k: v for k, v in d.facts.items() if isinstance(v, (int, float, str)) or v is None}
@@ -245,11 +247,19 @@ def _tell_failed(study: Any, trial: Any, cand: Candidate, reason: str, state: st
     return cand
 
 
+def validation_words(score: float | None, val: dict[str, Any], task: str) -> str:
+    """A candidate's validation in a few words: what decided, and a classifier's macro-F1 beside it."""
+    loss = val.get("loss")
+    out = f"val loss {loss:.4f}" if isinstance(loss, (int, float)) else f"val score {score:.4f}"
+    f1 = val.get("macro_f1")
+    return out + (f", macro-F1 {f1:.4f}" if task == "classify" and isinstance(f1, (int, float)) else "")
+
+
 def describe_line(c: Candidate, task: str) -> str:
     """One candidate's line in autofit's output: its changes, its validation, its verdicts and its cost."""
     if c.state != "complete":
         return f"  {c.slot:<12} {c.describe_changes():<40} {c.state}: {c.fail_reason}"
-    shown = f"val macro-F1 {1 - c.score:.4f}" if task == "classify" else f"val loss {c.score:.4f}"
+    shown = validation_words(c.score, c.val, task)
     kinds = ", ".join(v["kind"] for v in c.verdicts)
     cost = f"{c.cost:,.0f} tokens" if c.cost >= 1000 else f"{c.cost:.1f} s"
     return f"  {c.slot:<12} {c.describe_changes():<40} {shown} | {kinds} | {cost}"

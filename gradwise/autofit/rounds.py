@@ -36,7 +36,6 @@ from gradwise.autofit.budget import (
     LEVELS,
     PROBE_STEPS,
     RESERVE,
-    Budget,
     RunCost,
     RungPlan,
     parse_budget,
@@ -53,6 +52,7 @@ from gradwise.autofit.candidates import (
 )
 from gradwise.autofit.final import clock_schedule, final_eval_every, final_size, horizon_lr, warm_start
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
+from gradwise.autofit.record import Clock, open_record
 from gradwise.autofit.shared import (
     POLL_SECONDS,
     claim_study,
@@ -71,7 +71,6 @@ from gradwise.core.rundir import check_dir_path, write_json
 from gradwise.inference import evaluate_run
 from gradwise.report.autofit import RECORD, write_autofit_page
 from gradwise.search.study import (
-    changed_keys,
     fail_dead_trials,
     make_sampler,
     make_storage,
@@ -96,23 +95,6 @@ class AutofitResult:
     worker: bool = False  # this process joined another's autofit and trained its queued candidates
 
 
-class Clock:
-    """What the budget has spent: the recorded spending of earlier sessions plus this one's."""
-
-    def __init__(self, budget: Budget, spent_before: float):
-        self.budget, self.before, self.started, self.tokens = budget, spent_before, time.monotonic(), 0.0
-
-    @property
-    def spent(self) -> float:
-        if self.budget.unit == "tokens":
-            return self.before + self.tokens
-        return self.before + time.monotonic() - self.started
-
-    @property
-    def left(self) -> float:
-        return self.budget.amount - self.spent
-
-
 def autofit(config: Config | str | Path | None = None, overrides: list[str] | None = None, *, budget: str,
             out_dir: str | Path = "autofit", name: str | None = None, storage: str | None = None,
             resume: bool = False, seed: int = 0, quiet: bool = True,
@@ -128,7 +110,7 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")  # ask/tell: the trials are ours to end
     opened = None
     if storage is None or resume:  # refused before the study is touched: a taken name, nothing to resume
-        opened = _open_record(out, base, plan_budget, resume)
+        opened = open_record(out, base, plan_budget, resume)
     study, created = claim_study(optuna, out.name, make_storage(storage, out), make_sampler("tpe", seed))
     info = None if created or resume or storage is None else driven_elsewhere(study)
     if info is not None:
@@ -141,7 +123,7 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
         except KeyboardInterrupt:
             return AutofitResult(out, None, None, None, worker_record, interrupted=True, worker=True)
         return AutofitResult(out, None, None, None, worker_record, worker=True)
-    record = opened if opened is not None else _open_record(out, base, plan_budget, resume)
+    record = opened if opened is not None else open_record(out, base, plan_budget, resume)
     publish(study, driver=this_worker(), base=record["base"], ready=False, done=False)
     clock = Clock(plan_budget, 0.0)
     sized_now = False
@@ -166,30 +148,6 @@ def autofit(config: Config | str | Path | None = None, overrides: list[str] | No
         return AutofitResult(out, None, None, None, record, interrupted=True)
     best_cfg = state.finish(best)
     return AutofitResult(out, best, best_cfg, record.get("test"), record)
-
-
-def _open_record(out: Path, base: Config, budget: Budget, resume: bool) -> dict[str, Any]:
-    path = out / RECORD
-    if path.exists() and not resume:
-        raise GradwiseError(f"autofit {out} already exists; add --resume to continue it or choose --name NEW")
-    if not path.exists():
-        if resume:
-            raise GradwiseError(f"--resume: {out} holds no autofit to continue (no {RECORD}); leave out --resume to "
-                                "start one")
-        return {"version": 1, "task": base.task, "base": base.to_dict(), "budget": {"amount": budget.amount,
-                "unit": budget.unit}, "spent": 0.0, "rounds": [], "best": None, "test": None}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GradwiseError(f"--resume: {path} is damaged ({exc}); start a new autofit with --name NEW") from None
-    changed = changed_keys(record.get("base"), base.to_dict())
-    if changed:
-        raise GradwiseError(f"--resume: {out} is another autofit (its starting config differs in "
-                            f"{', '.join(changed[:4])}); resume it with its own config, or choose --name NEW")
-    if record["budget"]["unit"] != budget.unit:
-        raise GradwiseError(f"--resume: {out} was budgeted in {record['budget']['unit']}, not {budget.unit}")
-    record["budget"]["amount"] = budget.amount  # a resumed autofit may be given more (or less)
-    return record
 
 
 class _State:

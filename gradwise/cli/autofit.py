@@ -29,6 +29,7 @@ def add_autofit_parser(sub: Any) -> None:
 
 def cmd_autofit(args: argparse.Namespace) -> int:
     from gradwise.api import autofit
+    from gradwise.autofit.candidates import validation_words
 
     config, overrides = config_and_overrides(args)
     result = autofit(config, overrides, budget=args.budget, out_dir=args.out_dir, name=args.name,
@@ -43,7 +44,8 @@ def cmd_autofit(args: argparse.Namespace) -> int:
     assert best is not None
     if r["task"] == "classify":
         start = r.get("start") or {}
-        line = f"best     {best.slot}: val macro-F1 {1 - best.score:.4f} (start {1 - start['score']:.4f})"
+        line = (f"best     {best.slot}: {validation_words(best.score, best.val, 'classify')} (start macro-F1 "
+                f"{(start.get('val') or {}).get('macro_f1', float('nan')):.4f})")
         base = r.get("baseline") or {}
         if (base.get("val") or {}).get("macro_f1") is not None:
             line += f" | baseline val macro-F1 {base['val']['macro_f1']:.4f}"

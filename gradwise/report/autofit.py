@@ -29,31 +29,45 @@ def read_autofit(path: str | Path) -> dict[str, Any]:
         raise GradwiseError(f"{file} is damaged ({exc}); the autofit's runs are still in its trials/") from None
 
 
-def _shown(score: float | None, task: str) -> float | None:
+def _decides(record: dict[str, Any]) -> str:
+    """What ranked the candidates: the selection score of their best checkpoints (``train.best_on``). Records
+    of the first version ranked a classifier on macro-F1."""
+    return record.get("decides") or ("macro_f1" if record.get("task") == "classify" else "loss")
+
+
+def _shown(score: float | None, record: dict[str, Any]) -> float | None:
     if score is None or not math.isfinite(score):
         return None
-    return 1 - score if task == "classify" else score
+    return score if _decides(record) == "loss" else 1 - score
 
 
-def _metric(task: str) -> str:
-    return "validation macro-F1" if task == "classify" else "validation loss"
+def _metric(record: dict[str, Any]) -> str:
+    return f"validation {_decides(record).replace('_f1', '-F1').replace('_', ' ')}"
+
+
+def _score_cell(c: dict[str, Any], record: dict[str, Any]) -> str:
+    if c["state"] != "complete":
+        return c["state"]
+    f1 = (c.get("val") or {}).get("macro_f1")
+    beside = f" (macro-F1 {fmt(f1)})" if _decides(record) != "macro_f1" and isinstance(f1, (int, float)) else ""
+    return fmt(_shown(c.get("score"), record)) + beside
 
 
 def score_chart(record: dict[str, Any]) -> str:
     """Every finished candidate's score at its round (start and winner marked), and the best so far."""
-    task = record["task"]
     fig, ax = new_figure()
     best_so_far: list[tuple[int, float]] = []
     best = None
     for r in record["rounds"]:
         xs = [r["round"]] * len(r["candidates"])
-        ys = [_shown(c.get("score"), task) for c in r["candidates"]]
+        ys = [_shown(c.get("score"), record) for c in r["candidates"]]
         pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=colour(0 if r["stage"] != "promote" else 1),
                        alpha=0.8, label=None)
-            top = max(p[1] for p in pts) if task == "classify" else min(p[1] for p in pts)
-            best = top if best is None else (max(best, top) if task == "classify" else min(best, top))
+            pick = min if _decides(record) == "loss" else max
+            top = pick(p[1] for p in pts)
+            best = top if best is None else pick(best, top)
         if best is not None:
             best_so_far.append((r["round"], best))
     if not best_so_far:
@@ -62,18 +76,18 @@ def score_chart(record: dict[str, Any]) -> str:
             label="best so far")
     for slot, mark, name in ((record.get("best"), "*", "winner"), ("0.start", "D", "start")):
         c = _candidate(record, slot)
-        if c is not None and _shown(c.get("score"), task) is not None:
-            ax.scatter([_round_of(record, slot)], [_shown(c["score"], task)], s=90 if mark == "*" else 40,
+        if c is not None and _shown(c.get("score"), record) is not None:
+            ax.scatter([_round_of(record, slot)], [_shown(c["score"], record)], s=90 if mark == "*" else 40,
                        marker=mark, color=colour(3 if mark == "*" else 2), label=name, zorder=3)
     ax.scatter([], [], s=18, color=colour(0), label="expand (from the diagnosis, TPE)")
     ax.scatter([], [], s=18, color=colour(1), label="promote (longer runs)")
-    if task != "classify":
-        maybe_log(ax, [y for r in record["rounds"] for c in r["candidates"] if (y := _shown(c.get("score"), task))])
+    if _decides(record) == "loss":
+        maybe_log(ax, [y for r in record["rounds"] for c in r["candidates"] if (y := _shown(c.get("score"), record))])
     ax.set_xlabel("round")
-    ax.set_ylabel(_metric(task))
-    ax.set_title(f"{_metric(task)} of every candidate, by round")
+    ax.set_ylabel(_metric(record))
+    ax.set_title(f"{_metric(record)} of every candidate, by round")
     ax.legend(fontsize=8, loc="best")
-    alt = f"{_metric(task)} of each candidate against the round it ran in"
+    alt = f"{_metric(record)} of each candidate against the round it ran in"
     return f'<figure id="chart-rounds"><img src="{png_uri(fig)}" alt="{e(alt)}" width="640" height="340"></figure>'
 
 
@@ -92,10 +106,10 @@ def summary_html(record: dict[str, Any]) -> str:
                                           " (the probe and the start's sizing included)"))]
     best, start = _candidate(record, record.get("best")), _candidate(record, "0.start")
     if best is not None:
-        rows.append(("winner", e(f"{best['slot']}: {_metric(task)} {fmt(_shown(best['score'], task))} after "
+        rows.append(("winner", e(f"{best['slot']}: {_metric(record)} {fmt(_shown(best['score'], record))} after "
                                  f"{best['steps']:,} steps")))
     if start is not None:
-        rows.append(("start", e(f"{_metric(task)} {fmt(_shown(start.get('score'), task))} after {start['steps']:,} "
+        rows.append(("start", e(f"{_metric(record)} {fmt(_shown(start.get('score'), record))} after {start['steps']:,} "
                                 "steps")))
     test = record.get("test")
     if test:
@@ -117,17 +131,16 @@ def summary_html(record: dict[str, Any]) -> str:
 
 
 def rounds_html(record: dict[str, Any]) -> str:
-    task = record["task"]
     out = []
     for r in record["rounds"]:
         rows = "".join(
             f"<tr><td class=l>{e(c['slot'])}</td><td class=l>{e(_changes(c))}</td><td class=l>{e(c['reason'])}</td>"
-            f"<td>{e(fmt(_shown(c.get('score'), task)) if c['state'] == 'complete' else c['state'])}</td>"
+            f"<td>{e(_score_cell(c, record))}</td>"
             f"<td class=l>{e(', '.join(v['kind'] for v in c.get('verdicts') or []) or c.get('fail_reason') or '')}"
             f"</td><td class=nowrap>{e(_cost(c, record))}</td></tr>" for c in r["candidates"])
         out.append(f"<h3>round {r['round']}: {e(r['stage'])} at {r['steps']:,} steps</h3><p>{e(r['why'])}</p>"
                    "<table><tr><th class=l>slot</th><th class=l>changes from its parent</th><th class=l>why tried</th>"
-                   f"<th>{e(_metric(task))}</th><th class=l>verdicts</th><th>cost</th></tr>{rows}</table>")
+                   f"<th>{e(_metric(record))}</th><th class=l>verdicts</th><th>cost</th></tr>{rows}</table>")
     return "".join(out)
 
 
