@@ -19,6 +19,7 @@ Reports each arm's median step, its optimizer phase, and the median over rounds 
     python3 bench/optimizers.py --phase loss --threads 1 --out /tmp/opt.json --record
     python3 bench/optimizers.py --phase time --best /tmp/opt.json --record
     python3 bench/optimizers.py --phase step --muon-ns 3 2 --record
+    python3 bench/optimizers.py --phase step --muon-dtype bfloat16 float32 --record
 """
 
 from __future__ import annotations
@@ -96,6 +97,16 @@ def loss_table(runs: list[dict], out: str | None = None) -> list[str]:
     return lines
 
 
+def muon_arms(args: argparse.Namespace) -> list[str]:
+    """The Muon variants asked for: fewer Newton-Schulz iterations, another precision for them."""
+    return [*(f"muon ns_steps={n}" for n in args.muon_ns), *(f"muon ns_dtype={d}" for d in args.muon_dtype)]
+
+
+def arm_overrides(arm: str) -> list[str]:
+    """"muon ns_steps=3" -> ["optim.muon_ns_steps=3"]; a plain optimizer's arm sets nothing."""
+    return [f"optim.muon_{arm.split(' ')[1]}"] if arm.startswith("muon ") and "=" in arm else []
+
+
 def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     best = json.loads(Path(args.best).read_text())["runs"] if args.best else []
     for r in best:
@@ -105,14 +116,14 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     import gradwise.optim.muon as muon
 
     arms = [*GRID, *(["muon (plain Newton-Schulz)"] if args.muon_plain else []),
-            *(f"muon ns_steps={n}" for n in args.muon_ns)]
+            *muon_arms(args)]
     per_step: dict[str, list[float]] = {arm: [] for arm in arms}
     gram_ratio = muon.GRAM_RATIO
     for rep in range(args.repeats):
         for arm in arms:
             opt = arm.split(" ")[0]
             muon.GRAM_RATIO = 10 ** 9 if "plain" in arm else gram_ratio  # plain: no matrix iterates on its Gram
-            ns = [f"optim.muon_ns_steps={arm.split('=')[1]}"] if "ns_steps=" in arm else []
+            ns = arm_overrides(arm)
             r = run(opt, lr_of[opt], [*overrides, *ns, f"train.max_steps={args.time_steps}",
                                       f"train.eval_every={args.time_steps}", "train.test_eval=false"],
                     f"time-{arms.index(arm)}-{opt}-{rep}")
@@ -129,12 +140,12 @@ def phase_time(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 
 
 def phase_step(args: argparse.Namespace) -> list[str]:
-    arms = ["adamw", "muon", *(f"muon ns_steps={n}" for n in args.muon_ns)]
+    arms = ["adamw", "muon", *muon_arms(args)]
     device, vocab = torch.device("cpu"), 65  # tinyshakespeare's characters; timing does not read the data
     steps = {}
     for arm in arms:
         opt = arm.split(" ")[0]
-        ns = [f"optim.muon_ns_steps={arm.split('=')[1]}"] if "ns_steps=" in arm else []
+        ns = arm_overrides(arm)
         cfg = load_config(str(PRESET), [f"optim.name={opt}", f"optim.lr={GRID[opt][1]}", *ns, "train.device=cpu"])
         torch.manual_seed(0)
         steps[arm] = assemble(cfg, build_model(cfg.model, vocab), CausalLMObjective(), device,
@@ -209,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                     "iteration for every matrix (no Gram path), to measure what the Gram path saves")
     ap.add_argument("--muon-ns", type=int, nargs="*", default=[], metavar="N",
                     help="time and step phases: also Muon with N Newton-Schulz iterations (optim.muon_ns_steps) per update")
+    ap.add_argument("--muon-dtype", nargs="*", default=[], choices=["float32", "bfloat16"],
+                    help="time and step phases: also Muon with its Newton-Schulz iterations in this precision "
+                         "(optim.muon_ns_dtype)")
     ap.add_argument("--from-json", nargs="+", metavar="FILE",
                     help="loss phase: no training, re-tabulate runs saved by --out (several files are merged)")
     ap.add_argument("--record", action="store_true", help=f"append the table to {RECORD_FILE.relative_to(REPO)}")

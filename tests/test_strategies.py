@@ -209,3 +209,22 @@ def test_auto_optimizer_is_muon_for_gpt_and_adamw_for_lstm() -> None:
     assert gpt_cfg.optim.name == "muon" and lstm_cfg.optim.name == "adamw"  # resolved, so saved configs say it
     assert isinstance(build_optimizer(gpt(), OptimConfig(), CPU), CombinedOptimizer)
     assert OptimConfig().name == "auto"
+
+
+def test_muon_ns_dtype_reaches_the_optimizer_and_bf16_stays_close_to_fp32() -> None:
+    """The Newton-Schulz precision is a config key (bf16 where its matmuls are fast); both give nearly one update."""
+    updates = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = gpt()
+        opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-2, muon_ns_dtype=dtype), CPU)
+        assert {g["ns_dtype"] for g in opt.optimizers[0].param_groups} == {dtype}
+        before = model.blocks[0].mlp.fc.weight.detach().clone()
+        model(torch.randint(0, 40, (2, 8))).float().square().mean().backward()
+        opt.step()
+        updates[dtype] = model.blocks[0].mlp.fc.weight.detach() - before
+    assert not torch.equal(updates["float32"], updates["bfloat16"])
+    cosine = torch.nn.functional.cosine_similarity(updates["float32"].flatten(), updates["bfloat16"].flatten(), dim=0)
+    assert cosine > 0.95, cosine  # bf16 keeps 8 bits of mantissa and the plain iteration: the same direction
+    with pytest.raises(ConfigError, match="optim.muon_ns_dtype must be one of auto, float32, bfloat16"):
+        load_config("default", ["optim.name=muon", "optim.muon_ns_dtype=bf16"])

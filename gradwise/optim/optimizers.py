@@ -132,7 +132,7 @@ def _muon_with_adamw(groups: list[dict], cfg: OptimConfig, device: torch.device)
     rest = [g for g in groups if g["name"] != "matrices"]
     muon = Muon(matrices, lr=cfg.muon_lr if cfg.muon_lr is not None else cfg.lr, weight_decay=cfg.weight_decay,
                 momentum=cfg.muon_momentum, nesterov=True, ns_steps=cfg.muon_ns_steps,
-                adjust_lr=cfg.muon_adjust_lr)
+                adjust_lr=cfg.muon_adjust_lr, ns_dtype=cfg.muon_ns_dtype)
     if not rest:
         return muon
     return CombinedOptimizer([muon, OPTIMIZERS["adamw"].build(rest, cfg, device)])
