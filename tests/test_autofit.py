@@ -370,4 +370,4 @@ def test_a_level_no_better_than_its_parent_beyond_noise_ends_the_rounds() -> Non
                           "explore_stop": "no candidate beat 0.start by more than 0.0186"})
     assert "rounds stopped" in shown and "no candidate beat 0.start" in shown  # the page says why
     classifier = cand("0.start", 0.28, loss=0.61, loss_se=0.01, macro_f1=0.72)  # ranked on 1 - macro-F1 (best_on)
-    assert within_noise(classifier, [cand("1.expand.0", 0.279)]) is None
+    assert within_noise(classifier, [cand("1.expand.0", 0.279)], decides="macro_f1") is None

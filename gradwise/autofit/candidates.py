@@ -87,15 +87,15 @@ def _short(v: Any) -> str:
 NOISE_SES = 2  # a candidate must beat its parent by this many standard errors of the parent's val loss
 
 
-def within_noise(parent: Candidate, tried: list[Candidate]) -> float | None:
+def within_noise(parent: Candidate, tried: list[Candidate], decides: str = "loss") -> float | None:
     """The margin that no run of ``tried`` beat ``parent`` by, when none is better than it by NOISE_SES standard
     errors of its validation loss: a level that found nothing the rung can see, where more rounds buy noise
     and the final run loses their steps. None when one is clearly better, when none finished, or when the
-    score is not that loss (``train.best_on`` a metric, which has no standard error)."""
+    score is not that loss (``decides``, the ``train.best_on``, a metric: it has no standard error)."""
     se = parent.val.get("loss_se")
     scores = [c.score for c in tried if c.state == "complete" and c.score is not None]
     if not isinstance(se, (int, float)) or not math.isfinite(se) or se <= 0 or parent.score is None or not scores \
-            or parent.score != parent.val.get("loss"):
+            or decides != "loss":
         return None
     margin = NOISE_SES * float(se)
     return margin if parent.score - min(scores) < margin else None

@@ -11,7 +11,7 @@ from typing import Any
 from gradwise.autofit.budget import Budget
 from gradwise.config.schema import Config
 from gradwise.core.errors import GradwiseError
-from gradwise.report.autofit import RECORD
+from gradwise.report.autofit import RECORD, decided_by
 from gradwise.search.study import changed_keys
 
 
@@ -49,7 +49,7 @@ def open_record(out: Path, base: Config, budget: Budget, resume: bool) -> dict[s
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise GradwiseError(f"--resume: {path} is damaged ({exc}); start a new autofit with --name NEW") from None
-    if record.get("decides", "macro_f1" if record.get("task") == "classify" else "loss") != base.train.best_on:
+    if decided_by(record) != base.train.best_on:
         raise GradwiseError(f"--resume: {out} ranked its candidates on another score (an earlier gradwise ranked a "
                             "classifier on macro-F1, this one on train.best_on); start a new autofit with --name NEW")
     changed = changed_keys(record.get("base"), base.to_dict())

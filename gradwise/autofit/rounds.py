@@ -270,7 +270,8 @@ class _State:
                 self.say("stopped: no candidate at this rung finished; see the failures above")
                 break
             self._expand(level, steps, parent, plan.widths[level])
-            margin = within_noise(parent, [c for c in self.done.values() if c.slot.startswith(f"{level + 1}.expand.")])
+            margin = within_noise(parent, [c for c in self.done.values() if c.slot.startswith(f"{level + 1}.expand.")],
+                                  self.base.train.best_on)
             if margin is not None:
                 self.record["explore_stop"] = (f"no candidate beat {parent.slot} by more than {margin:.4f} (two standard "
                                                f"errors of its validation loss) at {steps:,} steps: the rounds cannot "

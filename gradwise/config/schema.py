@@ -157,7 +157,7 @@ class OptimConfig(Section):
     muon_lr: float | None = None  # Muon's learning rate for hidden matrices (default: optim.lr)
     muon_momentum: float = 0.95
     muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update: most of its cost (docs/benchmarks.md)
-    muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where it is fast (gradwise/optim/muon.py)
+    muon_ns_dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPUs (optim/muon.py)
     muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"  # match: AdamW-sized lr works
 
 

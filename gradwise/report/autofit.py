@@ -29,7 +29,7 @@ def read_autofit(path: str | Path) -> dict[str, Any]:
         raise GradwiseError(f"{file} is damaged ({exc}); the autofit's runs are still in its trials/") from None
 
 
-def _decides(record: dict[str, Any]) -> str:
+def decided_by(record: dict[str, Any]) -> str:
     """What ranked the candidates: the selection score of their best checkpoints (``train.best_on``). Records
     of the first version ranked a classifier on macro-F1."""
     return record.get("decides") or ("macro_f1" if record.get("task") == "classify" else "loss")
@@ -38,18 +38,18 @@ def _decides(record: dict[str, Any]) -> str:
 def _shown(score: float | None, record: dict[str, Any]) -> float | None:
     if score is None or not math.isfinite(score):
         return None
-    return score if _decides(record) == "loss" else 1 - score
+    return score if decided_by(record) == "loss" else 1 - score
 
 
 def _metric(record: dict[str, Any]) -> str:
-    return f"validation {_decides(record).replace('_f1', '-F1').replace('_', ' ')}"
+    return f"validation {decided_by(record).replace('_f1', '-F1').replace('_', ' ')}"
 
 
 def _score_cell(c: dict[str, Any], record: dict[str, Any]) -> str:
     if c["state"] != "complete":
         return c["state"]
     f1 = (c.get("val") or {}).get("macro_f1")
-    beside = f" (macro-F1 {fmt(f1)})" if _decides(record) != "macro_f1" and isinstance(f1, (int, float)) else ""
+    beside = f" (macro-F1 {fmt(f1)})" if decided_by(record) != "macro_f1" and isinstance(f1, (int, float)) else ""
     return fmt(_shown(c.get("score"), record)) + beside
 
 
@@ -65,7 +65,7 @@ def score_chart(record: dict[str, Any]) -> str:
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=colour(0 if r["stage"] != "promote" else 1),
                        alpha=0.8, label=None)
-            pick = min if _decides(record) == "loss" else max
+            pick = min if decided_by(record) == "loss" else max
             top = pick(p[1] for p in pts)
             best = top if best is None else pick(best, top)
         if best is not None:
@@ -81,7 +81,7 @@ def score_chart(record: dict[str, Any]) -> str:
                        marker=mark, color=colour(3 if mark == "*" else 2), label=name, zorder=3)
     ax.scatter([], [], s=18, color=colour(0), label="expand (from the diagnosis, TPE)")
     ax.scatter([], [], s=18, color=colour(1), label="promote (longer runs)")
-    if _decides(record) == "loss":
+    if decided_by(record) == "loss":
         maybe_log(ax, [y for r in record["rounds"] for c in r["candidates"] if (y := _shown(c.get("score"), record))])
     ax.set_xlabel("round")
     ax.set_ylabel(_metric(record))
