@@ -19,7 +19,7 @@ from gradwise.data.labelled import read_labelled, stratified_split
 from gradwise.models.gpt import GPTConfig
 from gradwise.models.gpt_classifier import GPTClassifier
 from gradwise.tasks import prepare_task
-from gradwise.tasks.classify_metrics import format_report, multilabel_report
+from gradwise.tasks.classify_metrics import calibrated_loss, format_report, multilabel_report
 from gradwise.tasks.init_from import load_init_weights
 from gradwise.training.run_config import resolve_train_config
 from tests.conftest import TINY, run_cli
@@ -164,3 +164,26 @@ def test_multilabel_trains_evaluates_and_predicts_sets(tmp_path: Path) -> None:
     assert both.labels == ["music", "space"] and one.labels == ["cooking"]
     ev = run_cli("eval", str(result.run_dir), "--json")
     assert ev.returncode == 0 and json.loads(ev.stdout)["micro_f1"] == pytest.approx(s["test_report"]["micro_f1"])
+
+
+def test_calibrated_loss_takes_the_confidence_out_and_keeps_the_ordering() -> None:
+    """An overconfident model's val loss is mostly its confidence on the texts it gets wrong; at the best
+    temperature it reads how well the model orders the classes, which is what its decisions depend on."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4))
+    logits[np.arange(400), labels] += 1.5
+
+    def probs(scale: float) -> np.ndarray:
+        z = np.exp(logits * scale)
+        return z / z.sum(axis=1, keepdims=True)
+
+    def nll(p: np.ndarray) -> float:
+        return float(-np.log(p[np.arange(400), labels]).mean())
+
+    fitted, temperature = calibrated_loss(probs(1.0), labels)
+    assert fitted <= nll(probs(1.0))  # never worse than the plain loss: T = 1 is a candidate
+    loud, t_loud = calibrated_loss(probs(6.0), labels)  # the same ordering, six times as confident
+    assert nll(probs(6.0)) > 2 * nll(probs(1.0))  # what the plain val loss says of it
+    assert t_loud == pytest.approx(6.0 * temperature, rel=0.05) and loud == pytest.approx(fitted, abs=1e-4)
+    assert calibrated_loss(probs(1.0)[:, ::-1], labels)[0] > fitted  # a worse ordering stays worse

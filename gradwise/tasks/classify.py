@@ -31,7 +31,7 @@ from gradwise.models.ngram import idf_weights
 from gradwise.objectives.losses import ClassificationObjective
 from gradwise.tasks.base import EvalReport
 from gradwise.tasks.classify_baseline import BASELINE_VERSION, fit_baseline
-from gradwise.tasks.classify_metrics import classification_report, multilabel_report
+from gradwise.tasks.classify_metrics import calibrated_loss, classification_report, multilabel_report
 from gradwise.tasks.init_from import init_tokenizer
 
 
@@ -198,7 +198,9 @@ class ClassifyTask:
                                      "micro_f1": report["micro_f1"]}, report)
         loss = float(0.0 - np.log(np.clip(probs[np.arange(len(data)), data.labels], 1e-12, None)).mean())  # never -0.0
         report = classification_report(data.labels, probs.argmax(-1), self.classes)
-        return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}, report)
+        calibrated, temperature = calibrated_loss(probs, data.labels)
+        return EvalReport(loss, {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                                 "calibrated_loss": calibrated, "temperature": temperature}, report)
 
     def describe(self) -> str:
         counts = self.train_counts()

@@ -1,5 +1,6 @@
 """Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix;
-for multi-label: exact-match accuracy, micro- and macro-F1 and per-class metrics."""
+for multi-label: exact-match accuracy, micro- and macro-F1 and per-class metrics; and the validation loss at
+the best temperature, which ranks checkpoints without punishing a confident model for its confidence."""
 
 from __future__ import annotations
 
@@ -29,6 +30,43 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
         "confusion": confusion.tolist(),
         "classes": list(classes),
     }
+
+
+# The temperature is searched on log T in this range; a model this far off calibration is clipped to its edge.
+TEMPERATURE_RANGE = (0.05, 100.0)
+
+
+def calibrated_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(the mean negative log-likelihood at the best temperature, that temperature T): each row's log
+    probabilities divided by T and renormalised, which is temperature scaling of the logits (softmax is
+    shift-invariant per row). Why: a classifier trained past its val-loss minimum grows confident, and its
+    plain val loss rises on the few texts it gets wrong while its decisions keep improving (fortunes4: val loss
+    0.44 at step 400 and 0.60 at step 3,100, macro-F1 0.71 and 0.75); one fitted scalar takes the confidence
+    out and leaves how well the model orders the classes. The loss is convex in 1/T, so a golden-section
+    search on log T finds the minimum."""
+    logp = np.log(np.clip(probs, 1e-12, None)).astype(np.float64)
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z -= z.max(axis=1, keepdims=True)
+        return float((np.log(np.exp(z).sum(axis=1)) - z[rows, labels]).mean())
+
+    lo, hi = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    ratio = (np.sqrt(5.0) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):  # the bracket shrinks by 0.618 a step: 60 steps leave about 1e-12 of it
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    best = min((nll(0.0), 0.0), (fa, a), (fb, b))  # T = 1 when it is as good: no change is the default
+    return best[0], float(np.exp(best[1]))
 
 
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
