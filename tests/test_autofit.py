@@ -263,6 +263,12 @@ def test_a_classifier_autofit_reports_its_test_score_beside_the_baseline(tmp_pat
     assert record["decides"] == "loss" and all(c["score"] == c["val"]["loss"] for c in done)
     assert record["best"] == min(done, key=lambda c: (c["score"], -c["steps"]))["slot"]
     assert record["baseline"]["test"]["macro_f1"] is not None and record["test"]["macro_f1"] is not None
+    # The preset stops early (patience 4); its final run trains the rest of the budget all the same.
+    final = [c for r in record["rounds"] if r["stage"] == "final" for c in r["candidates"]]
+    assert final and final[0]["state"] == "complete", record["rounds"][-1]
+    assert load_config(str(Path(final[0]["run"]) / "config.yaml")).train.patience is None
+    summary = json.loads((Path(final[0]["run"]) / "summary.json").read_text())
+    assert summary["stopped_because"] != "early_stopping" and summary["steps"] == final[0]["steps"]
 
 
 def test_a_classifier_autofit_ranked_on_macro_f1_by_an_earlier_gradwise_is_not_resumed(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Autofit's final run: a language model continues from the winner's weights, and a config that stops early
-keeps its own evaluation cadence, so the final run's steps and checkpoint are worth what they cost."""
+trains the whole rest of the budget at its own evaluation cadence, so the final run's steps and checkpoint are
+worth what they cost."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from gradwise.autofit.budget import EVALS_PER_RUN, RunCost  # noqa: E402
 from gradwise.autofit.candidates import Candidate  # noqa: E402
 from gradwise.autofit.final import (  # noqa: E402
     CLOCK_OVERSIZE,
+    FINAL_EVALS,
     clock_schedule,
     final_eval_every,
     final_size,
     final_steps,
     horizon_lr,
     measured_cost,
+    no_early_stop,
     warm_start,
 )
 from gradwise.config.load import load_config  # noqa: E402
@@ -45,11 +48,13 @@ def test_a_language_model_starts_from_the_winners_checkpoint_only_when_it_has_on
     assert warm_start(load_config("classify-ngram"), _winner(run)) == {}  # the bag loads no checkpoint
 
 
-def test_a_config_that_stops_early_keeps_its_cadence_and_the_steps_pay_for_its_evaluations() -> None:
+def test_a_config_that_stops_early_trains_its_budget_at_its_cadence_and_the_steps_pay_for_its_evaluations() -> None:
     bag = load_config("classify-ngram")  # patience 4, an evaluation every 50 steps
     lm = load_config("default")  # no early stopping: the rungs' four evaluations
+    assert no_early_stop(bag) == {"train.patience": None} and no_early_stop(lm) == {}
     assert final_eval_every(bag, 4000) == bag.train.eval_every
     assert final_eval_every(bag, 120) == 120 // EVALS_PER_RUN  # finer than the config's: the rung's
+    assert final_eval_every(bag, 50_000) == 50_000 // FINAL_EVALS  # a long run is read FINAL_EVALS times
     assert final_eval_every(lm, 4000) == 4000 // EVALS_PER_RUN
     cost = RunCost("seconds", fixed=2.0, per_step=0.01, per_eval=0.5)
     plain, frequent = final_steps(lm, cost, 100.0), final_steps(bag, cost, 100.0)

@@ -50,7 +50,14 @@ from gradwise.autofit.candidates import (
     run_candidate,
     within_noise,
 )
-from gradwise.autofit.final import clock_schedule, final_eval_every, final_size, horizon_lr, warm_start
+from gradwise.autofit.final import (
+    clock_schedule,
+    final_eval_every,
+    final_size,
+    horizon_lr,
+    no_early_stop,
+    warm_start,
+)
 from gradwise.autofit.moves import moves_from, search_space, tpe_keys
 from gradwise.autofit.record import Clock, open_record
 from gradwise.autofit.shared import (
@@ -320,9 +327,14 @@ class _State:
         clock = clock_schedule(self.clock.budget.unit)
         if clock:
             how += "; its schedule follows the clock as well as the steps"
+        whole = no_early_stop(self.base)
+        if whole:
+            how += (f"; without early stopping, its best checkpoint chosen from evaluations every "
+                    f"{final_eval_every(self.base, steps):,} steps")
         rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
                           f"left of the budget ({how})")
-        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr, **clock}, {**lr, **clock}, steps,
+        final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr, **clock, **whole},
+                          {**lr, **clock, **whole}, steps,
                           best.slot,
                           "the winner of the exploring rounds, trained for the rest of the budget", "final",
                           eval_every=final_eval_every(self.base, steps), warm_from=best.slot if warm else None)
