@@ -1,6 +1,6 @@
 """Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix;
-for multi-label: exact-match accuracy, micro- and macro-F1 and per-class metrics; and the validation loss at
-the best temperature, which ranks checkpoints without punishing a confident model for its confidence."""
+for multi-label: exact-match accuracy, micro- and macro-F1 and per-class metrics; and the loss at the best
+temperature, which shows how much of a rise in the validation loss is the model's confidence."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def calibrated_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float
     shift-invariant per row). Why: a classifier trained past its val-loss minimum grows confident, and its
     plain val loss rises on the few texts it gets wrong while its decisions keep improving (fortunes4: val loss
     0.44 at step 400 and 0.60 at step 3,100, macro-F1 0.71 and 0.75); one fitted scalar takes the confidence
-    out and leaves how well the model orders the classes. The loss is convex in 1/T, so a golden-section
-    search on log T finds the minimum."""
+    out and leaves how well the model orders the classes. A diagnostic: as a rule for choosing a checkpoint it
+    did no better than the plain loss (bench/classify_selection.py). The loss is convex in 1/T, so a
+    golden-section search on log T finds the minimum."""
     logp = np.log(np.clip(probs, 1e-12, None)).astype(np.float64)
     rows = np.arange(len(labels))
 
