@@ -55,12 +55,15 @@ def test_a_config_that_stops_early_trains_its_budget_at_its_cadence_and_the_step
     assert final_eval_every(bag, 4000) == bag.train.eval_every
     assert final_eval_every(bag, 120) == 120 // EVALS_PER_RUN  # finer than the config's: the rung's
     assert final_eval_every(bag, 50_000) == 50_000 // FINAL_EVALS  # a long run is read FINAL_EVALS times
-    assert final_eval_every(lm, 4000) == 4000 // EVALS_PER_RUN
+    assert final_eval_every(lm, 4000) == lm.train.eval_every  # its own cadence too: its minimum is found
+    assert final_eval_every(lm, 400) == 400 // EVALS_PER_RUN  # never fewer than the rungs' four
     cost = RunCost("seconds", fixed=2.0, per_step=0.01, per_eval=0.5)
-    plain, frequent = final_steps(lm, cost, 100.0), final_steps(bag, cost, 100.0)
-    assert plain == cost.steps_within(100.0)
-    evals = -(-frequent // bag.train.eval_every) + 1
-    assert frequent < plain and cost.of(frequent, evals) <= 100.0  # its evaluations are paid for
+    rare = final_steps(lm, cost, 100.0)  # an evaluation every 200 steps
+    frequent = final_steps(bag, cost, 100.0)  # every 50
+    assert frequent < rare < cost.steps_within(100.0)
+    for cfg, steps in ((lm, rare), (bag, frequent)):
+        evals = -(-steps // final_eval_every(cfg, steps)) + 1
+        assert cost.of(steps, evals) <= 100.0  # its evaluations are paid for
 
 
 def test_a_rate_raised_at_a_short_rung_is_scaled_down_for_the_long_run_never_below_the_start() -> None:
@@ -88,7 +91,8 @@ def test_the_final_run_is_sized_by_the_winners_own_measured_speed(tmp_path: Path
                      run=str(run), facts={"evaluations": 5})
     cost = measured_cost("seconds", best)
     assert cost is not None and (cost.fixed, cost.per_step, cost.per_eval) == pytest.approx((0.5, 0.1, 0.4))
-    assert final_steps(load_config("default"), cost, 300.0) == int((300.0 - 0.5 - 5 * 0.4) / 0.1)
+    evals = 2931 // 200 + 2  # an evaluation every 200 steps (the preset's), step 0 and the last included
+    assert final_steps(load_config("default"), cost, 300.0) == int((300.0 - 0.5 - evals * 0.4) / 0.1) == 2931
     assert measured_cost("tokens", best) is None  # a token budget counts tokens, as the probe does
     gone = Candidate("2.expand.1", {}, {}, 100, "1.promote.0", "tpe", "tpe", cost=12.5, run=str(tmp_path / "x"))
     assert measured_cost("seconds", gone) is None  # trained elsewhere: the probe's estimate instead

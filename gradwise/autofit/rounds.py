@@ -328,9 +328,8 @@ class _State:
         if clock:
             how += "; its schedule follows the clock as well as the steps"
         whole = no_early_stop(self.base)
-        if whole:
-            how += (f"; without early stopping, its best checkpoint chosen from evaluations every "
-                    f"{final_eval_every(self.base, steps):,} steps")
+        how += (f"; {'without early stopping, ' if whole else ''}its best checkpoint chosen from evaluations every "
+                f"{final_eval_every(self.base, steps):,} steps")
         rnd = self._round("final", LEVELS, steps, best.slot, f"{best.slot}, the best so far, trained with what is "
                           f"left of the budget ({how})")
         final = Candidate(f"{LEVELS + 1}.final.0", {**best.overrides, **warm, **lr, **clock, **whole},
