@@ -48,3 +48,18 @@ def spread(values: list[float], digits: int = 3) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
+
+
+def paired(diff: list[float]) -> tuple[str, int]:
+    """("mean ± standard error", how many are >= 0) of paired differences, such as a model minus the baseline
+    split by split (the splits' own spread cancels)."""
+    se = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
+    return f"{statistics.mean(diff):+.3f} ± {se:.3f}", sum(d >= 0 for d in diff)
+
+
+def seed_list(text: str) -> list[int]:
+    """Seeds from ``A..B`` (inclusive) or a comma-separated list."""
+    if ".." in text:
+        lo, hi = text.split("..")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]

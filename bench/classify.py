@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from benchrecord import RECORD_FILE, append_record, spread
+from benchrecord import RECORD_FILE, append_record, paired, seed_list, spread
 
 from gradwise.config.load import CLASSIFY_PRESET
 from gradwise.data.labelled import read_labelled, stratified_split
@@ -61,19 +59,16 @@ def paired_against_baseline(results: dict[str, list[dict]]) -> list[str]:
     for name, rows in results.items():
         if name in ("majority", "baseline") or len(rows) != len(base) or len(rows) < 2:
             continue
-        diff = [r["macro_f1"] - b for r, b in zip(rows, base, strict=True)]
-        se = statistics.stdev(diff) / math.sqrt(len(diff))
-        wins = sum(d >= 0 for d in diff)
-        out.append(f"- {name} minus the baseline, test macro-F1 on the same split: {statistics.mean(diff):+.3f} "
-                   f"± {se:.3f} (mean ± standard error over {len(diff)} seeds); at least the baseline's on "
-                   f"{wins} of {len(diff)}")
+        difference, wins = paired([r["macro_f1"] - b for r, b in zip(rows, base, strict=True)])
+        out.append(f"- {name} minus the baseline, test macro-F1 on the same split: {difference} (mean ± standard "
+                   f"error over {len(rows)} seeds); at least the baseline's on {wins} of {len(rows)}")
     return ["", *out] if out else []
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--seeds", default="1337,1,2", help="comma-separated; each seed is its own split")
+    ap.add_argument("--seeds", default="1337,1,2", help="A..B or comma-separated; each seed is its own split")
     ap.add_argument("--models", default="ngram,lstm,gpt,default", help=f"of {', '.join([*MODELS, 'default'])}")
     ap.add_argument("--steps", type=int, help="cap every run's steps (smoke check)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_file():
         print(f"skipped: {data} not found; pass --data PATH to fortunes4.jsonl")
         return 0
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     models = args.models.split(",")
     default_name = next((k for k, (preset, extra) in MODELS.items() if preset == CLASSIFY_PRESET and not extra), None)
     results: dict[str, list[dict]] = {"majority": [], "baseline": [], **{m: [] for m in models if m != "default"}}

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchrecord import RECORD_FILE, append_record, spread
+from benchrecord import RECORD_FILE, append_record, paired, seed_list, spread
 
 from gradwise.tasks.classify import ClassifyTask
 from gradwise.training.run import train
@@ -38,13 +38,6 @@ RULES = {
     "calibrated": lambda e: e["val_calibrated_loss"],
     "macro_f1": lambda e: 1.0 - e["val_macro_f1"],
 }
-
-
-def seeds_of(text: str) -> list[int]:
-    if ".." in text:
-        lo, hi = text.split("..")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 class TestAtEveryEval:
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_file():
         print(f"skipped: {data} not found; pass --data PATH to fortunes4.jsonl")
         return 0
-    seeds = seeds_of(args.seeds)
+    seeds = seed_list(args.seeds)
     rows = []
     with tempfile.TemporaryDirectory(prefix="gradwise-sel-") as tmp:
         for seed in seeds:
@@ -121,10 +114,9 @@ def main(argv: list[str] | None = None) -> int:
              "|---|--:|--:|--:|--:|"]
     lines.append(f"| baseline (TF-IDF + LR) | - | {spread([r['baseline'] for r in rows])} | - | - |")
     for n in names:
-        diff = [r[n] - r["baseline"] for r in rows]
+        difference, wins = paired([r[n] - r["baseline"] for r in rows])
         lines.append(f"| {n} | {statistics.median(r[n + '_at'] for r in rows):,.0f} | {spread([r[n] for r in rows])} | "
-                     f"{statistics.mean(diff):+.3f} ± {statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0:.3f} | "
-                     f"{sum(d >= 0 for d in diff)} of {len(diff)} |")
+                     f"{difference} | {wins} of {len(rows)} |")
     lines.append("")
     lines.append("minus the baseline: mean ± its standard error over the splits.")
     print("\n" + "\n".join(lines))

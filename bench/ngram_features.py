@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from benchrecord import RECORD_FILE, append_record, spread
+from benchrecord import RECORD_FILE, append_record, paired, seed_list, spread
 
 from gradwise.data.labelled import read_labelled, stratified_split
 from gradwise.data.tokenizers import NgramTokenizer
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     texts, labels = read_labelled(Path(args.data))
     classes = sorted(set(labels))
-    seeds, variants = [int(s) for s in args.seeds.split(",")], args.variants.split(",")
+    seeds, variants = seed_list(args.seeds), args.variants.split(",")
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in seeds:
         index = stratified_split(labels, [0.8, 0.1, 0.1], seed)
@@ -131,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         for v, rows in results.items():
             if v == "baseline":
                 continue
-            diff = [r["test"] - b["test"] for r, b in zip(rows, results["baseline"], strict=True)]
-            se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
-            lines.append(f"- {v} minus the baseline, test macro-F1 on the same split: {np.mean(diff):+.3f} ± {se:.3f} "
-                         f"(mean ± standard error over {len(diff)} seeds); at least the baseline's on "
-                         f"{sum(d >= 0 for d in diff)} of {len(diff)}")
+            difference, wins = paired([r["test"] - b["test"] for r, b in zip(rows, results["baseline"], strict=True)])
+            lines.append(f"- {v} minus the baseline, test macro-F1 on the same split: {difference} (mean ± standard "
+                         f"error over {len(rows)} seeds); at least the baseline's on {wins} of {len(rows)}")
     print("\n" + "\n".join(lines))
     if args.record:
         append_record("n-gram features under logistic regression (fortunes4)", "\n".join(lines))
