@@ -88,6 +88,7 @@ class ModelConfig(Section):
     bidirectional: bool = True  # LSTM reads both directions
     pool: Literal["last", "mean"] = "last"  # classifiers: read the last real token, or the mean over the text
     idf: bool = False  # arch ngram: weigh each n-gram by its inverse document frequency in the training split
+    nb: bool = False  # arch ngram: weigh each n-gram also by how well it tells the classes apart in training
     dropout: float = 0.0  # the rate for all three places below unless they set their own
     embd_dropout: float | None = None  # on token + position embeddings
     attn_dropout: float | None = None  # on attention weights

@@ -152,8 +152,9 @@ def validate(cfg: Config) -> None:
     _require((d.tokenizer == "ngram") == (m.arch == "ngram") or m.arch == "hf" or cfg.task == "lm",
              "data.tokenizer ngram (a bag of hashed n-grams) and model.arch ngram (a classifier of such bags) go "
              f"together; got tokenizer {d.tokenizer} with arch {m.arch}: use the classify-ngram preset")
-    _require(not m.idf or m.arch == "ngram", f"model.idf weighs the n-grams of model.arch ngram; got arch {m.arch}: "
-             "drop model.idf or use the classify-ngram preset")
+    for key in ("idf", "nb"):
+        _require(not getattr(m, key) or m.arch == "ngram", f"model.{key} weighs the n-grams of model.arch ngram; got "
+                 f"arch {m.arch}: drop model.{key} or use the classify-ngram preset")
     _require(d.tokenizer != "ngram" or cfg.task == "classify",
              "data.tokenizer ngram is for classification (--task classify): its ids cannot be decoded to text")
     _require(d.tokenizer != "bpe" or d.vocab_size >= 260,

@@ -43,7 +43,7 @@ def _lstm_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: 
 
 def _ngram_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:
     return NgramClassifier(NgramConfig(vocab_size=vocab_size, n_classes=n_classes, pad_id=pad_id, n_embd=cfg.n_embd,
-                                       dropout=cfg.dropout, idf=cfg.idf))
+                                       dropout=cfg.dropout, idf=cfg.idf, nb=cfg.nb))
 
 
 def build_classifier(cfg: ModelConfig, vocab_size: int, n_classes: int, pad_id: int) -> nn.Module:

@@ -27,7 +27,7 @@ from gradwise.hf.auto_tokenizer import load_any_tokenizer, load_hf_tokenizer
 from gradwise.hf.causal import save_run_files
 from gradwise.hf.classifier import build_hf_classifier, save_classifier_config
 from gradwise.models import build_classifier
-from gradwise.models.ngram import idf_weights
+from gradwise.models.ngram import bag_weights
 from gradwise.objectives.losses import ClassificationObjective
 from gradwise.tasks.base import EvalReport
 from gradwise.tasks.classify_baseline import BASELINE_VERSION, fit_baseline
@@ -135,8 +135,10 @@ class ClassifyTask:
             return build_hf_classifier(self.cfg.model, self.classes, self.pad_id, self.tokenizer.vocab_size,
                                        self.run_dir)
         model = classifier(self.cfg, self.tokenizer.vocab_size, len(self.classes), self.pad_id)
-        if self.cfg.model.arch == "ngram" and self.cfg.model.idf:  # from the training split alone, as the baseline
-            model.set_idf(idf_weights(self.splits["train"].ids, self.tokenizer.vocab_size))
+        m = self.cfg.model
+        if m.arch == "ngram" and (m.idf or m.nb):  # from the training split alone, as the baseline
+            train = self.splits["train"]
+            model.set_weights(bag_weights(train.ids, train.labels, self.tokenizer.vocab_size, m.idf, m.nb))
         return model
 
     def train_counts(self) -> np.ndarray:
