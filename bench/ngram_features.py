@@ -9,6 +9,8 @@ baseline chooses it.
   blocks      counts, with the word block and the character block each L2-normalised (as the baseline's
               FeatureUnion of two vectorizers), so the many character n-grams do not outweigh the words
   mindf       blocks, with n-grams seen in a single training text given no weight (the baseline's char min_df=2)
+  nb          counts, each n-gram also weighed by how well it tells the classes apart in the training split
+              (``model.nb``: the largest |log-count ratio| over the classes, NBSVM's ratio), one norm
 
 The features of "sets" and "counts" are exactly the n-gram model's bag before its learned vectors (the model's
 test asserts the bag equals these rows), so this isolates the features from the model and its training.
@@ -29,23 +31,25 @@ from benchrecord import RECORD_FILE, append_record, paired, seed_list, spread
 
 from gradwise.data.labelled import read_labelled, stratified_split
 from gradwise.data.tokenizers import NgramTokenizer
-from gradwise.models.ngram import document_frequency, idf_weights
+from gradwise.models.ngram import bag_weights, document_frequency
 from gradwise.tasks.classify_baseline import C_GRID
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "fortunes4.jsonl"
-VARIANTS = ("baseline", "sets", "counts", "blocks", "mindf")
+VARIANTS = ("baseline", "sets", "counts", "blocks", "mindf", "nb")
 
 
-def hashed_rows(texts: dict[str, list[str]], counts: bool, blocks: bool = False, min_df: int = 1) -> dict:
-    """Each split's rows as the n-gram model's bag weighs them: (sublinear) tf x idf from train, L2-normalised
-    as one row, or block by block (words, characters); n-grams in fewer than ``min_df`` training texts dropped."""
+def hashed_rows(texts: dict[str, list[str]], counts: bool, blocks: bool = False, min_df: int = 1,
+                targets: np.ndarray | None = None) -> dict:
+    """Each split's rows as the n-gram model's bag weighs them: (sublinear) tf x idf from train (x the nb ratio
+    with ``targets``, the training labels), L2-normalised as one row, or block by block (words, characters);
+    n-grams in fewer than ``min_df`` training texts dropped."""
     from scipy import sparse
     from sklearn.preprocessing import normalize
 
     tok = NgramTokenizer(counts=counts)
     ids = {name: tok.encode_batch(t) for name, t in texts.items()}
-    idf = idf_weights(ids["train"], tok.vocab_size).numpy()
+    idf = bag_weights(ids["train"], targets, tok.vocab_size, idf=True, nb=targets is not None).numpy()
     df = document_frequency(ids["train"], tok.vocab_size)
     half = 1 << tok.bits
     rows = {}
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         y = {name: np.array([classes.index(labels[i]) for i in idx]) for name, idx in index.items()}
         for v in variants:
             rows = baseline_rows(split_texts) if v == "baseline" else hashed_rows(
-                split_texts, counts=v != "sets", blocks=v in ("blocks", "mindf"), min_df=2 if v == "mindf" else 1)
+                split_texts, counts=v != "sets", blocks=v in ("blocks", "mindf"), min_df=2 if v == "mindf" else 1,
+                targets=y["train"] if v == "nb" else None)
             results[v].append(score(rows, y))
             r = results[v][-1]
             print(f"  seed {seed} {v:<8} val macro-F1 {r['val']:.4f} test {r['test']:.4f} (C={r['c']:g})", flush=True)
